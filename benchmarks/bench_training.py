@@ -1,0 +1,231 @@
+"""Training time and peak memory: ``training.pipeline.fit_pipeline`` at 100k and 1M customers.
+
+    python benchmarks/bench_training.py [--work DIR] [--quick] [--limit-minutes M]
+
+Data: ``retention generate --customers N --days 730 --seed 0`` (100,000 and 1,000,000 customers; ``--quick``:
+100,000 only), made once in the work folder. Each size runs in its own process: read the Parquet file, the input
+contract, ``prepare``, then ``fit_pipeline(prep, as_of=<last day>, horizon_days=90)`` (defaults: one parameter set,
+all threads) -- the training run without MLflow logging. The time of each stage of ``fit_pipeline`` is recorded
+as it finishes, so a run stopped at the time limit (default 20 minutes per size, reading and contract included)
+still tells how far it got and what it had cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+DAYS = 730
+SIZES = (100_000, 1_000_000)
+HORIZON = 90
+STAGE_PREFIX = "STAGE "
+
+
+def phase_fit(args) -> None:
+    import functools
+    import json
+
+    import pandas as pd
+
+    import training.pipeline as pipeline
+    from features.contract import prepare_transactions
+    from features.kernel import prepare
+
+    raw, s_read = common.timed(lambda: pd.read_parquet(args.data))
+    (tx, _), s_contract = common.timed(lambda: prepare_transactions(raw, as_of=args.as_of))
+    raw = None
+    prep, s_prep = common.timed(lambda: prepare(tx))
+    rows = len(tx)
+    tx = None
+    stages: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def wrap(owner, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed_call(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                stages[label] = stages.get(label, 0.0) + time.perf_counter() - t0
+                print(
+                    STAGE_PREFIX
+                    + json.dumps(
+                        {
+                            "stage": label,
+                            "seconds": stages[label],
+                            "elapsed": time.perf_counter() - started,
+                            "peak_mb": common.peak_mb(),
+                        }
+                    ),
+                    flush=True,
+                )
+
+        setattr(owner, name, timed_call)
+
+    wrap(pipeline, "build_dataset", "features and labels at the training cutoffs")
+    wrap(pipeline.heads, "fit_head", "LightGBM selection fits (early stopping), both heads")
+    wrap(pipeline.baselines, "fit_btyd", "BG/NBD + Gamma-Gamma baseline")
+    wrap(pipeline.heads, "refit_head", "LightGBM refits on all rows, both heads")
+    wrap(pipeline, "compute_features", "features at the as-of date (tiers, drift reference)")
+    print(
+        STAGE_PREFIX
+        + json.dumps(
+            {
+                "stage": "input ready",
+                "seconds": 0.0,
+                "elapsed": 0.0,
+                "read_seconds": s_read.seconds,
+                "contract_seconds": s_contract.seconds,
+                "prepare_seconds": s_prep.seconds,
+            }
+        ),
+        flush=True,
+    )
+    result, s_fit = common.timed(lambda: pipeline.fit_pipeline(prep, dt.date.fromisoformat(args.as_of), HORIZON))
+    common.emit(
+        {
+            "rows": rows,
+            "customers": int(prep.n_customers),
+            "training_rows": result.training_rows,
+            "cutoffs": len(result.plan.cutoffs),
+            "churn_rounds": result.selection["churn_rounds"],
+            "value_rounds": result.selection["value_rounds"],
+            "auc": result.metrics["lightgbm"].get("churn_auc"),
+            **s_read.as_dict("read_"),
+            **s_contract.as_dict("contract_"),
+            **s_prep.as_dict("prepare_"),
+            **s_fit.as_dict("fit_"),
+            "stages": stages,
+        }
+    )
+
+
+def stages_from(output: str) -> tuple[dict[str, float], dict]:
+    import json
+
+    stages: dict[str, float] = {}
+    info: dict = {}
+    for line in output.splitlines():
+        if line.startswith(STAGE_PREFIX):
+            item = json.loads(line[len(STAGE_PREFIX) :])
+            if item["stage"] == "input ready":
+                info = item
+            else:
+                stages[item["stage"]] = item["seconds"]
+                info["last"] = item
+    return stages, info
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--limit-minutes", type=float, default=20.0, help="stop a size's process after this long")
+    parser.add_argument("--sizes", help="comma-separated customer counts (default: 100000,1000000; --quick: 100000)")
+    parser.add_argument("--data", type=Path, help=common.SUPPRESS)
+    parser.add_argument("--as-of", help=common.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase:
+        phase_fit(args)
+        return
+
+    work: Path = args.work.resolve()
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else (SIZES[:1] if args.quick else SIZES)
+    as_of = common.last_day(DAYS)
+    report = common.Report("training" + ("-quick" if args.quick else ""), "Training: time and peak memory")
+    rows_out, stage_rows, setup = [], [], []
+    for customers in sizes:
+        data, gen = common.ensure_dataset(work, customers, DAYS, seed=0)
+        if gen:
+            setup.append([f"`retention generate --customers {customers:,}`", gen["seconds"], gen["peak_mb"]])
+        cmd = [sys.executable, __file__, "--phase", "fit", "--data", str(data), "--as-of", as_of, "--work", str(work)]
+        limit = args.limit_minutes * 60
+        res = common.run_measured(cmd, timeout=limit)
+        stages, info = stages_from(res["output"])
+        result = common.result_from(res["output"])
+        label = f"{customers:,} customers"
+        if result is not None:
+            rows_out.append(
+                [
+                    label,
+                    result["rows"],
+                    result["training_rows"],
+                    f"{result['churn_rounds']} / {result['value_rounds']}",
+                    result["contract_seconds"] + result["read_seconds"],
+                    result["prepare_seconds"],
+                    result["fit_seconds"],
+                    result["fit_cpu_seconds"],
+                    result["fit_peak_mb"],
+                    res["peak_mb"],
+                    "finished",
+                ]
+            )
+        else:
+            last = info.get("last", {})
+            tail = res["output"].strip().splitlines()[-1][:200] if res["output"].strip() else ""
+            status = (
+                f"stopped at the {args.limit_minutes:g}-minute limit"
+                if res.get("timed_out")
+                else f"failed (exit {res['returncode']}): {tail}"
+            )
+            done = f"; last finished stage: {last['stage']} at {last['elapsed']:.0f} s of fitting" if last else ""
+            rows_out.append(
+                [
+                    label,
+                    "",
+                    "",
+                    "",
+                    info.get("read_seconds", 0.0) + info.get("contract_seconds", 0.0) if info else None,
+                    info.get("prepare_seconds") if info else None,
+                    None,
+                    None,
+                    last.get("peak_mb") if last else None,
+                    res["peak_mb"],
+                    status + done,
+                ]
+            )
+        for stage, seconds in stages.items():
+            stage_rows.append([label, stage, seconds])
+        print(f"  {label}: {rows_out[-1]}", file=sys.stderr, flush=True)
+
+    report.table(
+        f"fit_pipeline, horizon {HORIZON} days, as of {as_of}",
+        [
+            "data",
+            "transactions",
+            "training rows",
+            "rounds churn / value",
+            "read + contract s",
+            "prepare s",
+            "fit_pipeline s",
+            "fit CPU s",
+            "fit peak RSS MiB",
+            "process peak MiB",
+            "status",
+        ],
+        rows_out,
+        note="""
+"fit peak RSS" is the process's resident high-water mark while `fit_pipeline` ran (the prepared arrays already in
+memory; the contract's frames freed); "process peak" is the whole process (`ru_maxrss`), reading and the contract
+included. CPU seconds count both cores (LightGBM trains on all threads).
+""",
+    )
+    report.table(
+        "Where fit_pipeline's time goes (stages as they finished)",
+        ["data", "stage", "seconds"],
+        stage_rows,
+    )
+    if setup:
+        report.table("Set-up done in this run", ["step", "seconds", "peak RSS MiB"], setup)
+    report.write()
+
+
+if __name__ == "__main__":
+    main()

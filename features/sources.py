@@ -1,0 +1,136 @@
+"""Read and write tabular data: CSV / Parquet files, directories of Parquet files, and SQL tables.
+
+A source is a path (``.csv``, ``.parquet``/``.pq``, or a directory of Parquet files) or a SQLAlchemy URL. For a URL,
+the table or query is given in the URL's query string: ``postgresql://host/db?table=transactions`` or
+``sqlite:///file.db?query=SELECT * FROM tx``. Identifier-like columns are read as strings so that ids such as
+``00042`` keep their leading zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from features.contract import STRING_COLUMNS, ContractError
+
+SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+
+
+def is_sql_url(location: str) -> bool:
+    scheme = urllib.parse.urlsplit(str(location)).scheme.split("+")[0]
+    return scheme in SQL_SCHEMES
+
+
+def split_sql_url(location: str, *, default_table: str | None = None) -> tuple[str, str | None, str | None]:
+    """Split ``URL?table=T`` / ``URL?query=Q`` into ``(engine_url, table, query)``; other params stay on the URL."""
+    base, _, query_string = location.partition("?")
+    params = urllib.parse.parse_qsl(query_string, keep_blank_values=True)
+    table = next((v for k, v in params if k == "table"), default_table)
+    query = next((v for k, v in params if k == "query"), None)
+    rest = urllib.parse.urlencode([(k, v) for k, v in params if k not in ("table", "query")])
+    url = f"{base}?{rest}" if rest else base
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url, table, query
+
+
+def read_table(location: str | os.PathLike[str], columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read a whole source into a DataFrame; id columns (after ``columns`` mapping) are read as text.
+
+    Raises :class:`ContractError` with one sentence when the source cannot be read.
+    """
+    location = str(location)
+    id_sources = {(columns or {}).get(name, name) for name in STRING_COLUMNS}
+    if is_sql_url(location):
+        return _read_sql(location, id_sources)
+    path = Path(location)
+    if not path.exists():
+        raise ContractError(f"input '{location}' does not exist")
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".pq"))
+            if not files:
+                raise ContractError(f"directory '{location}' holds no .parquet files")
+            return _ids_as_text(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), id_sources)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return _ids_as_text(pd.read_parquet(path), id_sources)
+        if path.suffix.lower() in (".csv", ".txt") or path.suffix.lower() == ".gz":
+            header = pd.read_csv(path, nrows=0)
+            dtypes = {name: "str" for name in header.columns if name in id_sources}
+            return pd.read_csv(path, dtype=dtypes, keep_default_na=True, na_values=[""])
+    except ContractError:
+        raise
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ContractError(f"cannot read '{location}': {first_line}") from exc
+    raise ContractError(f"input '{location}' is neither .csv nor .parquet nor a directory of Parquet files")
+
+
+def _ids_as_text(frame: pd.DataFrame, id_sources: set[str]) -> pd.DataFrame:
+    for name in id_sources & set(frame.columns):
+        col = frame[name]
+        if not pd.api.types.is_string_dtype(col.dtype) or pd.api.types.is_object_dtype(col.dtype):
+            frame[name] = col.astype("str").where(col.notna(), None)
+    return frame
+
+
+def _read_sql(location: str, id_sources: set[str]) -> pd.DataFrame:
+    import sqlalchemy
+
+    url, table, query = split_sql_url(location)
+    if not table and not query:
+        raise ContractError(f"SQL source '{_redact(location)}' needs ?table=NAME or ?query=SELECT...")
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            frame = pd.read_sql_query(sqlalchemy.text(query), conn) if query else pd.read_sql_table(table, conn)
+    except Exception as exc:  # driver errors vary by database; the message names the source
+        raise ContractError(f"cannot read SQL source '{_redact(location)}': {str(exc).splitlines()[0]}") from exc
+    finally:
+        if "engine" in locals():
+            engine.dispose()
+    return _ids_as_text(frame, id_sources)
+
+
+def _redact(location: str) -> str:
+    parts = urllib.parse.urlsplit(location)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return location
+
+
+def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a frame to ``.csv`` or ``.parquet`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ContractError(f"output '{path}' must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_transactions(
+    location: str | os.PathLike[str],
+    *,
+    columns: Mapping[str, str] | None = None,
+    as_of: str | None = None,
+    strict: bool = False,
+):
+    """Read a source and apply the contract: ``(valid transactions, DataQualityReport)``."""
+    from features.contract import prepare_transactions
+
+    return prepare_transactions(read_table(location, columns), columns=columns, as_of=as_of, strict=strict)

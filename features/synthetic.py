@@ -1,0 +1,465 @@
+"""Seeded synthetic retail transactions: the product's embedded default dataset and the tests' fixture.
+
+``generate_transactions(n_customers, days, seed=..., start=...)`` returns a frame that follows the input
+contract of :mod:`features.contract` (columns ``customer_id``, ``transaction_id``, ``timestamp``, ``amount``,
+``quantity``, ``category``, ``channel``), sorted by ``customer_id`` then ``timestamp``. The same arguments
+always give the identical frame; the work is fully vectorised over blocks of customers whose random
+streams depend only on ``(seed, block number)``, so the output does not depend on how blocks are grouped.
+
+The generating process (all knobs are fields of :class:`GeneratorConfig`):
+
+* **Acquisition.** Each customer's first purchase (their *join*) falls on a day drawn with weight
+  ``(1 + acquisition_growth * t / days) * season(t)``: customers arrive over the whole period, more of
+  them later, so the base grows and cohorts of every age are present.
+* **Purchase process (BG/NBD-like).** Customer ``i`` buys at a Poisson rate ``lambda_i ~ Gamma`` (per
+  day, heterogeneous) and drops out for good right after each purchase with probability
+  ``p_i ~ Beta(dropout_a, dropout_b)`` (U-shaped by default: many trial buyers who never come back,
+  many loyal ones). On top of that, signal that a BTYD model does not capture:
+
+  - *engagement decay*: the rate is multiplied by ``(1 + age / engagement_tau) ** -engagement_decay``
+    (age = days since joining), so customers slow down as they age;
+  - *slowdown before dropout*: the gap before the last purchase of a customer who drops out is
+    stretched by ``slowdown_factor`` (the one before it by its square root);
+  - *channel effects*: each customer has a primary channel (80 % of their purchases); ``app``
+    customers buy more often and drop out much less, ``store`` customers buy a little less and drop
+    out more (the dropout effect ``e`` turns the Beta into ``Beta(a * e, b / e)``: app ``e = 0.65``
+    moves mass towards loyal, rarely-dropping customers);
+  - *category effects*: each customer has a favourite category that sets their frequency, dropout,
+    basket price and refund propensity (grocery: frequent, cheap, loyal; electronics: rare, expensive,
+    volatile; apparel: most refunds).
+
+* **Calendar intensity.** Purchases follow ``season(t) = weekly(t) * yearly(t) * drift(t)``: a weekend
+  peak (Saturday highest), a Nov/Dec holiday peak (Black-Friday week and December), a Jan/Feb lull.
+  The process runs in "seasonal time" so that the exact rate is piecewise constant per day.
+* **Spend.** Each customer has a mean basket ``m_i`` (log-normal, weakly correlated with
+  ``lambda_i``); an amount is ``m_i * category price * Gamma(amount_shape)/amount_shape`` (heavier
+  in December), rounded to cents; quantity is 1 + a Poisson count that grows with the basket.
+* **Drift (calendar-time non-stationarity).** Purchase intensity changes by
+  ``intensity_drift_per_quarter`` (default -5 % per quarter, about -18.5 % per year, compounding
+  from ``start``) and basket size by ``basket_drift_per_quarter`` (default +2 % per quarter, about
+  +8 % per year, price inflation); the share of newly acquired customers whose primary channel is the
+  app rises linearly from ``app_share_start`` (20 %) to ``app_share_end`` (40 %). Purchases per active
+  customer-month are about 9 % lower in the second year than in the first, mean baskets about 6 %
+  higher, so a model fitted on early cutoffs forecasts too many purchases of too small baskets later.
+* **Data-quality noise.** About ``refund_rate`` of the purchases are refunded (those falling after the
+  last day are dropped, so about 3 % of the rows are refunds: negative amount, a later
+  transaction of the same customer mirroring all or part of an earlier purchase, same category and
+  channel, own ``transaction_id``); about ``duplicate_rate`` of the rows are exact copies (same
+  ``transaction_id``) right after their original; ``zero_amount_rate`` of purchases cost nothing.
+
+With the defaults, ``generate_transactions(500_000, 730)`` gives about 10.0 million rows (19.5
+purchases per customer on average, median 5, 99th percentile about 145; about 30 % one-time buyers),
+about 48 % of the customers have no purchase in the final 90 days and the top 20 % of customers hold
+about 72 % of net revenue. Of the customers who joined in the first year, about 54 % of those who mostly
+buy in the app are silent over the last three months against about 68 % (web) and 77 % (store). It takes
+about 10 s of CPU time (10-30 s wall on 2 CPUs) and under 2 GB of memory.
+
+Identifiers: ``customer_id`` is ``"C"`` + the zero-padded customer number (``"C0000042"``),
+``transaction_id`` is ``"T"`` + a zero-padded number that increases with time (like a till would give).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CATEGORIES: tuple[str, ...] = ("grocery", "home", "apparel", "beauty", "electronics", "sports")
+CHANNELS: tuple[str, ...] = ("web", "store", "app")
+COLUMNS: tuple[str, ...] = (
+    "customer_id",
+    "transaction_id",
+    "timestamp",
+    "amount",
+    "quantity",
+    "category",
+    "channel",
+)
+
+# Per-category effects, in CATEGORIES order.
+_CAT_POPULARITY = np.array([0.30, 0.14, 0.20, 0.13, 0.10, 0.13])
+_CAT_PRICE = np.array([0.55, 1.35, 1.0, 0.7, 2.6, 1.15])  # basket price multiplier
+_CAT_RATE = np.array([1.45, 0.85, 1.0, 1.15, 0.6, 0.85])  # purchase rate of customers who favour it
+_CAT_DROPOUT = np.array([0.8, 1.05, 1.0, 0.95, 1.35, 1.05])  # dropout of customers who favour it
+_CAT_REFUND = np.array([0.35, 1.1, 2.1, 0.65, 1.45, 1.1])  # relative refund propensity
+_CAT_QUANTITY = np.array([1.6, 0.4, 0.8, 0.9, 0.1, 0.4])  # extra items per basket (Poisson mean)
+# Per-channel effects, in CHANNELS order.
+_CHAN_RATE = np.array([1.0, 0.9, 1.2])
+_CHAN_DROPOUT = np.array([1.0, 1.2, 0.65])
+# Hour-of-day profiles (UTC) per channel: stores open 9-21, web peaks in the evening, app at lunch/evening.
+_HOURS = np.arange(24)
+_HOUR_PROFILE = np.stack(
+    [
+        0.3 + np.exp(-0.5 * ((_HOURS - 20.5) / 2.5) ** 2) + 0.5 * np.exp(-0.5 * ((_HOURS - 12.5) / 2.0) ** 2),
+        np.where((_HOURS >= 9) & (_HOURS < 21), 1.0 + 0.6 * np.exp(-0.5 * ((_HOURS - 16) / 2.5) ** 2), 0.0),
+        0.15 + np.exp(-0.5 * ((_HOURS - 21) / 2.0) ** 2) + 0.7 * np.exp(-0.5 * ((_HOURS - 12.5) / 1.5) ** 2),
+    ]
+)
+# Weekly profile Monday..Sunday (mean 1) and monthly profile Jan..Dec (before the holiday lift).
+_WEEKLY = np.array([0.88, 0.86, 0.90, 0.95, 1.08, 1.25, 1.08])
+_MONTHLY = np.array([0.90, 0.88, 0.96, 0.98, 1.0, 0.98, 0.97, 0.98, 0.96, 1.0, 1.0, 1.0])
+
+_BLOCK = 1 << 15  # customers per random stream; fixed so that output does not depend on chunking
+_DAYS_PER_QUARTER = 365.25 / 4
+_NS = 10**9
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Parameters of the synthetic transaction process (see the module docstring for the model).
+
+    Rates are per day; "quarter" means 91.3 days; shares are fractions of rows unless said otherwise.
+    """
+
+    mean_rate: float = 0.235
+    """Mean of the Gamma purchase rate ``lambda`` (purchases per day of a new customer, before effects)."""
+    rate_shape: float = 4.0
+    """Shape of the Gamma purchase rate; smaller is more heterogeneous (heavier tail of frequent buyers)."""
+    dropout_a: float = 0.22
+    """Beta ``a`` of the per-purchase dropout probability ``p``; multiplied by the channel/category dropout effects."""
+    dropout_b: float = 0.45
+    """Beta ``b`` of the dropout ``p`` (mean ``a / (a + b)``); divided by the channel/category dropout effects."""
+    acquisition_growth: float = 1.5
+    """New customers per day at the end of the period are ``1 + acquisition_growth`` times those at the start."""
+    engagement_tau: float = 90.0
+    """Age scale (days) of the engagement decay ``(1 + age / tau) ** -decay``."""
+    engagement_decay: float = 0.4
+    """Exponent of the engagement decay (0 disables it)."""
+    slowdown_factor: float = 2.5
+    """Stretch of the last inter-purchase gap before a dropout (the previous gap gets its square root)."""
+    holiday_lift: float = 0.35
+    """Extra purchase intensity in December (half of it in November, plus a Black-Friday week bump)."""
+    intensity_drift_per_quarter: float = -0.05
+    """Relative change of purchase intensity per quarter of calendar time (drift)."""
+    basket_drift_per_quarter: float = 0.02
+    """Relative change of basket amounts per quarter of calendar time (drift)."""
+    app_share_start: float = 0.2
+    """Share of customers acquired at the start whose primary channel is the app."""
+    app_share_end: float = 0.4
+    """Share of customers acquired at the end whose primary channel is the app."""
+    store_share: float = 0.35
+    """Share of non-app customers whose primary channel is the store (the rest: web)."""
+    primary_channel_share: float = 0.8
+    """Probability that a purchase uses the customer's primary channel."""
+    favourite_category_share: float = 0.6
+    """Probability that a purchase is in the customer's favourite category."""
+    mean_amount: float = 42.0
+    """Median per-customer mean basket amount (currency units) before category and drift effects."""
+    amount_sigma: float = 0.35
+    """Log-normal sigma of the per-customer mean basket (heterogeneity of spend)."""
+    amount_shape: float = 2.5
+    """Gamma shape of single basket amounts around the customer's mean (smaller: more variable)."""
+    spend_frequency_corr: float = 0.1
+    """Correlation of log mean basket with log purchase rate (weak)."""
+    december_basket_lift: float = 0.12
+    """Relative lift of basket amounts in December (gifts)."""
+    refund_rate: float = 0.034
+    """Probability that a purchase is refunded later (a share of rows, before window truncation)."""
+    full_refund_share: float = 0.7
+    """Share of refunds that give back the whole purchase (the rest: 20-90 % of it)."""
+    refund_lag_days: float = 9.0
+    """Mean delay (days) between a purchase and its refund."""
+    duplicate_rate: float = 0.002
+    """Share of rows written twice (exact copy, same transaction_id, right after the original)."""
+    zero_amount_rate: float = 0.001
+    """Share of purchases with a zero amount (free items, vouchers)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Calendar:
+    days: int
+    cum: np.ndarray  # cumulative seasonal intensity at day boundaries, len days + 1
+    grid: np.ndarray  # 0..days as float
+    join_cdf: np.ndarray  # acquisition CDF per day
+    basket: np.ndarray  # basket multiplier per day (drift, December)
+
+
+def _calendar(days: int, start: np.datetime64, cfg: GeneratorConfig) -> _Calendar:
+    day_index = np.arange(days)
+    dates = start + day_index.astype("timedelta64[D]")
+    epoch_day = dates.astype("datetime64[D]").astype(np.int64)
+    dow = (epoch_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+    month = dates.astype("datetime64[M]").astype(np.int64) % 12  # January = 0
+    dom = (dates - dates.astype("datetime64[M]")).astype(np.int64) + 1
+    yearly = _MONTHLY[month].copy()
+    yearly += np.where(month == 10, 0.5 * cfg.holiday_lift, 0.0)
+    yearly += np.where((month == 11) & (dom <= 24), cfg.holiday_lift, 0.0)
+    yearly += np.where((month == 10) & (dom >= 23) & (dom <= 30), 0.6 * cfg.holiday_lift, 0.0)  # Black Friday
+    quarters = day_index / _DAYS_PER_QUARTER
+    drift = (1.0 + cfg.intensity_drift_per_quarter) ** quarters
+    season = _WEEKLY[dow] * yearly * drift
+    cum = np.concatenate([[0.0], np.cumsum(season)])
+    acquisition = (1.0 + cfg.acquisition_growth * (day_index + 0.5) / days) * _WEEKLY[dow] * yearly
+    join_cdf = np.cumsum(acquisition)
+    join_cdf /= join_cdf[-1]
+    basket = (1.0 + cfg.basket_drift_per_quarter) ** quarters * np.where(
+        month == 11, 1.0 + cfg.december_basket_lift, 1.0
+    )
+    return _Calendar(days, cum, np.arange(days + 1, dtype=np.float64), join_cdf, basket)
+
+
+def _segment_cumsum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Cumulative sums restarting at each segment (segments are consecutive, ``counts`` may hold zeros)."""
+    total = np.cumsum(values)
+    before = np.concatenate([[0.0], total])[starts]
+    return total - np.repeat(before, counts)
+
+
+def _engagement_inverse(v: np.ndarray, cfg: GeneratorConfig) -> np.ndarray:
+    """Age at which the cumulative engaged time ``E(age) = int (1 + a/tau)^-decay da`` reaches ``v``."""
+    tau, b = cfg.engagement_tau, cfg.engagement_decay
+    if b == 0:
+        return v
+    if b == 1:
+        return tau * np.expm1(v / tau)
+    return tau * ((1.0 + v * (1.0 - b) / tau) ** (1.0 / (1.0 - b)) - 1.0)
+
+
+def _engagement(age: np.ndarray, cfg: GeneratorConfig) -> np.ndarray:
+    """Cumulative engaged time ``E(age)``."""
+    tau, b = cfg.engagement_tau, cfg.engagement_decay
+    if b == 0:
+        return age
+    if b == 1:
+        return tau * np.log1p(age / tau)
+    return tau / (1.0 - b) * ((1.0 + age / tau) ** (1.0 - b) - 1.0)
+
+
+def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: GeneratorConfig) -> dict:
+    """Transactions of customers ``first .. first + n - 1`` (sorted by customer, time)."""
+    rng = np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(block,)))
+    days = cal.days
+
+    # --- customers -------------------------------------------------------------------------------------
+    join_day = np.searchsorted(cal.join_cdf, rng.random(n), side="right").clip(0, days - 1)
+    join_t = join_day + rng.random(n)
+    app_share = cfg.app_share_start + (cfg.app_share_end - cfg.app_share_start) * join_t / days
+    u = rng.random(n)
+    primary = np.where(u < app_share, 2, np.where(u < app_share + (1 - app_share) * cfg.store_share, 1, 0))
+    favourite = np.searchsorted(np.cumsum(_CAT_POPULARITY), rng.random(n) * _CAT_POPULARITY.sum(), side="right")
+    shape = cfg.rate_shape
+    rate = rng.standard_gamma(shape, n)
+    # Wilson-Hilferty: an approximately standard-normal score of the Gamma draw, to correlate spend with it
+    z_rate = (np.cbrt(rate / shape) - (1.0 - 1.0 / (9.0 * shape))) * np.sqrt(9.0 * shape)
+    corr = cfg.spend_frequency_corr
+    z_spend = corr * z_rate + np.sqrt(1.0 - corr**2) * rng.standard_normal(n)
+    rate *= cfg.mean_rate / shape
+    rate = np.maximum(rate, 1e-6) * _CHAN_RATE[primary] * _CAT_RATE[favourite]
+    mean_basket = cfg.mean_amount * np.exp(cfg.amount_sigma * z_spend)
+    # channel/category effects e give Beta(a * e, b / e): e < 1 moves mass to p near 0 (loyal customers)
+    dropout_effect = _CHAN_DROPOUT[primary] * _CAT_DROPOUT[favourite]
+    p = rng.beta(cfg.dropout_a * dropout_effect, cfg.dropout_b / dropout_effect)
+    p = np.clip(p, 1e-4, 0.98)
+    lifetime_purchases = rng.geometric(p)  # purchases before dropping out, >= 1
+
+    # --- repeat purchases in engaged seasonal time ----------------------------------------------------
+    c_join = np.interp(join_t, cal.grid, cal.cum)
+    span = cal.cum[-1] - c_join  # seasonal time from join to the end
+    v_max = rate * _engagement(span, cfg)
+    m = rng.poisson(v_max)  # repeat purchases in the window if the customer never dropped out
+    k = np.minimum(m, lifetime_purchases - 1)
+    drops = (lifetime_purchases - 1 <= m) & (k > 0)
+    starts = np.concatenate([[0], np.cumsum(k)[:-1]])
+    r = int(k.sum())
+    owner = np.repeat(np.arange(n), k)
+    pos = np.arange(r) - np.repeat(starts, k)
+    # first k order statistics of m uniforms on [0, v_max] (a unit Poisson process conditioned on m)
+    denom = np.repeat(m, k) - pos
+    log_surv = _segment_cumsum(rng.standard_exponential(r) / denom, starts, k)
+    v = -np.expm1(-log_surv) * np.repeat(v_max, k)
+    if cfg.slowdown_factor != 1.0 and r:
+        gaps = np.diff(v, prepend=0.0)
+        gaps[pos == 0] = v[pos == 0]
+        from_end = np.repeat(k, k) - 1 - pos
+        dropper = np.repeat(drops, k)
+        stretch = np.ones(r)
+        stretch[dropper & (from_end == 0)] = cfg.slowdown_factor
+        stretch[dropper & (from_end == 1)] = np.sqrt(cfg.slowdown_factor)
+        v = _segment_cumsum(gaps * stretch, starts, k)
+    c_event = np.repeat(c_join, k) + _engagement_inverse(v / rate[owner], cfg)
+    inside = c_event < cal.cum[-1]
+    t_event = np.interp(c_event[inside], cal.cum, cal.grid)
+
+    cust = np.concatenate([np.arange(n), owner[inside]])
+    t = np.concatenate([join_t, t_event])
+    rows = len(cust)
+
+    # --- purchase attributes --------------------------------------------------------------------------
+    day = np.minimum(t.astype(np.int64), days - 1)
+    chan = np.where(rng.random(rows) < cfg.primary_channel_share, primary[cust], rng.integers(0, 3, rows))
+    hour_cdf = np.cumsum(_HOUR_PROFILE, axis=1)
+    hour_cdf = (hour_cdf / hour_cdf[:, -1:] + np.arange(3)[:, None]).ravel()
+    hour = np.searchsorted(hour_cdf, chan + rng.random(rows), side="right") - 24 * chan
+    hour = np.clip(hour, 0, 23)
+    seconds = day * 86_400 + hour * 3_600 + rng.integers(0, 3_600, rows)
+    fav_pick = rng.random(rows) < cfg.favourite_category_share
+    any_cat = np.searchsorted(np.cumsum(_CAT_POPULARITY), rng.random(rows) * _CAT_POPULARITY.sum(), side="right")
+    cat = np.where(fav_pick, favourite[cust], any_cat)
+    size = rng.gamma(cfg.amount_shape, 1.0 / cfg.amount_shape, rows)
+    amount = np.round(mean_basket[cust] * _CAT_PRICE[cat] * cal.basket[day] * size, 2)
+    amount = np.maximum(amount, 0.01)
+    amount[rng.random(rows) < cfg.zero_amount_rate] = 0.0
+    quantity = 1 + rng.poisson(_CAT_QUANTITY[cat] * np.sqrt(size))
+
+    # --- refunds --------------------------------------------------------------------------------------
+    refund_p = cfg.refund_rate * _CAT_REFUND[cat] / float(_CAT_REFUND @ _CAT_POPULARITY)
+    refunded = np.flatnonzero((rng.random(rows) < refund_p) & (amount > 0))
+    nr = len(refunded)
+    lag = 0.25 + rng.gamma(1.5, (cfg.refund_lag_days - 0.25) / 1.5, nr)
+    r_seconds = seconds[refunded] + (lag * 86_400).astype(np.int64)
+    full = rng.random(nr) < cfg.full_refund_share
+    frac = np.where(full, 1.0, rng.uniform(0.2, 0.9, nr))
+    r_amount = -np.maximum(np.round(amount[refunded] * frac, 2), 0.01)
+    r_quantity = np.where(full, quantity[refunded], np.maximum(1, (quantity[refunded] * frac).astype(np.int64)))
+    keep = r_seconds < days * 86_400
+    refunded = refunded[keep]
+
+    cust = np.concatenate([cust, cust[refunded]])
+    seconds = np.concatenate([seconds, r_seconds[keep]])
+    amount = np.concatenate([amount, r_amount[keep]])
+    quantity = np.concatenate([quantity, r_quantity[keep]])
+    cat = np.concatenate([cat, cat[refunded]])
+    chan = np.concatenate([chan, chan[refunded]])
+
+    order = np.argsort(cust * np.int64(days * 86_400) + seconds, kind="stable")
+    total = len(order)
+    duplicate = rng.random(total) < cfg.duplicate_rate
+    return {
+        "cust": (cust[order] + first).astype(np.int64),
+        "seconds": seconds[order],
+        "amount": amount[order],
+        "quantity": quantity[order].astype(np.int64),
+        "category": cat[order].astype(np.int8),
+        "channel": chan[order].astype(np.int8),
+        "duplicate": duplicate,
+    }
+
+
+def _fixed_width_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    """``prefix`` + zero-padded ``numbers`` as an Arrow string array, built from raw byte buffers."""
+    n = len(numbers)
+    stride = len(prefix) + width
+    buf = np.empty((n, stride), dtype=np.uint8)
+    for i, ch in enumerate(prefix.encode()):
+        buf[:, i] = ch
+    rest = numbers.astype(np.int64, copy=True)
+    for col in range(stride - 1, len(prefix) - 1, -1):
+        buf[:, col] = 48 + rest % 10
+        rest //= 10
+    if n * stride < 2**31 - 1:
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(stride)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+    offsets = np.arange(n + 1, dtype=np.int64) * stride
+    return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
+
+
+def generate_transactions(
+    n_customers: int,
+    days: int,
+    seed: int = 0,
+    start: str = "2023-01-01",
+    **overrides: Any,
+) -> pd.DataFrame:
+    """Generate a synthetic transaction log of ``n_customers`` customers over ``days`` days from ``start``.
+
+    ``overrides`` replace fields of :class:`GeneratorConfig` (e.g. ``refund_rate=0.0``). Returns the
+    columns of :data:`COLUMNS` (``customer_id``, ``transaction_id``, ``category``, ``channel`` as ``str``;
+    ``timestamp`` datetime64[ns, UTC]; ``amount`` float64; ``quantity`` int64), sorted by customer id then
+    timestamp, duplicate rows right after their original. Deterministic in all arguments.
+    """
+    if n_customers < 1:
+        raise ValueError("n_customers must be at least 1")
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    cfg = dataclasses.replace(GeneratorConfig(), **overrides)
+    start_day = np.datetime64(pd.Timestamp(start).date(), "D")
+    cal = _calendar(days, start_day, cfg)
+
+    blocks = [(b, b * _BLOCK, min(_BLOCK, n_customers - b * _BLOCK)) for b in range(-(-n_customers // _BLOCK))]
+    workers = min(len(blocks), os.cpu_count() or 1, 4)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(lambda a: _block(*a, seed, cal, cfg), blocks))
+    else:
+        parts = [_block(*a, seed, cal, cfg) for a in blocks]
+    cols = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    del parts
+
+    # transaction ids increase with time (ties: customer order); duplicates repeat their original's id
+    by_time = np.argsort(cols["seconds"], kind="stable")
+    tx_number = np.empty(len(by_time), dtype=np.int64)
+    tx_number[by_time] = np.arange(1, len(by_time) + 1)
+    del by_time
+    repeat = 1 + cols.pop("duplicate").astype(np.int64)
+    if repeat.max() > 1:
+        cols = {name: np.repeat(values, repeat) for name, values in cols.items()}
+        tx_number = np.repeat(tx_number, repeat)
+
+    id_width = max(7, len(str(n_customers - 1)))
+    customer_ids = _fixed_width_ids("C", np.arange(n_customers), id_width)
+    tx_width = max(9, len(str(len(tx_number))))
+    ns = cols["seconds"] * _NS + np.int64(start_day.astype("datetime64[s]").astype(np.int64)) * _NS
+    table = pa.table(
+        {
+            "customer_id": pc.take(customer_ids, pa.array(cols["cust"])),
+            "transaction_id": _fixed_width_ids("T", tx_number, tx_width),
+            "timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC")),
+            "amount": pa.array(cols["amount"]),
+            "quantity": pa.array(cols["quantity"]),
+            "category": pc.take(pa.array(CATEGORIES), pa.array(cols["category"])),
+            "channel": pc.take(pa.array(CHANNELS), pa.array(cols["channel"])),
+        }
+    )
+    frame = table.to_pandas()
+    for name in ("customer_id", "transaction_id", "category", "channel"):
+        if frame[name].dtype != "str":
+            frame[name] = frame[name].astype("str")
+    return frame
+
+
+def write_transactions(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write ``frame`` to ``path`` as ``.csv`` or ``.parquet``/``.pq`` (by extension), creating parent dirs.
+
+    Parquet goes through pyarrow with row groups of about a million rows; CSV through pyarrow's writer
+    with ISO 8601 UTC timestamps (``2023-01-01T10:15:00Z``). Ids are written as text, so ``"C0000042"``
+    reads back unchanged.
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"output '{path}' must end in .csv or .parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if suffix == ".csv":
+            if "timestamp" in table.column_names:
+                ts = table["timestamp"]
+                if pa.types.is_timestamp(ts.type):
+                    # casting the naive UTC wall time to text is much faster than strftime
+                    naive = pc.cast(ts, pa.timestamp(ts.type.unit))  # aware values are stored as UTC
+                    seconds = pc.cast(naive, pa.timestamp("s"), safe=False)
+                    if pc.all(pc.equal(pc.cast(seconds, naive.type), naive)).as_py() is not False:
+                        naive = seconds  # whole seconds: no ".000000000"
+                    text = pc.replace_substring(pc.cast(naive, pa.string()), " ", "T", max_replacements=1)
+                    suffix = "Z" if ts.type.tz else ""
+                    text = pc.binary_join_element_wise(text, pa.scalar(suffix), "")
+                    table = table.set_column(table.column_names.index("timestamp"), "timestamp", text)
+            pacsv.write_csv(table, tmp)
+        else:
+            pq.write_table(table, tmp, row_group_size=1_000_000)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

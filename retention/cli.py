@@ -1,0 +1,389 @@
+"""The ``retention`` command: wires features, training and serving together and holds no logic of its own.
+
+Exit codes: 0 success, 2 bad input or usage (one sentence on stderr, no traceback), 1 internal failure.
+Each command imports what it needs when it runs, so ``retention --help`` does no work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="retention",
+    help="Churn and customer-lifetime-value scoring: features, training, registry, serving and batch ranking.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one sentence with exit code 2."""
+
+
+TransactionsOpt = Annotated[
+    str,
+    typer.Option(
+        "--transactions",
+        "-t",
+        help="Transactions: .csv / .parquet file, a directory of Parquet files, or a SQL URL with ?table= or ?query=.",
+    ),
+]
+AsOfOpt = Annotated[str, typer.Option("--as-of", help="As-of date YYYY-MM-DD (UTC day, included).")]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option("--columns", help="Map input column names: customer_id=cust,timestamp=order_date,amount=value."),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when any row breaks the input contract.")]
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def load(transactions: str, columns: str | None, as_of: str | None, strict: bool, quiet: bool = False):
+    """Read transactions through the contract and print the data-quality report to stderr."""
+    from features.contract import parse_column_map
+    from features.sources import load_transactions
+
+    tx, report = load_transactions(transactions, columns=parse_column_map(columns), as_of=as_of, strict=strict)
+    if not quiet:
+        _echo_err(report.render())
+    return tx, report
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
+    customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers.")] = 5_000,
+    days: Annotated[int, typer.Option("--days", min=30, help="Days of history.")] = 730,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same file).")] = 0,
+    start: Annotated[str, typer.Option("--start", help="First day of the history, YYYY-MM-DD.")] = "2023-01-01",
+) -> None:
+    """Write a realistic, seeded synthetic transaction log."""
+    from features.synthetic import generate_transactions, write_transactions
+
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise UserError(f"--out '{out}' must end in .csv or .parquet")
+    frame = generate_transactions(customers, days, seed=seed, start=start)
+    write_transactions(frame, out)
+    first, last = frame["timestamp"].min().date(), frame["timestamp"].max().date()
+    _echo_err(f"wrote {len(frame):,} transactions of {customers:,} customers ({first} .. {last}) to {out}")
+
+
+@app.command()
+def features(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Write the point-in-time feature table of every customer at one as-of date."""
+    from features.kernel import compute_features
+    from features.sources import write_frame
+
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise UserError(f"--out '{out}' must end in .csv or .parquet")
+    tx, _ = load(transactions, columns, as_of, strict)
+    table = compute_features(tx, as_of)
+    write_frame(table, out)
+    _echo_err(f"wrote features of {len(table):,} customers as of {as_of} to {out}")
+
+
+@app.command()
+def quality(
+    transactions: TransactionsOpt,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Optional as-of date YYYY-MM-DD.")] = None,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+) -> None:
+    """Check a transaction file against the input contract and print the data-quality report."""
+    _, report = load(transactions, columns, as_of, strict, quiet=as_json)
+    if as_json:
+        typer.echo(report.to_json())
+
+
+HorizonOpt = Annotated[int, typer.Option("--horizon-days", min=1, help="Churn/value horizon H in days.")]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
+ModelNameOpt = Annotated[str, typer.Option("--model-name", help="Registered model name.")]
+
+
+def _as_of(value: str):
+    from features.contract import to_date
+
+    return to_date(value)
+
+
+@app.command()
+def train(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    horizon_days: HorizonOpt = 90,
+    experiment: ExperimentOpt = "retention",
+    model_name: ModelNameOpt = "retention",
+    tune: Annotated[int, typer.Option("--tune", min=1, help="Parameter sets to try per head (1 = defaults).")] = 1,
+    margin: Annotated[float, typer.Option("--margin", help="Gross margin: share of revenue that is profit.")] = 1.0,
+    discount_rate: Annotated[float, typer.Option("--discount-rate", help="Annual discount rate for value.")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Make this version champion whatever its metrics.")] = False,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate."""
+    from training.jobs import train as run_train
+
+    tx, quality_report = load(transactions, columns, as_of, strict)
+    summary = run_train(
+        tx,
+        quality_report,
+        as_of=_as_of(as_of),
+        horizon_days=horizon_days,
+        source=transactions,
+        experiment=experiment,
+        model_name=model_name,
+        tune=tune,
+        margin=margin,
+        discount_rate=discount_rate,
+        seed=seed,
+        force=force,
+    )
+    typer.echo(summary.comparison)
+    status = "champion" if summary.decision.promoted else "challenger"
+    typer.echo(f"\nregistered {summary.model_name} version {summary.version} as {status}: {summary.decision.reason}")
+    typer.echo(f"mlflow run {summary.run_id}")
+
+
+@app.command()
+def backtest(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    horizon_days: HorizonOpt = 90,
+    folds: Annotated[int, typer.Option("--folds", min=1, help="Rolling cutoffs to evaluate.")] = 3,
+    step_days: Annotated[int, typer.Option("--step-days", min=1, help="Days between folds.")] = 30,
+    experiment: ExperimentOpt = "retention",
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Evaluate the whole pipeline at rolling cutoffs against the BG/NBD and naive baselines."""
+    from training.jobs import backtest as run_backtest
+    from training.report import backtest_markdown
+
+    tx, _ = load(transactions, columns, as_of, strict)
+    table = run_backtest(
+        tx,
+        as_of=_as_of(as_of),
+        horizon_days=horizon_days,
+        folds=folds,
+        step_days=step_days,
+        experiment=experiment,
+        seed=seed,
+    )
+    typer.echo(backtest_markdown(table))
+
+
+@app.command()
+def btyd(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Fit the classical BG/NBD + Gamma-Gamma models alone and print their parameters as JSON."""
+    from training.jobs import fit_btyd_only
+
+    tx, _ = load(transactions, columns, as_of, strict)
+    typer.echo(json.dumps(fit_btyd_only(tx, _as_of(as_of)), indent=2))
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    model_name: ModelNameOpt = "retention",
+) -> None:
+    """Move the champion alias to a model version by hand."""
+    from training.registry import promote as run_promote
+
+    previous = run_promote(model_name, version)
+    typer.echo(f"{model_name}: champion is now version {version} (was {previous or 'none'})")
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", help="Model: models:/NAME@ALIAS, models:/NAME/VERSION, or a local model directory."),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Online store URL: sqlite:///path.db, postgresql://..., redis://... (default $RETENTION_STORE_URL).",
+    ),
+]
+
+
+@app.command()
+def serve(
+    model: ModelOpt = "models:/retention@champion",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
+    store: StoreOpt = None,
+) -> None:
+    """Start the BentoML prediction service (/predict, /rank, /readyz, /metrics, OpenAPI at /)."""
+    env = {**os.environ, "RETENTION_MODEL_URI": model}
+    if store or os.environ.get("RETENTION_STORE_URL"):
+        env["RETENTION_STORE_URL"] = store or os.environ["RETENTION_STORE_URL"]
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Retention", "--port", str(port)]
+    command += ["--host", host]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)  # the server replaces this process: signals reach it directly
+
+
+@app.command()
+def score(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output: .parquet / .csv file, or SQL URL with ?table=.")],
+    model: ModelOpt = "models:/retention@champion",
+    engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Keep only the K first in the ranking.")] = None,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")] = 8,
+    spool: Annotated[
+        bool | None, typer.Option("--spool/--in-memory", help="Stream the input to partition files first.")
+    ] = None,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
+) -> None:
+    """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
+    from features.contract import parse_column_map
+    from serving.loader import load_model
+
+    if engine not in ("local", "spark"):
+        raise UserError(f"--engine must be 'local' or 'spark', got '{engine}'")
+    scoring_model = load_model(model)
+    mapping = parse_column_map(columns)
+    if engine == "spark":
+        from serving.spark_engine import run_spark_job as run_job
+    else:
+        from serving.batch import run_score_job as run_job
+    summary = run_job(
+        transactions,
+        as_of,
+        out,
+        scoring_model,
+        columns=mapping,
+        strict=strict,
+        top_k=top_k,
+        partitions=partitions,
+        spool_input=spool,
+    )
+    typer.echo(summary.render())
+    if record:
+        from serving.runs import record_run
+
+        record_run(summary, source=transactions, model=model, engine=engine)
+
+
+@app.command()
+def materialize(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    store: StoreOpt = None,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Write every customer's features at the as-of date to the online store (atomic snapshot swap)."""
+    from features.kernel import compute_features
+    from serving.store import open_store
+
+    url = store or os.environ.get("RETENTION_STORE_URL") or _default_store_url()
+    tx, _ = load(transactions, columns, as_of, strict)
+    table = compute_features(tx, as_of)
+    feature_names = [c for c in table.columns if c not in ("customer_id", "cutoff")]
+    target = open_store(url)
+    try:
+        info = target.write_snapshot(table, as_of=_as_of(as_of), feature_columns=feature_names)
+    finally:
+        target.close()
+    _echo_err(f"materialized {info.rows:,} customers as of {info.as_of} into {url}")
+
+
+def _default_store_url() -> str:
+    from serving.store import default_store_url
+
+    return default_store_url(Path(os.environ.get("RETENTION_HOME", ".retention")))
+
+
+@app.command()
+def bento(
+    model: ModelOpt = "models:/retention@champion",
+    context: Annotated[Path, typer.Option("--context", help="Build context folder to (re)create.")] = Path(
+        "build/bento"
+    ),
+    no_build: Annotated[bool, typer.Option("--no-build", help="Only write the build context.")] = False,
+) -> None:
+    """Build a Bento that carries the model and serves it with no MLflow server (see docs/crm-engineer.md)."""
+    from serving.bento import build, write_context
+    from serving.loader import load_model
+
+    scoring_model = load_model(model)
+    folder = write_context(scoring_model, context, Path(__file__).resolve().parent.parent)
+    if no_build:
+        typer.echo(f"build context written to {folder}")
+        return
+    tag = build(folder)
+    typer.echo(f"built Bento {tag} with model version {scoring_model.version}")
+    typer.echo(f"serve it with: bentoml serve {tag}    container: bentoml containerize {tag}")
+
+
+def _quiet_libraries() -> None:
+    """Keep library chatter (MLflow INFO lines, schema hints) out of the command's output."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    for name in ("mlflow", "alembic", "lightgbm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app and map errors to exit codes (2 user error, 1 internal failure)."""
+    from features.contract import ContractError
+
+    if not os.environ.get("RETENTION_DEBUG"):
+        _quiet_libraries()
+    try:
+        app(args=argv, standalone_mode=False)
+    except (UserError, ContractError, LookupError) as exc:
+        _echo_err(f"error: {exc}")
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _echo_err("aborted")
+        return 1
+    except Exception as exc:
+        if isinstance(exc, typer.TyperException) and hasattr(exc, "show"):
+            exc.show()
+            return int(getattr(exc, "exit_code", 2))
+        _echo_err(f"internal error: {type(exc).__name__}: {exc}")
+        if os.environ.get("RETENTION_DEBUG"):
+            raise
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

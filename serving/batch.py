@@ -1,0 +1,480 @@
+"""The nightly scoring job: every customer scored, ranked by value at risk, written atomically.
+
+Work goes by customer partitions (``hash(customer_id) % P``), so memory is bounded by one partition:
+
+1. the input is split into ``P`` customer-disjoint parts -- in memory for inputs that fit, or spooled to Parquet
+   files batch by batch (``spool=True``, automatic above ``RETENTION_SPOOL_BYTES``, default 1 GiB) for inputs
+   larger than memory;
+2. each part goes through the input contract, the feature kernel at the as-of date and the scorer
+   (:func:`score_partition`, the same function the Spark engine runs) and is written to a part file, atomically;
+3. the parts are merged, ranked globally (1 = act first) and the output written atomically: a temporary file
+   renamed over the destination, or a staging table swapped in one transaction.
+
+A killed job leaves the previous output untouched and no partial output visible; run again, it resumes from the
+finished parts (they live in a staging folder named by the job key = as-of date + model version + input
+fingerprint + partitions). The same job gives the same rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features import progress
+from features.contract import ContractError, DataQualityReport, combine_reports, prepare_transactions, to_date
+from features.kernel import compute_feature_arrays, prepare
+from features.sources import is_sql_url, read_table, split_sql_url
+from serving.drift import PSI_WARNING, bin_shares, psi
+from serving.model import ScoringModel
+from serving.ranking import feature_matrix, pareto_share, rank, score_table
+
+OUTPUT_COLUMNS = (
+    "customer_id",
+    "retention_rank",
+    "churn_probability",
+    "expected_value",
+    "value_at_risk",
+    "tier",
+    "segment",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+    "model_version",
+    "as_of",
+)
+DEFAULT_PARTITIONS = 8
+SPOOL_BYTES_ENV = "RETENTION_SPOOL_BYTES"
+
+
+@dataclasses.dataclass
+class PartitionResult:
+    """One partition's scored rows (unranked), its data-quality report and its drift bin counts."""
+
+    scores: pd.DataFrame
+    report: DataQualityReport
+    drift_counts: dict[str, list[float]]
+
+
+def reason_text(reason: Mapping[str, Any]) -> str:
+    value = "missing" if reason["value"] is None else f"{reason['value']:g}"
+    return f"{reason['description']} = {value} ({reason['effect']})"
+
+
+def partition_of(customer_ids: pd.Series, partitions: int) -> np.ndarray:
+    """Stable partition number of each customer id (same id, same partition, on every engine).
+
+    The hash is ``pd.util.hash_array`` of the ids as text (``categorize=True``: each distinct id is hashed once);
+    the distinct ids are found on the column as it is (Arrow strings stay Arrow) rather than after turning every
+    row into a Python object, which gives the same numbers in a fraction of the time.
+    """
+    ids = customer_ids.astype("str")
+    codes, uniques = pd.factorize(ids, sort=False)
+    hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
+    hashed = hashed.take(codes) if len(hashed) else np.zeros(len(codes), dtype=np.uint64)
+    hashed[codes < 0] = np.iinfo(np.uint64).max  # a missing id hashes like pandas' categorical NaN
+    return (hashed % np.uint64(partitions)).astype(np.int64)
+
+
+def _format_values(values: np.ndarray) -> pa.Array:
+    """``f"{round(v, 4):g}"`` of each value, ``"missing"`` when not finite -- each distinct value formatted once."""
+    bits, inverse = np.unique(values.view(np.int64), return_inverse=True)  # exact: -0.0 and NaNs kept apart
+    texts = [f"{round(v, 4):g}" if math.isfinite(v) else "missing" for v in bits.view(np.float64).tolist()]
+    return pa.array(texts, type=pa.large_string()).take(pa.array(inverse.reshape(-1)))
+
+
+def reason_columns(model: ScoringModel, X: np.ndarray, top: int = 3) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """``reason_1..top`` text columns: :func:`serving.ranking.reason_codes` rendered by :func:`reason_text`.
+
+    The same reasons in the same words, built column-wise: the top contributions by absolute size (stable order),
+    zero contributions left out, then ``"<description> = <value:g> (<effect>)"``, ``None`` past the last reason.
+    """
+    n = len(X)
+    names = model.feature_columns
+    descriptions = model.meta.feature_descriptions
+    contrib = model.churn_contributions(X, num_threads=1 if n == 1 else 0)
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
+    c = np.take_along_axis(contrib, order, axis=1)
+    # reasons with a zero contribution are dropped and the later ones move up
+    shift = np.argsort(c == 0.0, axis=1, kind="stable")
+    order = np.take_along_axis(order, shift, axis=1)
+    c = np.take_along_axis(c, shift, axis=1)
+    kept = np.count_nonzero(c != 0.0, axis=1)
+    rows = np.arange(n)[:, None]
+    values = np.ascontiguousarray(X[rows, order], dtype=np.float64)
+    label = pa.array([descriptions.get(name, name) + " = " for name in names], type=pa.large_string())
+    effect = pa.array([" (lowers churn risk)", " (raises churn risk)"], type=pa.large_string())
+    value_text = _format_values(values.reshape(-1))
+    out = {}
+    for k in range(order.shape[1]):
+        text = pc.binary_join_element_wise(
+            label.take(pa.array(order[:, k])),
+            value_text.take(pa.array(np.arange(k, n * order.shape[1], order.shape[1]))),
+            effect.take(pa.array((c[:, k] > 0).astype(np.int8))),
+            pa.scalar("", type=pa.large_string()),
+        )
+        text = pc.if_else(pa.array(kept > k), text, pa.nulls(n, type=pa.large_string()))
+        out[f"reason_{k + 1}"] = pd.array(text, dtype="str")
+    for k in range(order.shape[1], top):
+        out[f"reason_{k + 1}"] = pd.array([None] * n, dtype="str")
+    return out
+
+
+def score_partition(
+    raw: pd.DataFrame,
+    model: ScoringModel,
+    as_of: dt.date,
+    *,
+    columns: Mapping[str, str] | None = None,
+    strict: bool = False,
+) -> PartitionResult:
+    """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input."""
+    tx, report = prepare_transactions(raw, columns=columns, as_of=as_of, strict=strict, allow_empty=True)
+    ids, arrays = compute_feature_arrays(prepare(tx), as_of)
+    names = model.feature_columns
+    n = len(ids)
+    X = feature_matrix({c: arrays.get(c, np.full(n, np.nan)) for c in names}, names)
+    drift = {
+        c: (bin_shares(X[:, j], np.asarray(model.meta.feature_reference[c]["edges"])) * n).tolist()
+        for j, c in enumerate(names)
+        if c in model.meta.feature_reference
+    }
+    if n == 0:
+        table = score_table(model, ids, X, reasons=3)
+        reasons = table.pop("reasons").tolist()
+        for k in range(3):
+            texts = [reason_text(r[k]) if len(r) > k else None for r in reasons]
+            table[f"reason_{k + 1}"] = pd.array(texts, dtype="str")
+        return PartitionResult(table, report, drift)
+    table = score_table(model, ids, X, reasons=0)
+    for name, texts in reason_columns(model, X, top=3).items():
+        table[name] = texts
+    return PartitionResult(table, report, drift)
+
+
+def finish_ranking(scores: pd.DataFrame, model_version: str | None, as_of: dt.date, top_k: int | None) -> pd.DataFrame:
+    ranked = rank(scores)
+    if top_k is not None:
+        ranked = ranked.head(top_k)
+    ranked["model_version"] = pd.array([str(model_version or "")] * len(ranked), dtype="str")
+    ranked["as_of"] = str(as_of)
+    return ranked[list(OUTPUT_COLUMNS)]
+
+
+# --- input partitioning ------------------------------------------------------------------------------------------
+
+
+def _source_fingerprint(source: str) -> str:
+    if is_sql_url(source):
+        return hashlib.sha1(source.encode()).hexdigest()
+    path = Path(source)
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    parts = [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file()]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()
+
+
+def _source_bytes(source: str) -> int:
+    if is_sql_url(source):
+        return 0
+    path = Path(source)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def split_in_memory(
+    source: str, columns: Mapping[str, str] | None, partitions: int
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    raw = read_table(source, columns)
+    id_column = (columns or {}).get("customer_id", "customer_id")
+    if id_column not in raw.columns:
+        raise ContractError(f"required column '{id_column}' is missing from the input")
+    part = partition_of(raw[id_column].fillna(""), partitions)
+    order = np.argsort(part, kind="stable")
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    for p in range(partitions):
+        yield p, raw.iloc[order[bounds[p] : bounds[p + 1]]].reset_index(drop=True)
+
+
+def spool(source: str, columns: Mapping[str, str] | None, partitions: int, folder: Path) -> list[Path]:
+    """Stream the input batch by batch into ``partitions`` customer-disjoint Parquet files (bounded memory)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    id_column = (columns or {}).get("customer_id", "customer_id")
+    path = Path(source)
+    if path.suffix.lower() == ".csv":
+        reader = pacsv.open_csv(
+            path, convert_options=pacsv.ConvertOptions(column_types={id_column: pa.string()}, strings_can_be_null=True)
+        )
+        batches = iter(reader)
+    elif path.is_file():  # one row group at a time: a dataset scan reads ahead most of the file (~1 GB at 10M rows)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1_000_000)
+    else:
+        batches = pads.dataset(path, format="parquet").to_batches(
+            batch_size=1_000_000, batch_readahead=0, fragment_readahead=0
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, Any] = {}
+    files = [folder / f"spool-{p:05d}.parquet" for p in range(partitions)]
+    try:
+        for batch in batches:
+            frame = batch.to_pandas()
+            if id_column not in frame.columns:
+                raise ContractError(f"required column '{id_column}' is missing from the input")
+            part = partition_of(frame[id_column].fillna(""), partitions)
+            order = np.argsort(part, kind="stable")  # rows grouped by partition, input order kept within each
+            table = pa.Table.from_pandas(frame, preserve_index=False).take(pa.array(order))
+            bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+            for p in np.flatnonzero(np.diff(bounds)):
+                chunk = table.slice(bounds[p], bounds[p + 1] - bounds[p])
+                if p not in writers:
+                    writers[p] = pq.ParquetWriter(files[p], chunk.schema)
+                writers[p].write_table(chunk)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return [f if f.exists() else None for f in files]  # type: ignore[misc]
+
+
+# --- output ------------------------------------------------------------------------------------------------------
+
+
+def write_output(frame: pd.DataFrame, dest: str) -> None:
+    """Write atomically: temp file + rename, or staging table + swap in one transaction."""
+    if is_sql_url(dest):
+        _write_sql(frame, dest)
+        return
+    from features.sources import write_frame
+
+    write_frame(frame, dest)
+
+
+def _write_sql(frame: pd.DataFrame, dest: str) -> None:
+    import sqlalchemy
+
+    url, table, _ = split_sql_url(dest, default_table="retention_scores")
+    staging = f"{table}__staging_{uuid.uuid4().hex[:8]}"
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise ContractError(f"output URL '{dest}' is not a valid database URL: {exc}") from exc
+    try:
+        frame.to_sql(staging, engine, index=False, chunksize=50_000, method="multi" if len(frame) < 200_000 else None)
+        preparer = engine.dialect.identifier_preparer
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {preparer.quote(table)}"))
+            conn.execute(sqlalchemy.text(f"ALTER TABLE {preparer.quote(staging)} RENAME TO {preparer.quote(table)}"))
+    except Exception:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(staging)}"))
+        raise
+    finally:
+        engine.dispose()
+
+
+def _staging_root(dest: str) -> Path:
+    if is_sql_url(dest):
+        base = Path(os.environ.get("RETENTION_HOME", ".retention")) / "batch"
+        return base / hashlib.sha1(dest.encode()).hexdigest()[:12]
+    path = Path(dest)
+    return path.parent / f".{path.name}.parts"
+
+
+# --- the job -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class JobSummary:
+    output: str
+    model_version: str | None
+    as_of: str
+    customers_scored: int
+    rows_written: int
+    report: DataQualityReport
+    top20_value_share: float
+    tier_counts: dict[str, int]
+    psi: dict[str, float]
+    drift_warnings: list[str]
+    partitions: int
+    resumed_partitions: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["report"] = self.report.to_dict()
+        return out
+
+    def render(self) -> str:
+        tiers = ", ".join(f"{k} {v:,}" for k, v in self.tier_counts.items())
+        lines = [
+            f"scored {self.customers_scored:,} customers as of {self.as_of} with model version {self.model_version}",
+            f"wrote {self.rows_written:,} rows to {self.output} in {self.seconds:.1f} s "
+            f"({self.partitions} partitions, {self.resumed_partitions} resumed)",
+            f"top 20% of customers hold {self.top20_value_share:.1%} of total expected value",
+            f"tiers: {tiers}",
+            f"data quality: {self.report.rows_valid:,} valid of {self.report.rows_read:,} rows, "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.report.rule_counts.items()),
+        ]
+        lines += [f"WARNING drift: {w}" for w in self.drift_warnings]
+        return "\n".join(lines)
+
+
+def run_score_job(
+    source: str,
+    as_of: str | dt.date,
+    dest: str,
+    model: ScoringModel,
+    *,
+    columns: Mapping[str, str] | None = None,
+    strict: bool = False,
+    top_k: int | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    spool_input: bool | None = None,
+) -> JobSummary:
+    """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``."""
+    start = time.perf_counter()
+    as_of_date = to_date(as_of)
+    assert as_of_date is not None
+    if top_k is not None and top_k < 1:
+        raise ContractError(f"--top-k must be at least 1, got {top_k}")
+    if partitions < 1:
+        raise ContractError(f"--partitions must be at least 1, got {partitions}")
+    if not is_sql_url(source) and not Path(source).exists():
+        raise ContractError(f"input '{source}' does not exist")
+    key_text = f"{as_of_date}|{model.version}|{_source_fingerprint(source)}|{partitions}|{json.dumps(columns or {})}"
+    job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
+    root = _staging_root(dest)
+    staging = root / job_key
+    if root.exists():  # parts of other jobs (another as-of, model or input) are stale
+        for other in root.iterdir():
+            if other.name != job_key:
+                shutil.rmtree(other, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+
+    def part_path(p: int) -> Path:
+        return staging / f"part-{p:05d}.parquet"
+
+    done = {p for p in range(partitions) if part_path(p).exists() and part_path(p).with_suffix(".json").exists()}
+    resumed = len(done)
+    if len(done) < partitions:
+        if spool_input is None:
+            spool_input = _source_bytes(source) > int(os.environ.get(SPOOL_BYTES_ENV, 1 << 30))
+        if spool_input and not is_sql_url(source):
+            spool_dir = staging / "spool"
+            files = spool(source, columns, partitions, spool_dir)
+            parts: Iterator[tuple[int, pd.DataFrame]] = (
+                (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
+                for p, f in enumerate(files)
+                if p not in done
+            )
+        else:
+            parts = ((p, raw) for p, raw in split_in_memory(source, columns, partitions) if p not in done)
+        for p, raw in progress.track(parts, "scoring partitions", total=partitions - len(done)):
+            result = _score_raw_part(raw, model, as_of_date, columns)
+            _write_part(result, part_path(p))
+        shutil.rmtree(staging / "spool", ignore_errors=True)
+
+    results = []
+    for p in range(partitions):
+        meta = json.loads(part_path(p).with_suffix(".json").read_text())
+        report = DataQualityReport(**meta["report"])
+        results.append(PartitionResult(pd.read_parquet(part_path(p)), report, meta["drift_counts"]))
+    summary = finish_job(
+        results,
+        model,
+        as_of_date,
+        dest,
+        strict=strict,
+        top_k=top_k,
+        partitions=partitions,
+        resumed=resumed,
+        started=start,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+    return summary
+
+
+def finish_job(
+    results: list[PartitionResult],
+    model: ScoringModel,
+    as_of: dt.date,
+    dest: str,
+    *,
+    strict: bool,
+    top_k: int | None,
+    partitions: int,
+    resumed: int,
+    started: float,
+) -> JobSummary:
+    """Combine the partitions (every engine's), judge ``--strict``, rank globally, write atomically, summarise."""
+    counts: dict[str, np.ndarray] = {}
+    for result in results:
+        for name, c in result.drift_counts.items():
+            counts[name] = np.add(counts.get(name, 0), c)
+    report = combine_reports([r.report for r in results])
+    if report.rows_valid == 0:
+        raise ContractError(f"no valid transaction in the input ({report.rows_read} rows read)")
+    if strict and report.rows_broken:
+        raise ContractError(f"--strict: {report.rows_broken} row(s) break the input contract")
+    frames = [r.scores for r in results]
+    all_scores = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
+    ranked = finish_ranking(all_scores, model.version, as_of, top_k)
+    write_output(ranked, dest)
+
+    psi_by_feature = {
+        name: psi(model.meta.feature_reference[name]["shares"], c / max(c.sum(), 1)) for name, c in counts.items()
+    }
+    warnings = [f"{n} PSI {v:.2f} > {PSI_WARNING}" for n, v in sorted(psi_by_feature.items()) if v > PSI_WARNING]
+    tiers = all_scores["tier"].value_counts()
+    return JobSummary(
+        output=dest,
+        model_version=model.version,
+        as_of=str(as_of),
+        customers_scored=len(all_scores),
+        rows_written=len(ranked),
+        report=report,
+        top20_value_share=pareto_share(all_scores["expected_value"].to_numpy()),
+        tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
+        psi=psi_by_feature,
+        drift_warnings=warnings,
+        partitions=partitions,
+        resumed_partitions=resumed,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _score_raw_part(
+    raw: pd.DataFrame, model: ScoringModel, as_of: dt.date, columns: Mapping[str, str] | None
+) -> PartitionResult:
+    """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
+    if raw.empty and not len(raw.columns):  # a spool partition that received no row
+        raw = pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "timestamp": [], "amount": []})
+        columns = None
+    return score_partition(raw, model, as_of, columns=columns)
+
+
+def _write_part(result: PartitionResult, path: Path) -> None:
+    """Write one part's rows, then its metadata; the metadata file marks the part as finished."""
+    tmp = path.with_name(path.name + ".tmp")
+    result.scores.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+    meta_tmp = path.with_suffix(".json.tmp")
+    meta_tmp.write_text(json.dumps({"report": dataclasses.asdict(result.report), "drift_counts": result.drift_counts}))
+    os.replace(meta_tmp, path.with_suffix(".json"))

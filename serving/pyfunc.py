@@ -1,0 +1,30 @@
+"""The MLflow ``pyfunc`` face of a scoring bundle, so generic MLflow tools (``mlflow models serve``,
+``mlflow.pyfunc.spark_udf``) can score it. The service and the batch job load the bundle directly.
+
+Input: a DataFrame with the bundle's feature columns (and optionally ``customer_id``); output: one row per input
+row with ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from serving.loader import BUNDLE_ARTIFACT
+from serving.model import ScoringModel
+from serving.ranking import score_table
+
+
+class RetentionPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context: Any) -> None:
+        self.model = ScoringModel.load(context.artifacts[BUNDLE_ARTIFACT])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        columns = list(self.model.feature_columns)
+        X = model_input[columns].to_numpy(dtype=np.float64)
+        ids = model_input["customer_id"] if "customer_id" in model_input.columns else np.arange(len(X)).astype(str)
+        table = score_table(self.model, np.asarray(ids, dtype=object), X, reasons=0)
+        return table.drop(columns=["customer_id"]) if "customer_id" not in model_input.columns else table

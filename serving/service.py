@@ -1,0 +1,357 @@
+"""The BentoML service for CRM calls: ``/predict``, ``/rank`` and ``/admin/reload``. Thin: logic is in
+:mod:`serving.online`.
+
+Start with ``retention serve`` (or ``bentoml serve serving.service:Retention``). The model loads in the
+background at start-up, so ``/readyz`` answers 503 until it is loaded and 200 after. When
+``RETENTION_API_KEY`` is set every route but health, metrics and docs needs it (``Authorization: Bearer KEY``
+or ``X-API-Key: KEY``) and answers 401 without it. ``SIGHUP`` or ``POST /admin/reload`` reloads the model
+reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving.
+
+Latency (measured in ``benchmarks/bench_service.py``, results in ``benchmarks/results/service.md``):
+
+- The endpoints are ``async`` (no hop through BentoML's thread pool of size ``threads``). Under concurrent
+  load, scoring runs in a thread pool of our own (:data:`THREADS`), so the event loop keeps answering while
+  LightGBM (which releases the GIL) computes; a small request that arrives alone is scored on the loop (no
+  hop); big requests and reloads never run on the loop.
+- Responses are written as ready JSON bytes (``json.dumps``, the same bytes BentoML would write):
+  BentoML's own path builds a pydantic ``TypeAdapter`` for ``dict[str, Any]`` on every response.
+- The tail: with BentoML's defaults every request left objects alive for ``traffic.timeout`` seconds (the
+  timeout middleware's timer is never cancelled and holds the request's context, with its OpenTelemetry
+  spans), so they were promoted to the oldest GC generation and set off full collections of the whole heap
+  (bentoml + mlflow + pandas + lightgbm, ~300k objects) every few thousand requests: pauses of 100-800 ms
+  that every in-flight request waited out. :func:`tune_runtime` cancels that timer when the request is done
+  and freezes the start-up heap (``gc.freeze()``) so a collection never walks it again; access logging
+  is off (``RETENTION_ACCESS_LOG=1`` turns it back on); ``/metrics`` stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import gc
+import hmac
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import bentoml
+from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from serving.bento import default_model_reference
+from serving.online import DEFAULT_MODEL_URI, Limits, ModelHolder, OnlineScorer, RequestError
+
+log = logging.getLogger("retention.service")
+OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/docs", "/static_content")
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+THREADS = int(os.environ.get("RETENTION_SCORING_THREADS", "4"))
+"""Scoring threads (``RETENTION_SCORING_THREADS``; 0 scores on the event loop itself). Under concurrent load
+the event loop only does HTTP: LightGBM releases the GIL, so one request's TreeSHAP runs on the second core
+while the loop parses and answers others (in A/B runs here 1.0-2.6x the requests/s of scoring on the loop at
+16 connections). A small request that arrives alone is scored on the loop (no thread hop)."""
+INLINE_MAX_CUSTOMERS = 16
+INLINE_MAX_TRANSACTIONS = 500
+API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model")
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+SERVICE_CONFIG: dict[str, Any] = {
+    "traffic": {"timeout": 30, "max_concurrency": 256},
+    "workers": 1,  # one process: /admin/reload and SIGHUP reload the only copy of the model
+    "threads": max(THREADS, 1),
+    # one log line per request through the logging module costs ~10% of a no-op request's time; CRM
+    # calls are counted and timed in /metrics (Prometheus) instead
+    "logging": {"access": {"enabled": _env_flag("RETENTION_ACCESS_LOG")}},
+    # BentoML records OpenTelemetry spans for every request even when nothing samples or exports them (its
+    # sampler is "always recording"): four SDK spans per request, ~30% of a no-op request's CPU. The API
+    # routes are left out unless RETENTION_TRACING=1 (then configure an exporter with BENTOML_CONFIG).
+    **({} if _env_flag("RETENTION_TRACING") else {"tracing": {"excluded_urls": [f"{r}$" for r in API_ROUTES]}}),
+}
+"""The BentoML service configuration (shared with ``benchmarks/noop_service.py``)."""
+
+
+class Transaction(BaseModel):
+    """One transaction of the customer, as in the input contract (money in currency units, timestamps UTC)."""
+
+    model_config = ConfigDict(extra="forbid")
+    timestamp: Annotated[str, Field(min_length=1, description="ISO 8601 date or datetime; naive = UTC")]
+    amount: Annotated[float, Field(allow_inf_nan=False, description="Negative for refunds")]
+    transaction_id: str | None = None
+    quantity: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    category: str | None = None
+    channel: str | None = None
+
+
+class Customer(BaseModel):
+    """A customer by id (features from the online store) or with their own transactions inline."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: Annotated[str, Field(min_length=1, description="Opaque id, kept exactly as sent")]
+    transactions: list[Transaction] | None = None
+
+
+class ClientError(BentoMLException):
+    """A 4xx answer with a message naming the field."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.error_code = HTTPStatus(status)
+
+
+def _config_api_key() -> str | None:
+    return os.environ.get("RETENTION_API_KEY") or None
+
+
+class GuardMiddleware:
+    """API key (when configured) and request body size limit, in front of every route."""
+
+    def __init__(self, app: Any, max_body_bytes: int | None = None):
+        self.app = app
+        self.api_key = _config_api_key()
+        self.max_body = int(os.environ.get("RETENTION_MAX_BODY_BYTES", max_body_bytes or DEFAULT_MAX_BODY_BYTES))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path == "/" or path.startswith(OPEN_PATHS):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or ())
+        if self.api_key is not None and not self._authorized(headers):
+            await _reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+            return
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _reply(send, 413, f"request body of {int(length)} bytes exceeds the limit of {self.max_body} bytes")
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth.lower().startswith(b"bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given, self.api_key.encode())  # type: ignore[union-attr]
+
+
+async def _reply(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_EMPTY_CONTEXT = contextvars.Context()
+_in_flight = 0  # requests this worker is answering (counted on the event loop by the patched middleware)
+_counting = False  # True once the middleware is patched and counts
+
+
+async def _timeout_middleware_call(self: Any, scope: dict, receive: Any, send: Any) -> None:
+    """BentoML's ``TimeoutMiddleware.__call__`` (504 when no response has started within ``traffic.timeout``),
+    except that the timer is cancelled once the request is done and does not capture the request's context.
+
+    The original ``loop.call_later(timeout, ...)`` is never cancelled: each request's timer, waiter future
+    and a copy of its ``contextvars`` context (OpenTelemetry spans, locks, deques: ~10 objects) stay alive for
+    ``timeout`` seconds, survive the young GC generations and trigger full collections of the whole heap.
+
+    It also counts the requests in flight (:func:`requests_in_flight`), from when uvicorn dispatches a request
+    (every request passes here before any endpoint runs) until its response is complete.
+    """
+    global _in_flight
+    if scope["type"] not in ("http", "websocket"):
+        await self.app(scope, receive, send)
+        return
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=_EMPTY_CONTEXT)
+    _in_flight += 1
+    counted = True
+
+    async def _send(message: Any) -> None:
+        global _in_flight
+        nonlocal counted
+        if not waiter.done():
+            waiter.set_result(None)
+        if counted and message.get("type") == "http.response.body" and not message.get("more_body", False):
+            _in_flight -= 1  # answered: the client may send its next request before this task ends
+            counted = False
+        await send(message)
+
+    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+    try:
+        try:
+            await waiter
+        except TimeoutError:
+            if fut.cancel():
+                from starlette.responses import JSONResponse
+
+                response = JSONResponse(
+                    {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
+                )
+                await response(scope, receive, send)
+        else:
+            await fut
+    finally:
+        timer.cancel()
+        if counted:
+            _in_flight -= 1
+
+
+def requests_in_flight() -> int | None:
+    """Requests this worker is answering now (the caller's included), or None when they are not counted."""
+    return _in_flight if _counting else None
+
+
+_tuned = threading.Lock()
+_tuned_done = False
+
+
+def tune_runtime() -> None:
+    """Process-wide latency fixes for the BentoML worker; idempotent. Called from the service's ``__init__``.
+
+    1. Replace BentoML's timeout middleware call with :func:`_timeout_middleware_call` (same behaviour, no
+       per-request garbage kept for ``traffic.timeout`` seconds; counts the requests in flight).
+    2. ``gc.freeze()`` the start-up heap (modules, classes, the service): the cyclic GC then only walks
+       objects created after start-up. The model is frozen the same way once loaded (see ``serving.online``).
+    """
+    global _tuned_done, _counting
+    with _tuned:
+        if _tuned_done:
+            return
+        try:
+            from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+            if hasattr(TimeoutMiddleware, "_set_timer_out"):
+                TimeoutMiddleware.__call__ = _timeout_middleware_call  # type: ignore[method-assign]
+                _counting = True
+            else:  # another BentoML version: leave it alone
+                log.warning("BentoML's TimeoutMiddleware changed; its per-request timer is not patched")
+        except ImportError:
+            pass
+        freeze_heap()
+        _tuned_done = True
+
+
+def freeze_heap() -> None:
+    """Move every object alive now to the GC's permanent generation (never scanned, never collected)."""
+    gc.freeze()
+
+
+def cache_api_methods(instance: Any) -> None:
+    """Bind each ``@bentoml.api`` method of ``instance`` once instead of on every request.
+
+    BentoML looks the endpoint up with ``getattr(instance, name)`` per request, and its descriptor
+    (``APIMethod.__get__``) then builds a new wrapper with ``inspect.signature`` and ``functools.wraps``
+    each time. The descriptor has no ``__set__``, so an instance attribute of the same name answers first.
+    """
+    for name in dir(type(instance)):
+        method = getattr(type(instance), name, None)
+        if type(method).__name__ == "APIMethod" and hasattr(method, "__get__"):
+            setattr(instance, name, method.__get__(instance, type(instance)))
+
+
+def _json_response(content: dict[str, Any]) -> Response:
+    # the bytes BentoML writes for a dict[str, Any] output (json.dumps of the dict), without its per-response
+    # pydantic TypeAdapter
+    return Response(json.dumps(content).encode("utf-8"), media_type="application/json")
+
+
+def _open_store() -> Any | None:
+    url = os.environ.get("RETENTION_STORE_URL")
+    if not url:
+        return None
+    from serving.store import open_store
+
+    return open_store(url)
+
+
+@bentoml.service(name="retention", **SERVICE_CONFIG)
+class Retention:
+    """Churn probability, expected value, value at risk, tier, segment and reasons per customer."""
+
+    def __init__(self) -> None:
+        self.holder = ModelHolder(default_model_reference(DEFAULT_MODEL_URI), on_loaded=freeze_heap)
+        self.scorer = OnlineScorer(self.holder, _open_store(), Limits.from_env())
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="retention-score") if THREADS > 0 else None
+        cache_api_methods(self)
+        tune_runtime()
+        self.holder.load_in_background()
+        with contextlib.suppress(ValueError):  # not the main thread (in-process tests): reload by admin call only
+            signal.signal(signal.SIGHUP, lambda *_: self.holder.load_in_background())
+
+    async def __is_ready__(self) -> bool:  # async: BentoML awaits it instead of hopping to a thread
+        return self.scorer.ready
+
+    def _on_loop(self, customers: list[dict[str, Any]]) -> bool:
+        """Score on the event loop: when there is no pool, or for a small request while no other request is in
+        flight (a thread hop would only add latency: there is nothing to overlap with)."""
+        if self._pool is None:
+            return True
+        if requests_in_flight() != 1 or len(customers) > INLINE_MAX_CUSTOMERS:
+            return False
+        return sum(len(c.get("transactions") or ()) for c in customers) <= INLINE_MAX_TRANSACTIONS
+
+    async def _call(self, fn: Callable[..., dict[str, Any]], customers: list[dict[str, Any]], *args: Any) -> Response:
+        if not self.scorer.ready:
+            raise ClientError("model is not loaded yet; retry when /readyz answers 200", 503)
+        try:
+            if self._on_loop(customers):
+                result = fn(customers, *args)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, customers, *args)
+        except RequestError as exc:
+            raise ClientError(str(exc), exc.status) from exc
+        return _json_response(result)
+
+    @bentoml.api
+    async def predict(
+        self,
+        customers: Annotated[list[Customer], Field(min_length=1)],
+        as_of: str | None = None,
+    ) -> dict[str, Any]:
+        """Score customers in request order; unknown ids get an ``error`` entry instead of failing the request."""
+        return await self._call(self.scorer.predict, [c.model_dump(exclude_none=True) for c in customers], as_of)
+
+    @bentoml.api
+    async def rank(
+        self,
+        customers: Annotated[list[Customer], Field(min_length=1)],
+        as_of: str | None = None,
+        top_k: Annotated[int, Field(ge=1)] | None = None,
+    ) -> dict[str, Any]:
+        """Score and sort by value at risk (retention priority), optionally only the ``top_k`` first."""
+        payload = [c.model_dump(exclude_none=True) for c in customers]
+        return await self._call(self.scorer.rank, payload, as_of, top_k)
+
+    @bentoml.api(route="/admin/reload")
+    async def reload(self) -> dict[str, Any]:
+        """Reload the model reference now; on failure the old version keeps serving and the error is returned."""
+        previous = self.holder.model.version if self.holder.model else None
+        try:
+            model = await asyncio.to_thread(self.holder.load)  # a download: never on the event loop
+        except Exception as exc:
+            raise ClientError(f"reload failed, version {previous} keeps serving: {exc}", 409) from exc
+        return _json_response({"model_version": model.version, "previous_version": previous})
+
+    @bentoml.api(route="/model")
+    async def model_info(self) -> dict[str, Any]:
+        """Which model answers: version, horizon, training as-of date, tiers."""
+        if self.holder.model is None:
+            raise ClientError("model is not loaded yet", 503)
+        return _json_response(self.holder.model.describe())
+
+
+Retention.add_asgi_middleware(GuardMiddleware)

@@ -1,0 +1,606 @@
+"""The nightly scoring job on Apache Spark: same contract, feature kernel, scorer and ranking as the local engine.
+
+:func:`run_spark_job` has the signature and the result (:class:`~serving.batch.JobSummary`) of
+:func:`serving.batch.run_score_job` and gives the same rows:
+
+1. the source is read by Spark (CSV with every column as text, so ids such as ``"00042"`` stay text; a Parquet
+   file or a directory of Parquet files); a SQL source is read by the pandas reader on the driver and split there,
+   exactly as the local engine does, then handed to Spark;
+2. every row gets the partition number of :func:`serving.batch.partition_of` (computed in a pandas UDF, from the
+   id as the local reader would have typed it), so the Spark groups are exactly the local engine's partitions,
+   and a row-order key (file, block, position) so that each group sees its rows in input order;
+3. ``groupBy(partition).applyInPandas`` runs :func:`serving.batch.score_partition` -- contract, feature kernel at
+   the as-of date, both LightGBM heads, tiers, segments, reason codes -- on each group. The model bundle (two
+   booster text files and ``bundle.json``) is broadcast and loaded once per Python worker. Each group returns its
+   scored rows plus one metadata row holding its data-quality report and drift bin counts as JSON;
+4. the rows are collected to the driver (Arrow), ranked globally with :func:`serving.batch.finish_ranking` and
+   written atomically with :func:`serving.batch.write_output`; reports and drift counts are combined in partition
+   order, like the local engine does.
+
+Spark handles spilling and retries, so there is no spool and no resume: ``spool_input`` is accepted for the
+signature's sake and ignored, ``resumed_partitions`` is always 0. See ``docs/spark.md`` for cluster use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import pickle
+import re
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.contract import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    STRING_COLUMNS,
+    ContractError,
+    DataQualityReport,
+    prepare_transactions,
+    to_date,
+)
+from features.sources import _ids_as_text, is_sql_url
+from serving.batch import (
+    DEFAULT_PARTITIONS,
+    JobSummary,
+    PartitionResult,
+    finish_job,
+    partition_of,
+    score_partition,
+    split_in_memory,
+)
+from serving.drift import bin_shares
+from serving.model import BUNDLE_FILE, CHURN_FILE, VALUE_FILE, ScoringModel
+
+MASTER_ENV = "RETENTION_SPARK_MASTER"
+DEFAULT_MASTER = "local[2]"
+SESSION_DEFAULTS: dict[str, str] = {
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
+"""pandas writes TIMESTAMP(NANOS) Parquet columns, which Spark only reads as longs (nanoseconds since the epoch)."""
+
+SCORE_COLUMNS = (
+    "customer_id",
+    "churn_probability",
+    "expected_value",
+    "value_at_risk",
+    "tier",
+    "segment",
+    "reason_1",
+    "reason_2",
+    "reason_3",
+)
+_PART, _POS, _META, _PAYLOAD = "_part", "_pos", "_meta", "_payload"
+_ORDER = ("__rt_file", "__rt_block", "__rt_row")
+_FILE_PATH = "__rt_path"
+RESULT_SCHEMA = (
+    f"{_PART} int, {_POS} long, customer_id string, churn_probability double, expected_value double, "
+    f"value_at_risk double, tier string, segment string, reason_1 string, reason_2 string, reason_3 string, "
+    f"{_META} string"
+)
+_CONTRACT_ERROR = re.compile(r"ContractError: (.+)")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+try:  # the strings pandas' CSV reader turns into missing values by default
+    from pandas._libs.parsers import STR_NA_VALUES as _PANDAS_NA
+except ImportError:  # pragma: no cover - private location moved
+    _PANDAS_NA = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"}
+    _PANDAS_NA |= {"<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+CSV_NA_VALUES: frozenset[str] = frozenset(_PANDAS_NA)
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+
+
+# --- session -----------------------------------------------------------------------------------------------------
+
+
+def spark_session(conf: Mapping[str, str] | None = None) -> Any:
+    """The active (or default) SparkSession, else a new one.
+
+    Master: ``$RETENTION_SPARK_MASTER``; else the one given by ``spark-submit``/``pyspark`` when running under
+    them; else ``local[2]``. New sessions get quiet logs (WARN), few shuffle partitions, the UTC session time zone
+    and, in local mode, this interpreter as the Python of the workers and the loopback address for the driver.
+    ``conf`` adds or overrides settings of a new session (an active session is returned as it is).
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession() or SparkSession._instantiatedSession  # this thread's, or the default
+    if active is not None and _alive(active):
+        return active
+    master = os.environ.get(MASTER_ENV) or (None if "PYSPARK_GATEWAY_PORT" in os.environ else DEFAULT_MASTER)
+    settings = dict(SESSION_DEFAULTS)
+    if master is not None and master.startswith("local"):
+        # workers are forked from the Python named at context start (default: "python3" on the PATH)
+        if not os.environ.get("PYSPARK_PYTHON"):
+            os.environ["PYSPARK_PYTHON"] = sys.executable
+        if not os.environ.get("SPARK_LOCAL_IP"):  # one machine: stay on the loopback interface
+            os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+        # one task per core already: LightGBM's OpenMP threads in every worker would only oversubscribe the cores
+        settings["spark.executorEnv.OMP_NUM_THREADS"] = "1"
+    settings |= dict(conf or {})
+    builder = SparkSession.builder.appName("retention-score")
+    if master is not None:
+        builder = builder.master(master)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def _alive(session: Any) -> bool:
+    try:
+        return session.sparkContext._jsc is not None  # a stopped session keeps its Python object
+    except Exception:  # Spark Connect: no SparkContext on this side
+        return True
+
+
+# --- the model on the workers --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bundle:
+    """A model bundle as text (the three files of :meth:`ScoringModel.save`), shipped to the workers."""
+
+    files: dict[str, str]
+    version: str | None
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha1(str(self.version).encode())
+        for name in sorted(self.files):
+            digest.update(name.encode() + b"\0" + self.files[name].encode())
+        return digest.hexdigest()
+
+    @classmethod
+    def of(cls, model: ScoringModel) -> _Bundle:
+        with tempfile.TemporaryDirectory(prefix="retention-bundle-") as folder:
+            model.save(folder)
+            files = {name: (Path(folder) / name).read_text() for name in (CHURN_FILE, VALUE_FILE, BUNDLE_FILE)}
+        return cls(files, model.version)
+
+
+_MODELS: dict[str, ScoringModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _worker_model(bundle: _Bundle) -> ScoringModel:
+    """Load a shipped bundle with :meth:`ScoringModel.load`, once per Python worker process."""
+    key = bundle.key
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            with tempfile.TemporaryDirectory(prefix="retention-bundle-") as folder:
+                for name, text in bundle.files.items():
+                    (Path(folder) / name).write_text(text)
+                _MODELS[key] = ScoringModel.load(folder, version=bundle.version)
+        return _MODELS[key]
+
+
+# --- reading the source --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """How Spark's view of the input differs from the local reader's, undone on the workers.
+
+    ``csv``: every column was read as text; pandas' default missing-value strings become missing.
+    ``id_sources``: id columns (after mapping) the local reader turns into text (:func:`_ids_as_text`).
+    ``id_dtypes``: pandas dtypes recorded in the Parquet metadata of id columns (nullable integers).
+    ``timestamps``: column -> ``"us"`` (Spark timestamp shipped as micros since the epoch), ``"ns"`` / ``"ns_naive"``
+    (Parquet TIMESTAMP(NANOS), read as a long).
+    ``files``: Parquet file path -> its position in the local reader's order.
+    """
+
+    csv: bool
+    id_column: str
+    id_sources: frozenset[str]
+    id_dtypes: dict[str, str]
+    timestamps: dict[str, str]
+    files: dict[str, int]
+
+    def restore(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Give a frame of Spark rows the column types the local engine's reader would have given them."""
+        if self.csv:
+            for name in frame.columns:
+                column = frame[name]
+                frame[name] = column.where(~column.isin(CSV_NA_VALUES), None)
+            return frame
+        for name, unit in self.timestamps.items():
+            if name in frame.columns:
+                values = frame[name].astype("Int64")
+                frame[name] = pd.to_datetime(values, unit=unit[:2], utc=unit != "ns_naive")
+        for name, dtype in self.id_dtypes.items():
+            if name in frame.columns:
+                with contextlib.suppress(TypeError, ValueError):
+                    frame[name] = frame[name].astype(dtype)
+        return _ids_as_text(frame, set(self.id_sources))
+
+    def partition_ids(self, ids: pd.Series, partitions: int) -> np.ndarray:
+        """:func:`partition_of` of ids as the local reader would have typed them."""
+        frame = self.restore(pd.DataFrame({self.id_column: ids.reset_index(drop=True)}))
+        return partition_of(frame[self.id_column].fillna(""), partitions)
+
+    def file_rank(self, paths: pd.Series) -> pd.Series:
+        """Position of each row's file in the local reader's order (-1: unknown, then ordered by path)."""
+        lookup = {p: self.files.get(_local_path(p), -1) for p in paths.unique()}
+        return paths.map(lookup).astype("int64")
+
+
+def _local_path(location: str) -> str:
+    """A local path or ``file:`` URI as an absolute, resolved path; other URIs unchanged."""
+    location = str(location)
+    if location.startswith("file:"):
+        return os.path.realpath(urllib.parse.unquote(urllib.parse.urlsplit(location).path))
+    if _URI.match(location):
+        return location
+    return os.path.realpath(location)
+
+
+def _input_kind(source: str) -> str:
+    """``csv``, ``parquet`` or ``dir``, by the same rules as :func:`features.sources.read_table`."""
+    if _is_remote(source):
+        return "csv" if source.lower().rstrip("/").endswith((".csv", ".txt", ".gz")) else "parquet"
+    path = Path(_local_path(source))
+    if path.is_dir():
+        return "dir"
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix in (".csv", ".txt", ".gz"):
+        return "csv"
+    raise ContractError(f"input '{source}' is neither .csv nor .parquet nor a directory of Parquet files")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Footer:
+    """What the local reader's types depend on, from one Parquet file's footer."""
+
+    names: list[str]
+    nanos: dict[str, str]
+    """Columns of TIMESTAMP(NANOS) type (Spark reads them as longs): ``"ns"`` (UTC) or ``"ns_naive"``."""
+    pandas: dict[str, Any] | None
+    """The ``pandas`` key-value metadata that pandas restores dtypes from."""
+
+
+REMOTE_FOOTERS = 64
+"""Footers read (through the JVM) from remote storage: the first files in path order; column types are per dataset."""
+
+
+def _is_remote(source: str) -> bool:
+    return bool(_URI.match(source)) and not source.startswith("file:")
+
+
+def _parquet_footers(spark: Any, source: str, kind: str) -> tuple[list[str], list[_Footer]]:
+    """The Parquet files of ``source`` in the local reader's order, and their footers."""
+    if _is_remote(source):
+        try:
+            return _remote_footers(spark, source)
+        except ContractError:
+            raise
+        except Exception:  # no JVM on this side (Spark Connect): Spark lists the files, footers are not read
+            return [source], []
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(_local_path(source))
+    if kind == "dir":
+        paths = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".pq"))
+        if not paths:
+            raise ContractError(f"directory '{source}' holds no .parquet files")
+    else:
+        paths = [path]
+    footers = []
+    for file in paths:
+        schema = pq.read_schema(file)
+        nanos = {
+            f.name: "ns" if f.type.tz else "ns_naive"
+            for f in schema
+            if pa.types.is_timestamp(f.type) and f.type.unit == "ns"
+        }
+        footers.append(_Footer(list(schema.names), nanos, schema.pandas_metadata))
+    return [str(p) for p in paths], footers
+
+
+def _remote_footers(spark: Any, source: str) -> tuple[list[str], list[_Footer]]:
+    """Files and footers on storage the JVM reaches (HDFS, S3, GCS...), through Hadoop's and Parquet's classes."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    root = jvm.org.apache.hadoop.fs.Path(source)
+    fs = root.getFileSystem(conf)
+    directory = fs.getFileStatus(root).isDirectory()
+    files = []
+    listing = fs.listFiles(root, True)
+    while listing.hasNext():
+        name = listing.next().getPath().toString()
+        if not directory or name.lower().endswith((".parquet", ".pq")):
+            files.append(name)
+    files.sort()
+    if not files:
+        raise ContractError(f"directory '{source}' holds no .parquet files")
+    footers = []
+    for name in files[:REMOTE_FOOTERS]:
+        input_file = jvm.org.apache.parquet.hadoop.util.HadoopInputFile.fromPath(
+            jvm.org.apache.hadoop.fs.Path(name), conf
+        )
+        reader = jvm.org.apache.parquet.hadoop.ParquetFileReader.open(input_file)
+        try:
+            meta = reader.getFooter().getFileMetaData()
+            fields = list(meta.getSchema().getFields())
+            pandas_text = meta.getKeyValueMetaData().get("pandas")
+        finally:
+            reader.close()
+        nanos = {}
+        for field in fields:
+            logical = str(field.getLogicalTypeAnnotation()) if field.isPrimitive() else ""
+            found = re.fullmatch(r"TIMESTAMP\(NANOS,(true|false)\)", logical)
+            if found:
+                nanos[str(field.getName())] = "ns" if found.group(1) == "true" else "ns_naive"
+        names = [str(field.getName()) for field in fields]
+        footers.append(_Footer(names, nanos, json.loads(pandas_text) if pandas_text else None))
+    return files, footers
+
+
+def _footer_types(footers: list[_Footer], wanted: set[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Nanosecond timestamp columns and nullable-integer pandas dtypes among the ``wanted`` columns."""
+    nanos: dict[str, str] = {}
+    dtypes: dict[str, str] = {}
+    for footer in footers:
+        nanos |= {name: unit for name, unit in footer.nanos.items() if name in wanted}
+        for column in (footer.pandas or {}).get("columns", []):
+            numpy_type = str(column.get("numpy_type", ""))
+            if column.get("name") in wanted and re.fullmatch(r"U?Int(8|16|32|64)", numpy_type):
+                dtypes[column["name"]] = numpy_type
+    return nanos, dtypes
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _contract_input_columns(names: list[str], columns: Mapping[str, str] | None) -> list[str]:
+    """The input columns the contract keeps (after renaming by ``columns``), in input order."""
+    rename = {source: target for target, source in (columns or {}).items()}
+    wanted = set(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+    return [name for name in names if rename.get(name, name) in wanted]
+
+
+def _read_files(spark: Any, source: str, columns: Mapping[str, str] | None) -> tuple[Any, _Layout, list[str]]:
+    """Spark DataFrame of the contract's input columns plus the row-order key, and how to restore local types."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    kind = _input_kind(source)
+    id_column = (columns or {}).get("customer_id", "customer_id")
+    id_sources = frozenset((columns or {}).get(name, name) for name in STRING_COLUMNS)
+    nanos: dict[str, str] = {}
+    dtypes: dict[str, str] = {}
+    files: list[str] = []
+    if kind == "csv":
+        reader = spark.read.option("header", True).option("inferSchema", False).option("escape", '"')
+        sdf = reader.option("encoding", "UTF-8").csv(source)
+        for name in sdf.columns:  # pandas drops a UTF-8 byte-order mark, Spark keeps it in the first name
+            if name.startswith("\ufeff"):
+                sdf = sdf.withColumnRenamed(name, name[1:])
+        if not sdf.columns:
+            raise ContractError(f"cannot read '{source}': No columns to parse from file")
+    else:
+        files, footers = _parquet_footers(spark, source, kind)
+        names = list(dict.fromkeys(name for footer in footers for name in footer.names))
+        nanos, dtypes = _footer_types(footers, set(_contract_input_columns(names, columns)))
+        # several files: the union of their columns, like pandas' concatenation
+        sdf = spark.read.option("mergeSchema", len(files) > 1).parquet(*files)
+    if id_column not in sdf.columns:
+        raise ContractError(f"required column '{id_column}' is missing from the input")
+    keep = _contract_input_columns(sdf.columns, columns)
+    types = {field.name: field.dataType for field in sdf.schema.fields}
+    timestamps = {name: unit for name, unit in nanos.items() if name in keep}
+    selected = []
+    for name in keep:
+        column = F.col(_quote(name))
+        if isinstance(types[name], T.TimestampType):  # an instant: ship it as micros, free of session time zones
+            timestamps[name] = "us"
+            column = F.unix_micros(column)
+        selected.append(column.alias(name))
+    selected += [
+        F.col("_metadata.file_path").alias(_FILE_PATH),
+        F.col("_metadata.file_block_start").alias(_ORDER[1]),
+        F.monotonically_increasing_id().alias(_ORDER[2]),
+    ]
+    layout = _Layout(
+        csv=kind == "csv",
+        id_column=id_column,
+        id_sources=id_sources,
+        id_dtypes=dtypes,
+        timestamps=timestamps,
+        files={_local_path(f): i for i, f in enumerate(files)},
+    )
+    return sdf.select(*selected), layout, keep
+
+
+# --- scoring one group ---------------------------------------------------------------------------------------------
+
+
+def _empty_result(model: ScoringModel, as_of: dt.date, raw: pd.DataFrame, columns: Mapping[str, str] | None):
+    """What :func:`score_partition` gives for a part without any valid row (contract report, zero drift counts)."""
+    _, report = prepare_transactions(raw, columns=columns, as_of=as_of, allow_empty=True)
+    reference = model.meta.feature_reference
+    drift = {
+        c: (bin_shares(np.empty(0), np.asarray(reference[c]["edges"])) * 0).tolist()
+        for c in model.feature_columns
+        if c in reference
+    }
+    return PartitionResult(pd.DataFrame({c: [] for c in SCORE_COLUMNS}), report, drift)
+
+
+def _score_part(
+    raw: pd.DataFrame, model: ScoringModel, as_of: dt.date, columns: Mapping[str, str] | None
+) -> PartitionResult:
+    try:
+        return score_partition(raw, model, as_of, columns=columns)
+    except ContractError:
+        raise
+    except Exception:
+        # the scorer cannot take zero customers (a part whose rows all break the contract): count them all the same
+        empty = _empty_result(model, as_of, raw, columns)
+        if empty.report.rows_valid == 0:
+            return empty
+        raise
+
+
+def _result_frame(part: int, result: PartitionResult) -> pd.DataFrame:
+    """The scored rows of one part (``_pos`` = row order), after one row carrying its report and drift counts."""
+    scores = result.scores[list(SCORE_COLUMNS)].reset_index(drop=True)
+    scores.insert(0, _POS, np.arange(len(scores), dtype=np.int64))
+    meta = {"report": dataclasses.asdict(result.report), "drift_counts": result.drift_counts}
+    head = pd.DataFrame({_POS: np.array([-1], dtype=np.int64), _META: [json.dumps(meta)]})
+    out = pd.concat([head, scores], ignore_index=True)
+    out.insert(0, _PART, np.int32(part))
+    for name in ("customer_id", "tier", "segment", "reason_1", "reason_2", "reason_3", _META):
+        # plain objects: PySpark cannot convert pandas' Arrow-backed strings once they are chunked (concat)
+        column = out[name]
+        out[name] = column.astype(object).where(column.notna(), None)
+    return out
+
+
+def _translate(exc: Exception) -> Exception:
+    """A worker's ContractError comes back wrapped in Spark's exception: give it back its type and message."""
+    found = _CONTRACT_ERROR.search(str(exc))
+    return ContractError(found.group(1).strip()) if found else exc
+
+
+# --- the job -------------------------------------------------------------------------------------------------------
+
+
+def run_spark_job(
+    source: str,
+    as_of: str | dt.date,
+    dest: str,
+    model: ScoringModel,
+    *,
+    columns: Mapping[str, str] | None = None,
+    strict: bool = False,
+    top_k: int | None = None,
+    partitions: int = DEFAULT_PARTITIONS,
+    spool_input: bool | None = None,
+) -> JobSummary:
+    """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
+
+    Same arguments, checks, rows and summary as :func:`serving.batch.run_score_job`; ``spool_input`` is ignored.
+    """
+    del spool_input  # Spark spills to disk on its own
+    start = time.perf_counter()
+    as_of_date = to_date(as_of)
+    assert as_of_date is not None
+    if top_k is not None and top_k < 1:
+        raise ContractError(f"--top-k must be at least 1, got {top_k}")
+    if partitions < 1:
+        raise ContractError(f"--partitions must be at least 1, got {partitions}")
+    if not is_sql_url(source) and not _is_remote(source) and not Path(_local_path(source)).exists():
+        raise ContractError(f"input '{source}' does not exist")
+    columns = dict(columns or {})
+
+    spark = spark_session()
+    bundle = _Bundle.of(model)
+    try:
+        shipped: Any = spark.sparkContext.broadcast(bundle)
+    except Exception:  # Spark Connect has no broadcast variables: the bundle travels with the function
+        shipped = None
+    restore_nanos = spark.conf.get(NANOS_AS_LONG, None)
+    spark.conf.set(NANOS_AS_LONG, "true")
+    try:
+        results = _run(spark, source, as_of_date, model, bundle, shipped, columns, partitions)
+    finally:
+        if restore_nanos is None:
+            spark.conf.unset(NANOS_AS_LONG)
+        else:
+            spark.conf.set(NANOS_AS_LONG, restore_nanos)
+        if shipped is not None:
+            shipped.unpersist()
+
+    return finish_job(
+        results, model, as_of_date, dest, strict=strict, top_k=top_k, partitions=partitions, resumed=0, started=start
+    )
+
+
+def _run(
+    spark: Any,
+    source: str,
+    as_of: dt.date,
+    model: ScoringModel,
+    bundle: _Bundle,
+    shipped: Any,
+    columns: dict[str, str],
+    partitions: int,
+) -> list[PartitionResult]:
+    """Score every partition on Spark; one :class:`PartitionResult` per partition number, in order."""
+    from pyspark.sql import functions as F
+
+    carrier: Any = shipped if shipped is not None else bundle  # only one of them travels with the functions
+
+    def worker_model() -> ScoringModel:
+        return _worker_model(carrier if isinstance(carrier, _Bundle) else carrier.value)
+
+    if is_sql_url(source):
+        # the pandas reader on the driver, split exactly as the local engine splits it
+        parts: Iterator[tuple[int, pd.DataFrame]] = split_in_memory(source, columns, partitions)
+        rows = [(p, pickle.dumps(raw, protocol=pickle.HIGHEST_PROTOCOL)) for p, raw in parts]
+        empty_raw = pickle.loads(rows[0][1]).iloc[:0] if rows else pd.DataFrame()
+        _empty_result(model, as_of, empty_raw, columns)  # a missing required column fails here, on the driver
+        grouped = spark.createDataFrame(rows, f"{_PART} int, {_PAYLOAD} binary").repartition(partitions, _PART)
+
+        def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
+            part = int(pdf[_PART].iloc[0])
+            raw = pickle.loads(pdf[_PAYLOAD].iloc[0])
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns))
+
+    else:
+        sdf, layout, keep = _read_files(spark, source, columns)
+        empty_raw = pd.DataFrame({name: pd.Series([], dtype=object) for name in keep})
+        _empty_result(model, as_of, empty_raw, columns)  # a missing required column fails here, on the driver
+
+        @F.pandas_udf("int")  # type: ignore[call-overload]
+        def partition_number(ids: pd.Series) -> pd.Series:
+            return pd.Series(layout.partition_ids(ids, partitions), dtype="int32")
+
+        grouped = sdf.withColumn(_PART, partition_number(F.col(_quote(layout.id_column))))
+        grouped = grouped.repartition(partitions, _PART)
+
+        def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
+            part = int(pdf[_PART].iloc[0])
+            pdf[_ORDER[0]] = layout.file_rank(pdf[_FILE_PATH])
+            pdf = pdf.sort_values([_ORDER[0], _FILE_PATH, *_ORDER[1:]], kind="stable")
+            raw = layout.restore(pdf[keep].reset_index(drop=True))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns))
+
+    try:
+        table = grouped.groupBy(_PART).applyInPandas(score_group, RESULT_SCHEMA).toArrow()
+    except Exception as exc:
+        raise _translate(exc) from exc
+    frame = table.to_pandas()
+    frame = frame.sort_values([_PART, _POS], kind="stable")
+    meta = frame[frame[_POS] < 0]
+    rows = frame[frame[_POS] >= 0]
+    empty = _empty_result(model, as_of, empty_raw, columns)
+    by_part = {int(p): group for p, group in rows.groupby(_PART, sort=False)}
+    results = [empty] * partitions
+    for part, text in zip(meta[_PART].tolist(), meta[_META].tolist(), strict=True):
+        info = json.loads(text)
+        scores = by_part.get(part, rows.iloc[:0])[list(SCORE_COLUMNS)].reset_index(drop=True)
+        results[part] = PartitionResult(scores, DataQualityReport(**info["report"]), info["drift_counts"])
+    return results

@@ -1,0 +1,217 @@
+"""The nightly scoring job: ranked output, nothing lost or duplicated, atomic, resumable, idempotent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_util import run_cli
+
+from serving.batch import OUTPUT_COLUMNS
+
+
+def score(workspace, out: str, *extra: str):
+    return run_cli(
+        "score",
+        "-t",
+        str(workspace.transactions),
+        "--as-of",
+        workspace.AS_OF,
+        "--out",
+        out,
+        *extra,
+        cwd=workspace.root,
+        env=workspace.env,
+    )
+
+
+@pytest.fixture(scope="module")
+def scored(workspace, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    result = score(workspace, str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_one_row_per_customer_ranked_by_value_at_risk(workspace, scored) -> None:
+    out, result = scored
+    table = pd.read_parquet(out)
+    assert list(table.columns) == list(OUTPUT_COLUMNS)
+    customers = pd.read_parquet(workspace.transactions)["customer_id"].unique()
+    assert table["customer_id"].is_unique and set(table["customer_id"]) == set(customers)
+    assert table["retention_rank"].tolist() == list(range(1, len(table) + 1))
+    assert table["value_at_risk"].is_monotonic_decreasing
+    assert (table["model_version"] == "1").all() and (table["as_of"] == workspace.AS_OF).all()
+    assert table["customer_id"].str.match(r"^C\d{7}$").all(), "ids keep their zero padding"
+    assert set(table["tier"]) == {"platinum", "gold", "silver", "bronze"}
+    assert table["reason_1"].notna().all()
+    assert f"scored {len(table):,} customers" in result.stdout
+    assert "top 20% of customers hold" in result.stdout and "tiers: platinum" in result.stdout
+
+
+def test_rerun_is_idempotent_and_top_k(workspace, scored, tmp_path) -> None:
+    out, _ = scored
+    again = tmp_path / "again.csv"
+    assert score(workspace, str(again), "--partitions", "3", "--no-record").returncode == 0
+    first = pd.read_parquet(out)
+    second = pd.read_csv(again, dtype={"customer_id": str, "model_version": str, "as_of": str})
+    pd.testing.assert_series_equal(first["customer_id"], second["customer_id"])
+    pd.testing.assert_series_equal(first["value_at_risk"], second["value_at_risk"], rtol=1e-9)
+    top = tmp_path / "top.parquet"
+    assert score(workspace, str(top), "--top-k", "10", "--no-record").returncode == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(top), first.head(10))
+
+
+def test_spooled_partitions_give_the_same_rows(workspace, scored, tmp_path) -> None:
+    out, _ = scored
+    spooled = tmp_path / "spooled.parquet"
+    result = score(workspace, str(spooled), "--spool", "--partitions", "5", "--no-record")
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(spooled), pd.read_parquet(out))
+
+
+def test_killed_job_leaves_previous_output_and_resumes(workspace, scored, tmp_path) -> None:
+    out, _ = scored
+    dest = tmp_path / "nightly.parquet"
+    previous = pd.DataFrame({"customer_id": ["yesterday"]})
+    previous.to_parquet(dest)
+    env = {**os.environ, **workspace.env}
+    command = [
+        sys.executable,
+        "-m",
+        "retention",
+        "score",
+        "-t",
+        str(workspace.transactions),
+        "--as-of",
+        workspace.AS_OF,
+        "--out",
+        str(dest),
+        "--partitions",
+        "40",
+        "--no-record",
+    ]
+    proc = subprocess.Popen(command, cwd=workspace.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = tmp_path / ".nightly.parquet.parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if parts.exists() and len(list(parts.rglob("part-*.json"))) >= 3:
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # killed mid-job: the previous output is intact, nothing partial is visible
+        pd.testing.assert_frame_equal(pd.read_parquet(dest), previous)
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith("nightly") and p != dest]
+        finished = len(list(parts.rglob("part-*.json")))
+        resumed = subprocess.run(command, cwd=workspace.root, env=env, capture_output=True, text=True)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"{finished} resumed" in resumed.stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(dest), pd.read_parquet(out))
+    assert not parts.exists(), "staging parts are removed after a successful job"
+
+
+def test_sqlite_and_postgres_destinations(workspace, scored, tmp_path, postgres_url) -> None:
+    import sqlalchemy
+
+    out, _ = scored
+    expected = pd.read_parquet(out)
+    for url in (
+        f"sqlite:///{tmp_path / 'scores.db'}?table=retention_list",
+        f"{postgres_url}?table=retention_test_scores",
+    ):
+        for _ in range(2):  # the second run swaps the table in place
+            result = score(workspace, url, "--no-record")
+            assert result.returncode == 0, result.stderr
+        engine_url = url.split("?")[0].replace("postgresql://", "postgresql+psycopg://")
+        engine = sqlalchemy.create_engine(engine_url)
+        table = url.split("table=")[1]
+        got = pd.read_sql_table(table, engine).sort_values("retention_rank", ignore_index=True)
+        assert got["customer_id"].tolist() == expected["customer_id"].tolist()
+        assert len(got) == len(expected)
+        with engine.begin() as conn:
+            names = sqlalchemy.inspect(conn).get_table_names()
+            assert not [n for n in names if n.startswith(f"{table}__staging")]
+            if "postgresql" in engine_url:
+                conn.execute(sqlalchemy.text(f"DROP TABLE {table}"))
+        engine.dispose()
+
+
+def test_postgres_source(workspace, scored, tmp_path, postgres_url) -> None:
+    import sqlalchemy
+
+    out, _ = scored
+    engine = sqlalchemy.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://"))
+    pd.read_parquet(workspace.transactions).to_sql("retention_test_tx", engine, if_exists="replace", index=False)
+    try:
+        dest = tmp_path / "from_pg.parquet"
+        result = run_cli(
+            "score",
+            "-t",
+            f"{postgres_url}?table=retention_test_tx",
+            "--as-of",
+            workspace.AS_OF,
+            "--out",
+            str(dest),
+            "--no-record",
+            cwd=workspace.root,
+            env=workspace.env,
+        )
+        assert result.returncode == 0, result.stderr
+        pd.testing.assert_frame_equal(pd.read_parquet(dest), pd.read_parquet(out))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS retention_test_tx"))
+        engine.dispose()
+
+
+def test_run_is_recorded_in_mlflow_with_drift(workspace, scored) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=workspace.tracking_uri)
+    experiment = client.get_experiment_by_name("retention-scoring")
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs
+    run = runs[-1]
+    assert run.data.params["model_version"] == "1"
+    assert run.data.metrics["customers_scored"] > 0
+    assert "psi_recency_days" in run.data.metrics
+
+
+def test_bad_inputs_exit_2(workspace, tmp_path) -> None:
+    missing = score(workspace, str(tmp_path / "x.parquet"), "--engine", "flink")
+    assert missing.returncode == 2 and "--engine" in missing.stderr
+    bad_out = score(workspace, str(tmp_path / "x.json"), "--no-record")
+    assert bad_out.returncode == 2 and "must end in .csv or .parquet" in bad_out.stderr
+    no_model = score(workspace, str(tmp_path / "x.parquet"), "--model", "models:/nope@champion")
+    assert no_model.returncode == 2 and "not in the registry" in no_model.stderr
+
+
+def test_more_partitions_than_customers_and_ids_as_text(workspace, tmp_path) -> None:
+    source = tmp_path / "tiny.csv"
+    source.write_text("customer_id,timestamp,amount\n00042,2024-01-01,10\n0042,2024-02-01,5\n")
+    out = tmp_path / "tiny.csv.out.csv"
+    result = run_cli(
+        "score",
+        "-t",
+        str(source),
+        "--as-of",
+        workspace.AS_OF,
+        "--out",
+        str(out),
+        "--partitions",
+        "8",
+        "--no-record",
+        cwd=workspace.root,
+        env=workspace.env,
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out, dtype={"customer_id": str})
+    assert sorted(table["customer_id"]) == ["00042", "0042"]

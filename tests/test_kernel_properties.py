@@ -1,0 +1,97 @@
+"""Invariants of the point-in-time kernel and labels, checked on random transaction logs (Hypothesis)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.contract import prepare_transactions
+from features.kernel import compute_features, prepare
+from features.labels import labels_at
+
+START = pd.Timestamp("2024-01-01", tz="UTC")
+CUTOFF = dt.date(2024, 3, 1)
+CUTOFF_OFFSET_DAYS = (pd.Timestamp(CUTOFF, tz="UTC") - START).days
+
+transaction = st.tuples(
+    st.sampled_from(["001", "01", "1", "A", "b"]),
+    st.integers(min_value=0, max_value=120 * 24),  # hours after START
+    st.one_of(st.floats(min_value=-50, max_value=500, allow_nan=False).map(lambda v: round(v, 2)), st.just(0.0)),
+)
+logs = st.lists(transaction, min_size=1, max_size=40)
+
+
+def frame(rows: list[tuple[str, int, float]], id_prefix: str = "t") -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "timestamp": [START + pd.Timedelta(hours=r[1]) for r in rows],
+            "amount": [r[2] for r in rows],
+            "transaction_id": [f"{id_prefix}{i}" for i in range(len(rows))],
+        }
+    )
+
+
+def features_of(raw: pd.DataFrame) -> pd.DataFrame:
+    tx, _ = prepare_transactions(raw)
+    return compute_features(tx, CUTOFF).set_index("customer_id").sort_index()
+
+
+def before_cutoff(rows):
+    return [r for r in rows if r[1] < (CUTOFF_OFFSET_DAYS + 1) * 24]
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs, logs)
+def test_transactions_after_cutoff_change_nothing(rows, later) -> None:
+    base = before_cutoff(rows)
+    if not base:
+        return
+    future = [(c, (CUTOFF_OFFSET_DAYS + 1) * 24 + h, a) for c, h, a in later]
+    pd.testing.assert_frame_equal(features_of(frame(base)), features_of(frame(base + future)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs, st.randoms(use_true_random=False))
+def test_row_order_changes_nothing(rows, rnd) -> None:
+    if not before_cutoff(rows):
+        return
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    pd.testing.assert_frame_equal(features_of(frame(rows)), features_of(frame(shuffled)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs, st.data())
+def test_duplicated_transaction_id_changes_nothing(rows, data) -> None:
+    if not before_cutoff(rows):
+        return
+    raw = frame(rows)
+    picks = data.draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, max_size=5))
+    with_dupes = pd.concat([raw, raw.iloc[picks]], ignore_index=True)
+    pd.testing.assert_frame_equal(features_of(raw), features_of(with_dupes))
+
+
+@settings(max_examples=60, deadline=None)
+@given(logs, logs, st.integers(min_value=1, max_value=60))
+def test_labels_never_read_before_cutoff(rows, other_past, horizon) -> None:
+    """Changing what happened on or before the cutoff (same customers present) leaves labels unchanged."""
+    past = before_cutoff(rows)
+    future = [r for r in rows if r not in past]
+    if not past:
+        return
+    # another history for the same customers: same first rows per customer, plus extra past rows
+    present = {c for c, _, _ in past}
+    extra = [(c, min(h, CUTOFF_OFFSET_DAYS * 24), a * 3 + 1) for c, h, a in other_past if c in present]
+
+    def labels(rows_):
+        tx, _ = prepare_transactions(frame(rows_))
+        ids, lab = labels_at(prepare(tx), CUTOFF, horizon)
+        order = np.argsort(ids)
+        return ids[order].tolist(), lab["churned"][order].tolist(), lab["future_value"][order].tolist()
+
+    assert labels(past + future) == labels(past + extra + future)

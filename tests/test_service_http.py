@@ -1,0 +1,295 @@
+"""The real HTTP server (``retention serve`` in a subprocess) called over HTTP as a CRM would."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_util import run_cli
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: str, proc: subprocess.Popen):
+        self.base = base
+        self.proc = proc
+
+    def post(self, path: str, json=None, **kw) -> httpx.Response:
+        return httpx.post(self.base + path, json=json, timeout=30, **kw)
+
+    def get(self, path: str, **kw) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=30, **kw)
+
+
+def start_server(workspace, store_url: str | None, model: str, extra_env=None, wait_ready=True) -> Server:
+    port = free_port()
+    env = {**os.environ, **workspace.env, **(extra_env or {})}
+    env.pop("RETENTION_API_KEY", None) if "RETENTION_API_KEY" not in (extra_env or {}) else None
+    args = [sys.executable, "-m", "retention", "serve", "--model", model, "--port", str(port)]
+    if store_url:
+        args += ["--store", store_url]
+    proc = subprocess.Popen(args, cwd=workspace.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(f"http://127.0.0.1:{port}", proc)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            status = server.get("/readyz" if wait_ready else "/livez").status_code
+            if status == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        time.sleep(0.3)
+    stop(server)
+    raise RuntimeError("server did not become ready")
+
+
+def stop(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(20)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def store_url(workspace, tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'online.db'}"
+    result = run_cli(
+        "materialize", "-t", str(workspace.transactions), "--as-of", workspace.AS_OF, "--store", url, env=workspace.env
+    )
+    assert result.returncode == 0, result.stderr
+    return url
+
+
+@pytest.fixture(scope="module")
+def server(workspace, store_url) -> Iterator[Server]:
+    s = start_server(workspace, store_url, "models:/retention@champion")
+    yield s
+    stop(s)
+
+
+@pytest.fixture(scope="module")
+def known_ids(workspace) -> list[str]:
+    import pandas as pd
+
+    return sorted(pd.read_parquet(workspace.transactions)["customer_id"].unique())[:5]
+
+
+def test_predict_by_id_from_the_online_store(server, known_ids, workspace) -> None:
+    response = server.post("/predict", {"customers": [{"customer_id": known_ids[0]}, {"customer_id": "nobody"}]})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_version"] == "1" and body["horizon_days"] == 90 and body["as_of"] == workspace.AS_OF
+    first, unknown = body["predictions"]
+    assert first["customer_id"] == known_ids[0]
+    assert 0 <= first["churn_probability"] <= 1 and first["expected_value"] >= 0
+    assert first["value_at_risk"] == pytest.approx(first["churn_probability"] * first["expected_value"], rel=1e-3)
+    assert first["tier"] in {"platinum", "gold", "silver", "bronze"}
+    assert first["segment"] in {"star", "rising", "fading", "low"}
+    assert 1 <= len(first["reasons"]) <= 3
+    assert {"feature", "description", "value", "effect", "contribution"} <= set(first["reasons"][0])
+    assert unknown == {"customer_id": "nobody", "error": "unknown customer_id: not in the online store"}
+
+
+def test_batch_and_online_scores_agree(server, known_ids, workspace, tmp_path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "scores.parquet"
+    result = run_cli(
+        "score",
+        "-t",
+        str(workspace.transactions),
+        "--as-of",
+        workspace.AS_OF,
+        "--out",
+        str(out),
+        "--no-record",
+        env=workspace.env,
+        cwd=workspace.root,
+    )
+    assert result.returncode == 0, result.stderr
+    batch = pd.read_parquet(out).set_index("customer_id")
+    body = server.post("/predict", {"customers": [{"customer_id": c} for c in known_ids]}).json()
+    for p in body["predictions"]:
+        assert p["churn_probability"] == pytest.approx(batch.loc[p["customer_id"], "churn_probability"], abs=1e-6)
+        assert p["expected_value"] == pytest.approx(batch.loc[p["customer_id"], "expected_value"], abs=1e-3)
+        assert p["tier"] == batch.loc[p["customer_id"], "tier"]
+
+
+def test_inline_transactions_match_the_same_customer_by_id(server, known_ids, workspace) -> None:
+    import pandas as pd
+
+    tx = pd.read_parquet(workspace.transactions)
+    mine = tx[tx["customer_id"] == known_ids[1]]
+    inline = [
+        {"timestamp": t.isoformat(), "amount": float(a), "transaction_id": i, "category": c, "channel": ch}
+        for t, a, i, c, ch in zip(
+            mine["timestamp"], mine["amount"], mine["transaction_id"], mine["category"], mine["channel"], strict=True
+        )
+    ]
+    by_id = server.post("/predict", {"customers": [{"customer_id": known_ids[1]}]}).json()["predictions"][0]
+    body = {"customers": [{"customer_id": known_ids[1], "transactions": inline}], "as_of": workspace.AS_OF}
+    by_tx = server.post("/predict", body).json()["predictions"][0]
+    assert by_tx["churn_probability"] == pytest.approx(by_id["churn_probability"], abs=1e-9)
+    assert by_tx["expected_value"] == pytest.approx(by_id["expected_value"], abs=1e-6)
+
+
+def test_rank_sorts_by_value_at_risk_with_top_k(server, known_ids) -> None:
+    customers = [{"customer_id": c} for c in [*known_ids, "nobody"]]
+    body = server.post("/rank", {"customers": customers, "top_k": 3}).json()
+    ranking = body["ranking"]
+    assert [r["retention_rank"] for r in ranking] == [1, 2, 3]
+    assert [r["value_at_risk"] for r in ranking] == sorted((r["value_at_risk"] for r in ranking), reverse=True)
+    assert body["errors"] == [{"customer_id": "nobody", "error": "unknown customer_id: not in the online store"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "names"),
+    [
+        ({"customers": []}, 400, "customers"),
+        ({"customers": [{"customer_id": 42}]}, 400, "customer_id"),
+        ({"customers": [{}]}, 400, "customer_id"),
+        (
+            {"customers": [{"customer_id": "a", "transactions": [{"timestamp": "soon", "amount": 1}]}]},
+            422,
+            "customers[0].transactions[0].timestamp",
+        ),
+        (
+            {"customers": [{"customer_id": "a", "transactions": [{"timestamp": "2024-01-01", "amount": "x"}]}]},
+            400,
+            "amount",
+        ),
+        (
+            {
+                "customers": [{"customer_id": "a", "transactions": [{"timestamp": "2025-02-01", "amount": 3}]}],
+                "as_of": "2025-01-01",
+            },
+            422,
+            "is after as_of",
+        ),
+        ({"customers": [{"customer_id": "a"}], "as_of": "someday"}, 422, "as_of"),
+        ({"customers": [{"customer_id": "a"}], "top_k": 0}, 400, "top_k"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(server, body, status, names) -> None:
+    path = "/rank" if "top_k" in body else "/predict"
+    response = server.post(path, body)
+    assert response.status_code == status, response.text
+    assert names in response.text
+
+
+def test_non_finite_amount_and_malformed_json(server) -> None:
+    nan = b'{"customers": [{"customer_id": "a", "transactions": [{"timestamp": "2024-01-01", "amount": NaN}]}]}'
+    response = httpx.post(server.base + "/predict", content=nan, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "amount" in response.text
+    broken = httpx.post(server.base + "/predict", content=b"{oops", headers={"content-type": "application/json"})
+    assert broken.status_code == 400
+
+
+def test_limits_answer_413(server) -> None:
+    many = {"customers": [{"customer_id": str(i)} for i in range(1001)]}
+    assert server.post("/predict", many).status_code == 413
+    big = b'{"customers": [{"customer_id": "' + b"x" * (6 * 1024 * 1024) + b'"}]}'
+    response = httpx.post(server.base + "/predict", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_health_metrics_docs_and_reload(server) -> None:
+    assert server.get("/livez").status_code == 200
+    assert server.get("/readyz").status_code == 200
+    for _ in range(10):  # the worker's Prometheus files are merged on read; give them a moment under load
+        metrics = server.get("/metrics")
+        assert metrics.status_code == 200
+        if "bentoml_service_request" in metrics.text:
+            break
+        time.sleep(1)
+    assert 'endpoint="/predict"' in metrics.text
+    spec = server.get("/docs.json").json()
+    assert "/predict" in spec["paths"] and "/rank" in spec["paths"]
+    reload = server.post("/admin/reload", {})
+    assert reload.status_code == 200 and reload.json()["model_version"] == "1"
+    assert server.post("/model", {}).json()["model_version"] == "1"
+
+
+def test_readyz_is_503_while_no_model_is_loaded(workspace) -> None:
+    s = start_server(workspace, None, "models:/does-not-exist@champion", wait_ready=False)
+    try:
+        assert s.get("/readyz").status_code == 503
+        assert s.get("/livez").status_code == 200
+        response = s.post("/predict", {"customers": [{"customer_id": "a"}]})
+        assert response.status_code == 503
+    finally:
+        stop(s)
+
+
+def test_api_key_protects_every_prediction_route(workspace, store_url) -> None:
+    s = start_server(workspace, store_url, "models:/retention@champion", {"RETENTION_API_KEY": "s3cret"})
+    try:
+        body = {"customers": [{"customer_id": "a"}]}
+        for path in ("/predict", "/rank", "/admin/reload", "/model"):
+            assert s.post(path, body).status_code == 401, path
+            assert s.get(path).status_code == 401, path
+        assert s.post("/predict", body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert s.post("/predict", body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert s.post("/predict", body, headers={"X-API-Key": "s3cret"}).status_code == 200
+        for open_path in ("/livez", "/readyz", "/metrics"):
+            assert s.get(open_path).status_code == 200, open_path
+    finally:
+        stop(s)
+
+
+def test_schemathesis_finds_no_server_error(server) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    schema = schemathesis.openapi.from_url(server.base + "/docs.json")
+    failures = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+        if op.path not in ("/predict", "/rank"):
+            continue
+        strategy = op.as_strategy()
+
+        from hypothesis import given
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=strategy)
+        def check(case) -> None:
+            response = case.call(base_url=server.base, timeout=30)
+            if response.status_code >= 500:
+                failures.append((case.body, response.status_code, response.text[:200]))
+
+        check()
+    assert not failures, failures[:3]
+
+
+def test_failed_reload_keeps_the_old_version(workspace, tmp_path: Path) -> None:
+    import shutil
+
+    from serving.loader import load_model
+    from serving.online import ModelHolder
+
+    os.environ["MLFLOW_TRACKING_URI"] = workspace.tracking_uri
+    bundle = tmp_path / "bundle"
+    load_model("models:/retention@champion").save(bundle)
+    holder = ModelHolder(str(bundle))
+    first = holder.load()
+    (bundle / "churn.txt").write_text("not a model")
+    with pytest.raises(Exception):  # noqa: B017 -- any load failure must leave the old model
+        holder.load()
+    assert holder.model is first and holder.error
+    shutil.rmtree(bundle)

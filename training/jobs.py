@@ -1,0 +1,232 @@
+"""Training jobs behind the CLI: train (+ log, register, gate), backtest, and the classical BTYD fit.
+
+Tracking goes to ``MLFLOW_TRACKING_URI`` when set, else to MLflow's default local store; nothing is configured
+at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features import progress
+from features.contract import ContractError, DataQualityReport
+from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, prepare
+from features.labels import labels_at
+from training import baselines, registry, report
+from training.pipeline import all_metrics, fit_pipeline
+
+DEFAULT_EXPERIMENT = "retention"
+DEFAULT_MODEL_NAME = "retention"
+
+
+@dataclasses.dataclass
+class TrainSummary:
+    run_id: str
+    model_name: str
+    version: str
+    decision: registry.GateDecision
+    metrics: dict[str, dict[str, float]]
+    comparison: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "model_name": self.model_name,
+            "version": self.version,
+            "promoted": self.decision.promoted,
+            "decision": self.decision.reason,
+            "metrics": self.metrics,
+        }
+
+
+def _check_margin(margin: float, discount_rate: float) -> None:
+    if not 0 < margin <= 1:
+        raise ContractError(f"--margin must be in (0, 1], got {margin}")
+    if not 0 <= discount_rate < 1:
+        raise ContractError(f"--discount-rate must be in [0, 1), got {discount_rate}")
+
+
+def train(
+    transactions: pd.DataFrame,
+    quality: DataQualityReport,
+    *,
+    as_of: dt.date,
+    horizon_days: int,
+    source: str,
+    experiment: str = DEFAULT_EXPERIMENT,
+    model_name: str = DEFAULT_MODEL_NAME,
+    tune: int = 1,
+    margin: float = 1.0,
+    discount_rate: float = 0.0,
+    seed: int = 0,
+    force: bool = False,
+) -> TrainSummary:
+    """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate."""
+    import mlflow
+
+    _check_margin(margin, discount_rate)
+    prep = prepare(transactions)
+    result = fit_pipeline(prep, as_of, horizon_days, margin=margin, discount_rate=discount_rate, tune=tune, seed=seed)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
+        mlflow.log_params(
+            {
+                "as_of": str(as_of),
+                "horizon_days": horizon_days,
+                "margin": margin,
+                "discount_rate": discount_rate,
+                "tune": tune,
+                "seed": seed,
+                "cutoffs": ",".join(str(c) for c in result.plan.cutoffs),
+                "validation_cutoff": str(result.plan.validation_cutoff),
+                "training_rows": result.training_rows,
+                "level_factor": round(result.model.meta.level_factor, 6),
+                "seasonal_factor": round(result.selection["seasonal_factor"], 6),
+                "churn_rounds": result.selection["churn_rounds"],
+                "value_rounds": result.selection["value_rounds"],
+                **{f"churn_{k}": v for k, v in result.selection["churn_params"].items()},
+                **{f"value_{k}": v for k, v in result.selection["value_params"].items()},
+                **{f"btyd_{k}": v for k, v in _flat(result.btyd_params).items()},
+            }
+        )
+        for model, values in result.metrics.items():
+            mlflow.log_metrics({f"{model}_{k}": float(v) for k, v in values.items() if np.isfinite(v)})
+        dataset = mlflow.data.from_pandas(transactions.head(10_000), source=source, name="transactions")
+        mlflow.log_input(dataset, context="training")
+        mlflow.log_dict(quality.to_dict(), "data_quality.json")
+        with tempfile.TemporaryDirectory() as tmp, progress.step("writing plots and model card"):
+            folder = report.write_artifacts(result, Path(tmp) / "report", quality)
+            mlflow.log_artifacts(str(folder), artifact_path="report")
+        with progress.step("registering the model version"):
+            version = registry.log_bundle(result.model, model_name, result.valid_features)
+        registry.set_alias(model_name, registry.CHALLENGER, version)
+        v = result.valid_features
+        decision = registry.gate(
+            model_name,
+            result.metrics["lightgbm"],
+            v,
+            v["churned"].to_numpy(),
+            v["future_value"].to_numpy(),
+            force=force,
+        )
+        if decision.promoted:
+            registry.set_alias(model_name, registry.CHAMPION, version)
+        mlflow.log_dict(decision.to_dict(), "promotion.json")
+        mlflow.set_tags({"promoted": str(decision.promoted), "model_version": version})
+    return TrainSummary(
+        run.info.run_id,
+        model_name,
+        version,
+        decision,
+        result.metrics,
+        report.comparison_markdown(result.metrics),
+    )
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}_"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def fold_dates(as_of: dt.date, horizon_days: int, folds: int, step_days: int) -> list[dt.date]:
+    """Backtest as-of dates, oldest first: the latest is ``as_of - H`` so its labels are known at ``as_of``."""
+    last = date_to_day(as_of) - horizon_days
+    return [day_to_date(last - i * step_days) for i in reversed(range(folds))]
+
+
+def evaluate_fold(prep: PreparedTransactions, fold_as_of: dt.date, horizon_days: int, seed: int) -> pd.DataFrame:
+    """Train the whole pipeline with data up to ``fold_as_of`` and score the next ``horizon_days``."""
+    result = fit_pipeline(prep, fold_as_of, horizon_days, seed=seed)
+    test = compute_features(prep, fold_as_of)
+    ids, labels = labels_at(prep, fold_as_of, horizon_days)
+    churned, actual = labels["churned"], labels["future_value"]
+    X = test[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
+    scores = result.model.score(X)
+    revenue = scores.expected_value / (result.model.meta.margin * result.model.meta.discount_factor)
+    btyd = baselines.fit_btyd(test)
+    btyd_churn, btyd_value = baselines.btyd_predict(btyd, test, horizon_days)
+    rows = []
+    for model, p, value in (
+        ("lightgbm", scores.churn_probability, revenue),
+        ("btyd", btyd_churn, btyd_value),
+        (
+            "naive",
+            baselines.naive_churn(result.valid_features, test),
+            baselines.naive_value(test, horizon_days),
+        ),
+    ):
+        rows.append(
+            {
+                "as_of": fold_as_of,
+                "model": model,
+                "customers": len(ids),
+                **all_metrics(churned, p, actual, value),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def backtest(
+    transactions: pd.DataFrame,
+    *,
+    as_of: dt.date,
+    horizon_days: int,
+    folds: int,
+    step_days: int = 30,
+    experiment: str = DEFAULT_EXPERIMENT,
+    seed: int = 0,
+    log: bool = True,
+) -> pd.DataFrame:
+    """Rolling-origin backtest: one full training run per fold, scored on the fold's next horizon."""
+    if folds < 1:
+        raise ContractError(f"--folds must be at least 1, got {folds}")
+    prep = prepare(transactions)
+    dates = fold_dates(as_of, horizon_days, folds, step_days)
+    table = pd.concat(
+        [evaluate_fold(prep, d, horizon_days, seed) for d in progress.track(dates, "backtest folds", total=len(dates))],
+        ignore_index=True,
+    )
+    if log:
+        import mlflow
+
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"backtest-{as_of}-h{horizon_days}-k{folds}"):
+            mlflow.log_params(
+                {"as_of": str(as_of), "horizon_days": horizon_days, "folds": folds, "step_days": step_days}
+            )
+            for i, d in enumerate(dates):
+                for _, row in table[table["as_of"] == d].iterrows():
+                    mlflow.log_metrics(
+                        {f"{row['model']}_{k}": float(row[k]) for k in report.CHURN_KEYS + report.VALUE_KEYS},
+                        step=i,
+                    )
+            mlflow.log_table(table.assign(as_of=table["as_of"].astype(str)), "backtest.json")
+            mlflow.log_text(report.backtest_markdown(table), "backtest.md")
+    return table
+
+
+def fit_btyd_only(transactions: pd.DataFrame, as_of: dt.date) -> dict[str, Any]:
+    """BG/NBD + Gamma-Gamma parameters at ``as_of`` (time unit: days) with the customers they were fitted on."""
+    features = compute_features(prepare(transactions), as_of)
+    model = baselines.fit_btyd(features)
+    buyers = int((features["n_purchase_days"] > 0).sum())
+    repeat = int((features["btyd_frequency"] > 0).sum())
+    return {
+        "as_of": str(as_of),
+        "time_unit": "days",
+        "customers": buyers,
+        "repeat_customers": repeat,
+        **model.to_dict(),
+    }
