@@ -149,12 +149,14 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse timestamps to ``datetime64[ns, UTC]``; unparseable values become ``NaT``.
 
     Aware values are converted to UTC, naive values are taken as UTC. ISO 8601 (date-only or datetime,
-    any offset) is parsed fast; the remaining strings are retried with a permissive parser.
+    any offset) is parsed fast; the remaining strings are retried with a permissive parser. Instants outside
+    the nanosecond range (before 1677-09-21 or after 2262-04-11) are unparseable too: no transaction is that
+    old, and such a value is a typo (``0024-05-01``) rather than a date.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
-        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        return _within_ns_range(values.dt.tz_convert("UTC"))
     if pd.api.types.is_datetime64_dtype(values.dtype):
-        return values.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+        return _within_ns_range(values.dt.tz_localize("UTC"))
     if pd.api.types.is_numeric_dtype(values.dtype):
         return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     text = values.astype("str").str.strip()
@@ -162,7 +164,18 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     retry = parsed.isna() & values.notna() & (text != "")
     if retry.any():
         parsed[retry] = pd.to_datetime(text[retry], utc=True, errors="coerce", format="mixed")
-    return parsed.astype("datetime64[ns, UTC]")
+    return _within_ns_range(parsed)
+
+
+_NS_MIN = pd.Timestamp.min.tz_localize("UTC")
+_NS_MAX = pd.Timestamp.max.tz_localize("UTC")
+
+
+def _within_ns_range(utc: pd.Series) -> pd.Series:
+    """``datetime64[ns, UTC]`` with ``NaT`` where an instant (of any resolution) does not fit nanoseconds."""
+    if utc.dtype == "datetime64[ns, UTC]":
+        return utc
+    return utc.mask((utc < _NS_MIN) | (utc > _NS_MAX)).astype("datetime64[ns, UTC]")
 
 
 def _as_string(values: pd.Series) -> pd.Series:

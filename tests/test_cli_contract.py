@@ -31,6 +31,8 @@ def quality(path: Path, *extra: str) -> dict:
         ("   ,2024-01-02,3,t9", "null_customer_id"),
         ("00042,not-a-date,3,t9", "bad_timestamp"),
         ("00042,,3,t9", "bad_timestamp"),
+        ("00042,0024-01-02,3,t9", "bad_timestamp"),  # outside the nanosecond range: a typo, not a date
+        ("00042,9999-12-31T00:00:00,3,t9", "bad_timestamp"),
         ("00042,2024-01-02,,t9", "bad_amount"),
         ("00042,2024-01-02,NaN,t9", "bad_amount"),
         ("00042,2024-01-02,inf,t9", "bad_amount"),

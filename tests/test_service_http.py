@@ -40,7 +40,8 @@ def start_server(workspace, store_url: str | None, model: str, extra_env=None, w
     args = [sys.executable, "-m", "retention", "serve", "--model", model, "--port", str(port)]
     if store_url:
         args += ["--store", store_url]
-    proc = subprocess.Popen(args, cwd=workspace.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(workspace.root / f"server-{port}.log", "wb")  # noqa: SIM115 - kept open for the life of the server
+    proc = subprocess.Popen(args, cwd=workspace.root, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(f"http://127.0.0.1:{port}", proc)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -182,6 +183,11 @@ def test_rank_sorts_by_value_at_risk_with_top_k(server, known_ids) -> None:
             "is after as_of",
         ),
         ({"customers": [{"customer_id": "a"}], "as_of": "someday"}, 422, "as_of"),
+        (
+            {"customers": [{"customer_id": "a", "transactions": [{"timestamp": "0707-02-06", "amount": 1}]}]},
+            422,
+            "customers[0].transactions[0].timestamp",
+        ),
         ({"customers": [{"customer_id": "a"}], "top_k": 0}, 400, "top_k"),
     ],
 )
