@@ -42,7 +42,6 @@ from http import HTTPStatus
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -101,14 +100,6 @@ class Customer(BaseModel):
     transactions: list[Transaction] | None = None
 
 
-class ClientError(BentoMLException):
-    """A 4xx answer with a message naming the field."""
-
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.error_code = HTTPStatus(status)
-
-
 def _config_api_key() -> str | None:
     return os.environ.get("RETENTION_API_KEY") or None
 
@@ -147,11 +138,101 @@ class GuardMiddleware:
         return hmac.compare_digest(given, self.api_key.encode())  # type: ignore[union-attr]
 
 
+def error_body(status: int, message: str, field: str | None = None, detail: Any = None) -> bytes:
+    """The one JSON shape of every error answer: ``{"error", "status"[, "field"][, "detail"]}``.
+
+    ``error`` is one readable sentence (it names the field when there is one), ``field`` the path of the
+    offending input (``customers[0].transactions[2].timestamp``), ``detail`` the validator's list of problems
+    when the body does not match the schema.
+    """
+    body: dict[str, Any] = {"error": message, "status": status}
+    if field:
+        body["field"] = field
+    if detail:
+        body["detail"] = detail
+    return json.dumps(body).encode()
+
+
+def _error_response(status: int, message: str, field: str | None = None) -> Response:
+    return Response(error_body(status, message, field), status_code=status, media_type="application/json")
+
+
 async def _reply(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await _send_bytes(send, status, error_body(status, message))
+
+
+async def _send_bytes(send: Any, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    kept = [(k, v) for k, v in headers or () if k.lower() not in (b"content-type", b"content-length")]
+    kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": kept})
     await send({"type": "http.response.body", "body": body})
+
+
+def _field_path(loc: Any) -> str:
+    """``["customers", 0, "customer_id"]`` -> ``customers[0].customer_id``."""
+    path = ""
+    for part in loc or ():
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def normalize_error(status: int, body: bytes) -> bytes:
+    """Rewrite an error body written by BentoML or Starlette into :func:`error_body`'s shape.
+
+    BentoML answers a body that does not match the schema with ``{"error": "1 validation error for Input",
+    "detail": [pydantic errors]}``, its own 4xx with a one-element list, and Starlette a 404/405 with plain
+    text; this turns each into one readable sentence naming the first offending field.
+    """
+    try:
+        parsed: Any = json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip() or HTTPStatus(status).phrase
+        return error_body(status, text)
+    if isinstance(parsed, list) and len(parsed) == 1 and isinstance(parsed[0], dict):
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return error_body(status, HTTPStatus(status).phrase)
+    if "status" in parsed and isinstance(parsed.get("error"), str):
+        return body  # already in shape
+    detail = parsed.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        field = _field_path(first.get("loc"))
+        message = f"{field}: {first.get('msg', 'invalid')}" if field else str(first.get("msg", "invalid body"))
+        if len(detail) > 1:
+            message += f" (and {len(detail) - 1} more problem{'s' if len(detail) > 2 else ''} in detail)"
+        cleaned = [{k: v for k, v in d.items() if k != "url"} | {"field": _field_path(d.get("loc"))} for d in detail]
+        return error_body(status, message, field or None, cleaned)
+    return error_body(status, str(parsed.get("error") or HTTPStatus(status).phrase))
+
+
+class ErrorShapeMiddleware:
+    """Every error answer of the API routes (4xx/5xx) leaves in :func:`error_body`'s shape, whoever wrote it."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope.get("path", "").startswith(API_ROUTES):
+            await self.app(scope, receive, send)
+            return
+        held: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def shaped_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held["start"] = message
+                return
+            if "start" not in held:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                start = held["start"]
+                body = normalize_error(start["status"], b"".join(chunks))
+                await _send_bytes(send, start["status"], body, list(start.get("headers") or ()))
+
+        await self.app(scope, receive, shaped_send)
 
 
 _EMPTY_CONTEXT = contextvars.Context()
@@ -306,14 +387,14 @@ class Retention:
 
     async def _call(self, fn: Callable[..., dict[str, Any]], customers: list[dict[str, Any]], *args: Any) -> Response:
         if not self.scorer.ready:
-            raise ClientError("model is not loaded yet; retry when /readyz answers 200", 503)
+            return _error_response(503, "model is not loaded yet; retry when /readyz answers 200")
         try:
             if self._on_loop(customers):
                 result = fn(customers, *args)
             else:
                 result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, customers, *args)
-        except RequestError as exc:
-            raise ClientError(str(exc), exc.status) from exc
+        except RequestError as exc:  # answered here: BentoML would log a traceback for each client error
+            return _error_response(exc.status, str(exc), exc.field)
         return _json_response(result)
 
     @bentoml.api
@@ -343,15 +424,17 @@ class Retention:
         try:
             model = await asyncio.to_thread(self.holder.load)  # a download: never on the event loop
         except Exception as exc:
-            raise ClientError(f"reload failed, version {previous} keeps serving: {exc}", 409) from exc
+            log.warning("reload of %s failed, version %s keeps serving: %s", self.holder.reference, previous, exc)
+            return _error_response(409, f"reload failed, version {previous} keeps serving: {exc}")
         return _json_response({"model_version": model.version, "previous_version": previous})
 
     @bentoml.api(route="/model")
     async def model_info(self) -> dict[str, Any]:
         """Which model answers: version, horizon, training as-of date, tiers."""
         if self.holder.model is None:
-            raise ClientError("model is not loaded yet", 503)
+            return _error_response(503, "model is not loaded yet; retry when /readyz answers 200")
         return _json_response(self.holder.model.describe())
 
 
+Retention.add_asgi_middleware(ErrorShapeMiddleware)
 Retention.add_asgi_middleware(GuardMiddleware)

@@ -195,23 +195,37 @@ def test_bad_input_is_a_4xx_naming_the_field(server, body, status, names) -> Non
     path = "/rank" if "top_k" in body else "/predict"
     response = server.post(path, body)
     assert response.status_code == status, response.text
-    assert names in response.text
+    assert names in assert_error_shape(response, status)["error"]
+
+
+def assert_error_shape(response: httpx.Response, status: int) -> dict:
+    """Every error answer has one JSON shape: ``{"error": sentence, "status": code[, "field"][, "detail"]}``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"], body
+    assert body["status"] == status
+    assert set(body) <= {"error", "status", "field", "detail"}
+    if "field" in body:
+        assert body["field"] in body["error"]
+    return body
 
 
 def test_non_finite_amount_and_malformed_json(server) -> None:
     nan = b'{"customers": [{"customer_id": "a", "transactions": [{"timestamp": "2024-01-01", "amount": NaN}]}]}'
     response = httpx.post(server.base + "/predict", content=nan, headers={"content-type": "application/json"})
-    assert response.status_code == 400 and "amount" in response.text
+    assert assert_error_shape(response, 400)["field"] == "customers[0].transactions[0].amount"
     broken = httpx.post(server.base + "/predict", content=b"{oops", headers={"content-type": "application/json"})
-    assert broken.status_code == 400
+    assert "Invalid JSON" in assert_error_shape(broken, 400)["error"]
+    assert_error_shape(httpx.get(server.base + "/rank"), 405)
 
 
 def test_limits_answer_413(server) -> None:
     many = {"customers": [{"customer_id": str(i)} for i in range(1001)]}
-    assert server.post("/predict", many).status_code == 413
+    assert assert_error_shape(server.post("/predict", many), 413)["field"] == "customers"
     big = b'{"customers": [{"customer_id": "' + b"x" * (6 * 1024 * 1024) + b'"}]}'
     response = httpx.post(server.base + "/predict", content=big, headers={"content-type": "application/json"})
-    assert response.status_code == 413
+    assert "exceeds the limit" in assert_error_shape(response, 413)["error"]
 
 
 def test_health_metrics_docs_and_reload(server) -> None:
@@ -237,7 +251,8 @@ def test_readyz_is_503_while_no_model_is_loaded(workspace) -> None:
         assert s.get("/readyz").status_code == 503
         assert s.get("/livez").status_code == 200
         response = s.post("/predict", {"customers": [{"customer_id": "a"}]})
-        assert response.status_code == 503
+        assert "not loaded yet" in assert_error_shape(response, 503)["error"]
+        assert_error_shape(s.post("/model", {}), 503)
     finally:
         stop(s)
 
@@ -247,7 +262,7 @@ def test_api_key_protects_every_prediction_route(workspace, store_url) -> None:
     try:
         body = {"customers": [{"customer_id": "a"}]}
         for path in ("/predict", "/rank", "/admin/reload", "/model"):
-            assert s.post(path, body).status_code == 401, path
+            assert_error_shape(s.post(path, body), 401)
             assert s.get(path).status_code == 401, path
         assert s.post("/predict", body, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert s.post("/predict", body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -278,6 +293,11 @@ def test_schemathesis_finds_no_server_error(server) -> None:
             response = case.call(base_url=server.base, timeout=30)
             if response.status_code >= 500:
                 failures.append((case.body, response.status_code, response.text[:200]))
+            elif response.status_code >= 400:
+                try:
+                    assert_error_shape(response, response.status_code)
+                except (AssertionError, ValueError, KeyError):
+                    failures.append((case.body, response.status_code, "error shape: " + response.text[:200]))
 
         check()
     assert not failures, failures[:3]
