@@ -269,16 +269,27 @@ class OnlineScorer:
             found = {cid: mapping.apply(vec) for cid, vec in found.items()}
         return found, info.as_of
 
+    def check(self, customers: Sequence[dict[str, Any]], as_of: str | None = None) -> dt.date | None:
+        """Validate a request's shape against the limits and parse its ``as_of`` (None when not given).
+
+        Raises :class:`RequestError` (413 over a limit, 422 for an ``as_of`` that is not a date).
+        """
+        _ids_and_transactions(customers, self.limits)
+        try:
+            return to_date(as_of) if as_of else None
+        except ContractError as exc:
+            raise RequestError(f"as_of: {exc}", field="as_of") from exc
+
     def predict(self, customers: Sequence[dict[str, Any]], as_of: str | None = None) -> dict[str, Any]:
         """Scores in request order: one entry per customer, an ``error`` entry for a customer that cannot be scored."""
+        return self.score_checked(customers, self.check(customers, as_of))
+
+    def score_checked(self, customers: Sequence[dict[str, Any]], request_as_of: dt.date | None) -> dict[str, Any]:
+        """:meth:`predict` for a request :meth:`check` has passed (several such requests may be merged into one
+        call, see :mod:`serving.coalesce`): inline transactions are still checked against the contract here."""
         model = self.holder.model
         if model is None:
             raise RuntimeError("no model loaded yet")
-        _ids_and_transactions(customers, self.limits)
-        try:
-            request_as_of = to_date(as_of) if as_of else None
-        except ContractError as exc:
-            raise RequestError(f"as_of: {exc}", field="as_of") from exc
         inline_as_of = request_as_of or today_utc()
         columns = model.feature_columns
         id_only = [str(c["customer_id"]) for c in customers if c.get("transactions") is None]
@@ -331,15 +342,25 @@ class OnlineScorer:
 
     def rank(self, customers: Sequence[dict[str, Any]], as_of: str | None = None, top_k: int | None = None):
         """``predict`` sorted by value at risk (highest first, ties by id), numbered, with errors listed apart."""
-        if top_k is not None and top_k < 1:
-            raise RequestError("top_k: must be at least 1", field="top_k")
-        response = self.predict(customers, as_of)
-        predictions = response.pop("predictions")
-        scored = [p for p in predictions if "error" not in p]
-        errors = [p for p in predictions if "error" in p]
-        scored.sort(key=lambda p: (-p["value_at_risk"], p["customer_id"]))
-        for rank, p in enumerate(scored, start=1):
-            p["retention_rank"] = rank
-        response["ranking"] = scored[:top_k] if top_k else scored
-        response["errors"] = errors
-        return response
+        check_top_k(top_k)
+        return rank_response(self.predict(customers, as_of), top_k)
+
+
+def check_top_k(top_k: int | None) -> None:
+    if top_k is not None and top_k < 1:
+        raise RequestError("top_k: must be at least 1", field="top_k")
+
+
+def rank_response(response: dict[str, Any], top_k: int | None = None) -> dict[str, Any]:
+    """Turn a ``predict`` response into a ranking: scored customers by value at risk (highest first, ties by id),
+    numbered from 1 (``retention_rank``), cut to ``top_k``; customers that could not be scored under ``errors``."""
+    ranked = dict(response)
+    predictions = ranked.pop("predictions")
+    scored = [p for p in predictions if "error" not in p]
+    errors = [p for p in predictions if "error" in p]
+    scored.sort(key=lambda p: (-p["value_at_risk"], p["customer_id"]))
+    for rank, p in enumerate(scored, start=1):
+        p["retention_rank"] = rank
+    ranked["ranking"] = scored[:top_k] if top_k else scored
+    ranked["errors"] = errors
+    return ranked

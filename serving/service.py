@@ -36,7 +36,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from typing import Annotated, Any
@@ -46,7 +45,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from serving.bento import default_model_reference
-from serving.online import DEFAULT_MODEL_URI, Limits, ModelHolder, OnlineScorer, RequestError
+from serving.coalesce import RequestCoalescer
+from serving.online import (
+    DEFAULT_MODEL_URI,
+    Limits,
+    ModelHolder,
+    OnlineScorer,
+    RequestError,
+    check_top_k,
+    rank_response,
+)
 
 log = logging.getLogger("retention.service")
 OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/docs", "/static_content")
@@ -367,6 +375,7 @@ class Retention:
         self.holder = ModelHolder(default_model_reference(DEFAULT_MODEL_URI), on_loaded=freeze_heap)
         self.scorer = OnlineScorer(self.holder, _open_store(), Limits.from_env())
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="retention-score") if THREADS > 0 else None
+        self._coalescer = RequestCoalescer(self.scorer, self._pool) if self._pool is not None else None
         cache_api_methods(self)
         tune_runtime()
         self.holder.load_in_background()
@@ -385,17 +394,28 @@ class Retention:
             return False
         return sum(len(c.get("transactions") or ()) for c in customers) <= INLINE_MAX_TRANSACTIONS
 
-    async def _call(self, fn: Callable[..., dict[str, Any]], customers: list[dict[str, Any]], *args: Any) -> Response:
+    async def _predict(self, customers: list[dict[str, Any]], as_of: str | None) -> dict[str, Any]:
+        """The ``predict`` response: alone on the loop, merged with concurrent by-id requests, or in the pool."""
+        request_as_of = self.scorer.check(customers, as_of)
+        if self._on_loop(customers):
+            return self.scorer.score_checked(customers, request_as_of)
+        if self._coalescer is not None and all(c.get("transactions") is None for c in customers):
+            return await self._coalescer.predict(customers, request_as_of)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.scorer.score_checked, customers, request_as_of)
+
+    async def _answer(
+        self, customers: list[dict[str, Any]], as_of: str | None, top_k: int | None = None, *, ranked: bool = False
+    ) -> Response:
         if not self.scorer.ready:
             return _error_response(503, "model is not loaded yet; retry when /readyz answers 200")
         try:
-            if self._on_loop(customers):
-                result = fn(customers, *args)
-            else:
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, fn, customers, *args)
+            if ranked:
+                check_top_k(top_k)
+            response = await self._predict(customers, as_of)
         except RequestError as exc:  # answered here: BentoML would log a traceback for each client error
             return _error_response(exc.status, str(exc), exc.field)
-        return _json_response(result)
+        return _json_response(rank_response(response, top_k) if ranked else response)
 
     @bentoml.api
     async def predict(
@@ -404,7 +424,7 @@ class Retention:
         as_of: str | None = None,
     ) -> dict[str, Any]:
         """Score customers in request order; unknown ids get an ``error`` entry instead of failing the request."""
-        return await self._call(self.scorer.predict, [c.model_dump(exclude_none=True) for c in customers], as_of)
+        return await self._answer([c.model_dump(exclude_none=True) for c in customers], as_of)
 
     @bentoml.api
     async def rank(
@@ -415,7 +435,7 @@ class Retention:
     ) -> dict[str, Any]:
         """Score and sort by value at risk (retention priority), optionally only the ``top_k`` first."""
         payload = [c.model_dump(exclude_none=True) for c in customers]
-        return await self._call(self.scorer.rank, payload, as_of, top_k)
+        return await self._answer(payload, as_of, top_k, ranked=True)
 
     @bentoml.api(route="/admin/reload")
     async def reload(self) -> dict[str, Any]:

@@ -119,15 +119,26 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
     return "\n".join(lines) + "\n"
 
 
+LEVEL_TOLERANCE = 0.10
+"""The level a forecast must hold in every backtest fold: total predicted / total actual within 1 +- 10%."""
+
+
 def backtest_markdown(table: pd.DataFrame) -> str:
-    keys = [
-        "churn_auc",
-        "churn_brier",
-        "churn_ece",
-        "value_normalized_gini",
-        "value_top20_capture",
-        "value_total_ratio",
-    ]
-    shown = table[["as_of", "model", *keys]].copy()
-    shown["as_of"] = shown["as_of"].astype(str)
-    return evaluate.to_markdown_table(shown)
+    """Every metric side by side for each fold (rows = metrics, columns = models), then the level summary."""
+    parts = []
+    for as_of, fold in table.groupby("as_of", sort=True):
+        by_model = {row["model"]: row for _, row in fold.iterrows()}
+        metrics = {m: {k: float(by_model[m][k]) for k in CHURN_KEYS + VALUE_KEYS} for m in MODELS if m in by_model}
+        customers = int(fold["customers"].iloc[0])
+        parts.append(f"### fold as of {as_of} ({customers:,} customers)\n\n{comparison_markdown(metrics)}")
+    level = table.pivot(index="as_of", columns="model", values="value_total_ratio")
+    level = level[[m for m in MODELS if m in level.columns]]
+    level.index = level.index.astype(str)
+    ok = ((level["lightgbm"] - 1.0).abs() <= LEVEL_TOLERANCE) if "lightgbm" in level else None
+    summary = level.reset_index()
+    if ok is not None:
+        summary["lightgbm_within_10pct"] = ok.to_numpy()
+    parts.append(
+        "### level: total predicted / total actual value per fold\n\n" + evaluate.to_markdown_table(summary)
+    )
+    return "\n\n".join(parts)
