@@ -4,6 +4,11 @@ The generator drifts (purchase intensity -5% per quarter, basket +2% per quarter
 customers joining over time), so a model trained on earlier cutoffs and left alone would forecast the wrong
 total; the level factor measured on the latest horizon and the seasonal factor must keep every fold within
 +-10% of the actual total.
+
+20,000 customers: the total spend of a population over 90 days is itself noisy (bootstrap coefficient of
+variation 3.1% for the ~3,700 customers of a 5,000-customer log, 1.5% for 15,000 of 20,000), and the level
+factor is estimated from one such window, so below ~20k customers +-10% is a matter of luck in some folds
+(levels seen at 5k: 0.90-1.11 over 5 seeds; at 20k: 0.92-1.04 over 3 seeds; issue 3 note).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ FOLDS = 3
 
 @pytest.fixture(scope="module")
 def table():
-    raw = generate_transactions(5000, 730, seed=11)
+    raw = generate_transactions(20_000, 730, seed=11)
     tx, _ = prepare_transactions(raw, as_of=AS_OF)
     return backtest(tx, as_of=AS_OF, horizon_days=HORIZON, folds=FOLDS, step_days=30, log=False)
 

@@ -138,7 +138,5 @@ def backtest_markdown(table: pd.DataFrame) -> str:
     summary = level.reset_index()
     if ok is not None:
         summary["lightgbm_within_10pct"] = ok.to_numpy()
-    parts.append(
-        "### level: total predicted / total actual value per fold\n\n" + evaluate.to_markdown_table(summary)
-    )
+    parts.append("### level: total predicted / total actual value per fold\n\n" + evaluate.to_markdown_table(summary))
     return "\n\n".join(parts)
