@@ -11,4 +11,6 @@ if command -v redis-server >/dev/null 2>&1 && ! (exec 3<>/dev/tcp/127.0.0.1/6379
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
 fi
 .venv/bin/ruff check .
+# two pytest workers on two cores: one OpenMP thread each, or LightGBM's spinning threads fight over the cores
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 .venv/bin/python -m pytest -n 2 "$@"

@@ -320,3 +320,48 @@ def test_failed_reload_keeps_the_old_version(workspace, tmp_path: Path) -> None:
         holder.load()
     assert holder.model is first and holder.error
     shutil.rmtree(bundle)
+
+
+def test_sighup_to_the_worker_loads_the_new_champion(workspace, store_url) -> None:
+    import signal
+
+    import mlflow
+    import pandas as pd
+    import psutil
+
+    from serving.loader import load_model
+    from training import registry
+
+    os.environ["MLFLOW_TRACKING_URI"] = workspace.tracking_uri
+    name = "retention-sighup"  # its own registered model: the shared champion of the workspace is left alone
+    model = load_model("models:/retention@champion")
+    example = pd.DataFrame(0.0, index=range(5), columns=list(model.feature_columns))
+
+    def register() -> str:
+        mlflow.set_experiment("sighup-test")
+        with mlflow.start_run():
+            version = registry.log_bundle(model, name, example)
+        registry.set_alias(name, registry.CHAMPION, version)
+        return version
+
+    first = register()
+    s = start_server(workspace, store_url, f"models:/{name}@champion")
+    try:
+        assert s.post("/model", {}).json()["model_version"] == first
+        second = register()
+        workers = [
+            p
+            for p in psutil.Process(s.proc.pid).children(recursive=True)
+            if "_bentoml_impl.worker" in " ".join(p.cmdline())
+        ]
+        assert len(workers) == 1
+        workers[0].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while s.post("/model", {}).json()["model_version"] != second and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert s.post("/model", {}).json()["model_version"] == second
+        body = s.post("/predict", {"customers": [{"customer_id": "nobody"}]}).json()
+        assert body["model_version"] == second
+        assert s.get("/readyz").status_code == 200
+    finally:
+        stop(s)
