@@ -259,23 +259,22 @@ def prepare_transactions(
         detail = ", ".join(f"{count} {rule.replace('_', ' ')}" for rule, count in counts.items() if count)
         raise ContractError(f"no valid transaction in the input ({n} rows read; {detail or 'file is empty'})")
 
+    # masks on the typed arrays: ``to_numpy()`` of a tz-aware column builds one Timestamp object per row (the
+    # slowest step of a 10M-row job before)
     out = pd.DataFrame(
         {
-            "customer_id": customer.to_numpy()[ok],
-            "timestamp": timestamp.to_numpy()[ok],
+            "customer_id": pd.Series(customer.array[ok]).astype("str"),
+            "timestamp": pd.Series(timestamp.array[ok]).astype("datetime64[ns, UTC]"),
             "amount": amount[ok],
         }
     )
-    out["customer_id"] = out["customer_id"].astype("str")
-    out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ns, UTC]")
     for name in OPTIONAL_COLUMNS:
         if name not in frame.columns:
             continue
         if name == "quantity":
             out[name] = pd.to_numeric(frame[name], errors="coerce").to_numpy()[ok]
         else:
-            out[name] = _as_string(frame[name]).to_numpy()[ok]
-            out[name] = out[name].astype("str")
+            out[name] = pd.Series(_as_string(frame[name]).array[ok]).astype("str")
 
     valid_amount = amount[ok]
     gross = float(valid_amount[valid_amount > 0].sum())
