@@ -67,6 +67,18 @@ def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> 
     return out
 
 
+SEASONAL_WEIGHT = 0.5
+"""Share of last year's seasonal change applied to the level: ``factor = level x seasonal_factor ** w``.
+
+One earlier year measures the season together with that year's customer mix (younger, faster-changing cohorts)
+and the sampling noise of heavy-tailed spend, so the full factor over-corrects about as often as it corrects.
+Over 24 backtest folds of generated logs (5k and 20k customers, 3-5 seeds, folds at 2024-08-02/09-01/10-01,
+horizon 90) the level error (|total predicted / total actual - 1|) was, by weight 0 / 0.25 / 0.5 / 0.75 / 1:
+RMS 0.056 / 0.042 / **0.032** / 0.033 / 0.043 at 20k customers and 0.071 / 0.059 / **0.054** / 0.057 / 0.068
+at 5k; worst fold 0.095 / 0.075 / **0.053** / 0.059 / 0.076 at 20k (issue 3 note, session 2).
+"""
+
+
 def level_factor(pred: np.ndarray, actual: np.ndarray) -> float:
     total = float(np.sum(pred))
     return float(np.sum(actual)) / total if total > 0 else 1.0
@@ -169,7 +181,7 @@ def fit_pipeline(
 
     calib_x, calib_y = heads.fit_isotonic(raw_churn, y_churn)
     season = seasonal_factor(prep, as_of, horizon_days)
-    factor = level_factor(raw_value, y_value) * season
+    factor = level_factor(raw_value, y_value) * season**SEASONAL_WEIGHT
     with progress.step(f"refitting both heads on {len(data):,} rows"):
         final_churn = heads.refit_head(data, columns, churn_best, kind="churn")
         final_value = heads.refit_head(data, columns, value_best, kind="value")
