@@ -51,8 +51,8 @@ class RequestCoalescer:
         self.executor = executor
         self.max_customers = max_customers
         self._queue: list[_Pending] = []
-        self._draining = False
         self._task: asyncio.Task | None = None
+        """The drain task while one runs (referenced: the loop keeps only weak references to tasks)."""
         self.batches = 0
         """Scoring calls made so far (with :attr:`requests`, the mean batch size)."""
         self.requests = 0
@@ -62,9 +62,8 @@ class RequestCoalescer:
         loop = asyncio.get_running_loop()
         pending = _Pending(customers, as_of, loop.create_future())
         self._queue.append(pending)
-        if not self._draining:
-            self._draining = True
-            self._task = loop.create_task(self._drain())  # referenced: the loop keeps only weak references
+        if self._task is None or self._task.done():  # the drain only ends with an empty queue, between two awaits
+            self._task = loop.create_task(self._drain())
         return await pending.future
 
     def _next_batch(self) -> list[_Pending]:
@@ -87,20 +86,17 @@ class RequestCoalescer:
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch = self._next_batch()
-                self.batches += 1
-                self.requests += len(batch)
-                try:
-                    answers = await loop.run_in_executor(self.executor, self._score, batch)
-                except Exception as exc:  # every request of the batch gets the error, none is left waiting
-                    for pending in batch:
-                        if not pending.future.done():
-                            pending.future.set_exception(exc)
-                    continue
-                for pending, answer in zip(batch, answers, strict=True):
-                    if not pending.future.done():  # a client that went away cancelled its future
-                        pending.future.set_result(answer)
-        finally:
-            self._draining = False
+        while self._queue:
+            batch = self._next_batch()
+            self.batches += 1
+            self.requests += len(batch)
+            try:
+                answers = await loop.run_in_executor(self.executor, self._score, batch)
+            except Exception as exc:  # every request of the batch gets the error, none is left waiting
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+                continue
+            for pending, answer in zip(batch, answers, strict=True):
+                if not pending.future.done():  # a client that went away cancelled its future
+                    pending.future.set_result(answer)

@@ -67,6 +67,7 @@ while the loop parses and answers others (in A/B runs here 1.0-2.6x the requests
 INLINE_MAX_CUSTOMERS = 16
 INLINE_MAX_TRANSACTIONS = 500
 API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model")
+NOT_LOADED = "model is not loaded yet; retry when /readyz answers 200"
 
 
 def _env_flag(name: str) -> bool:
@@ -408,7 +409,7 @@ class Retention:
         self, customers: list[dict[str, Any]], as_of: str | None, top_k: int | None = None, *, ranked: bool = False
     ) -> Response:
         if not self.scorer.ready:
-            return _error_response(503, "model is not loaded yet; retry when /readyz answers 200")
+            return _error_response(503, NOT_LOADED)
         try:
             if ranked:
                 check_top_k(top_k)
@@ -452,7 +453,7 @@ class Retention:
     async def model_info(self) -> dict[str, Any]:
         """Which model answers: version, horizon, training as-of date, tiers."""
         if self.holder.model is None:
-            return _error_response(503, "model is not loaded yet; retry when /readyz answers 200")
+            return _error_response(503, NOT_LOADED)
         return _json_response(self.holder.model.describe())
 
 
