@@ -56,6 +56,21 @@ about 10 s of CPU time (10-30 s wall on 2 CPUs) and under 2 GB of memory.
 
 Identifiers: ``customer_id`` is ``"C"`` + the zero-padded customer number (``"C0000042"``),
 ``transaction_id`` is ``"T"`` + a zero-padded number that increases with time (like a till would give).
+
+**Scenarios** (:data:`SCENARIOS`, ``generate_transactions(..., scenario=NAME)``, ``retention generate
+--scenario NAME``) are named presets of the config with their own default length and first day, built to
+reproduce the shapes of real logs (see ``docs/quality.md``); everything above describes ``default``, whose output
+does not depend on the scenario knobs:
+
+* ``cohort`` -- one acquisition cohort: every first purchase in the first 84 days, then no new customer; rare,
+  heterogeneous purchases whose rate decays with age; about 54 % of customers buy on a single day in their first
+  year and about 80 % of them make no purchase in the 182 days after it. 548 days from 2023-01-01.
+* ``seasonal`` -- an online wholesaler's invoice export: the log starts in the middle of existing customers'
+  lives (a year of simulated prehistory is cut off), a Sep-Dec season (Nov-Dec spend per active customer about
+  2.3x the summer's), a heavy tail (top 1 % of customers about 30 % of spend), 25 % of rows without a customer
+  id, cancellations as separate negative invoices with a ``C`` prefix (about 14 % of invoices, 7 % of spend),
+  several invoices per customer per day, ids exported as floats (``12346.0``). 486 days (13 months + 90) from
+  2023-12-01.
 """
 
 from __future__ import annotations
@@ -170,6 +185,36 @@ class GeneratorConfig:
     """Share of rows written twice (exact copy, same transaction_id, right after the original)."""
     zero_amount_rate: float = 0.001
     """Share of purchases with a zero amount (free items, vouchers)."""
+    # --- scenario knobs: the defaults below switch them off (the default scenario's output does not change) ----
+    acquisition_days: int = 0
+    """When > 0, every first purchase falls in the first ``acquisition_days`` days (one cohort, then no new
+    customers); 0 spreads acquisition over the whole simulated period."""
+    prehistory_days: int = 0
+    """Days simulated before ``start`` whose rows are dropped: the log begins in the middle of existing customers'
+    lives (left-censored), and customers who left before ``start`` never appear."""
+    yearly_intensity: tuple[float, ...] = ()
+    """Twelve monthly purchase-intensity multipliers (January first) replacing the built-in retail profile; the
+    holiday lift still adds to them. Empty: the built-in profile."""
+    yearly_basket: tuple[float, ...] = ()
+    """Twelve monthly basket-amount multipliers (January first), on top of the December lift. Empty: none."""
+    same_day_rate: float = 0.0
+    """Mean number of extra invoices on the same day per purchase (Poisson): several invoices a day."""
+    missing_customer_id_rate: float = 0.0
+    """Share of rows exported with an empty ``customer_id`` (guest orders; the contract counts and drops them)."""
+    partial_refund_low: float = 0.2
+    """Smallest share of a purchase given back by a partial refund."""
+    partial_refund_high: float = 0.9
+    """Largest share of a purchase given back by a partial refund."""
+    transaction_prefix: str = "T"
+    """Prefix of purchase transaction ids."""
+    cancel_prefix: str = ""
+    """When set, refund rows are cancellation invoices: their id is this prefix + the invoice number (``C536379``)."""
+    customer_id_offset: int = 0
+    """First customer number (``12346`` gives ids from ``12346``)."""
+    customer_id_suffix: str = ""
+    """Suffix of customer ids (``".0"``: ids exported as floats, ``17850.0``)."""
+    customer_id_prefix: str = "C"
+    """Prefix of customer ids."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +233,7 @@ def _calendar(days: int, start: np.datetime64, cfg: GeneratorConfig) -> _Calenda
     dow = (epoch_day + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
     month = dates.astype("datetime64[M]").astype(np.int64) % 12  # January = 0
     dom = (dates - dates.astype("datetime64[M]")).astype(np.int64) + 1
-    yearly = _MONTHLY[month].copy()
+    yearly = (np.asarray(cfg.yearly_intensity, dtype=np.float64) if cfg.yearly_intensity else _MONTHLY)[month].copy()
     yearly += np.where(month == 10, 0.5 * cfg.holiday_lift, 0.0)
     yearly += np.where((month == 11) & (dom <= 24), cfg.holiday_lift, 0.0)
     yearly += np.where((month == 10) & (dom >= 23) & (dom <= 30), 0.6 * cfg.holiday_lift, 0.0)  # Black Friday
@@ -197,11 +242,15 @@ def _calendar(days: int, start: np.datetime64, cfg: GeneratorConfig) -> _Calenda
     season = _WEEKLY[dow] * yearly * drift
     cum = np.concatenate([[0.0], np.cumsum(season)])
     acquisition = (1.0 + cfg.acquisition_growth * (day_index + 0.5) / days) * _WEEKLY[dow] * yearly
+    if cfg.acquisition_days > 0:
+        acquisition = np.where(day_index < cfg.acquisition_days, acquisition, 0.0)
     join_cdf = np.cumsum(acquisition)
     join_cdf /= join_cdf[-1]
     basket = (1.0 + cfg.basket_drift_per_quarter) ** quarters * np.where(
         month == 11, 1.0 + cfg.december_basket_lift, 1.0
     )
+    if cfg.yearly_basket:
+        basket = basket * np.asarray(cfg.yearly_basket, dtype=np.float64)[month]
     return _Calendar(days, cum, np.arange(days + 1, dtype=np.float64), join_cdf, basket)
 
 
@@ -289,6 +338,9 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
 
     cust = np.concatenate([np.arange(n), owner[inside]])
     t = np.concatenate([join_t, t_event])
+    if cfg.same_day_rate > 0:
+        extra = 1 + rng.poisson(cfg.same_day_rate, len(cust))
+        cust, t = np.repeat(cust, extra), np.repeat(t, extra)
     rows = len(cust)
 
     # --- purchase attributes --------------------------------------------------------------------------
@@ -315,7 +367,7 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
     lag = 0.25 + rng.gamma(1.5, (cfg.refund_lag_days - 0.25) / 1.5, nr)
     r_seconds = seconds[refunded] + (lag * 86_400).astype(np.int64)
     full = rng.random(nr) < cfg.full_refund_share
-    frac = np.where(full, 1.0, rng.uniform(0.2, 0.9, nr))
+    frac = np.where(full, 1.0, rng.uniform(cfg.partial_refund_low, cfg.partial_refund_high, nr))
     r_amount = -np.maximum(np.round(amount[refunded] * frac, 2), 0.01)
     r_quantity = np.where(full, quantity[refunded], np.maximum(1, (quantity[refunded] * frac).astype(np.int64)))
     keep = r_seconds < days * 86_400
@@ -328,10 +380,14 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
     cat = np.concatenate([cat, cat[refunded]])
     chan = np.concatenate([chan, chan[refunded]])
 
+    if cfg.prehistory_days > 0:  # the log starts after the prehistory: drop what happened before
+        seen = seconds >= cfg.prehistory_days * 86_400
+        cust, seconds, amount, quantity, cat, chan = (a[seen] for a in (cust, seconds, amount, quantity, cat, chan))
+
     order = np.argsort(cust * np.int64(days * 86_400) + seconds, kind="stable")
     total = len(order)
     duplicate = rng.random(total) < cfg.duplicate_rate
-    return {
+    out = {
         "cust": (cust[order] + first).astype(np.int64),
         "seconds": seconds[order],
         "amount": amount[order],
@@ -340,17 +396,23 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
         "channel": chan[order].astype(np.int8),
         "duplicate": duplicate,
     }
+    if cfg.missing_customer_id_rate > 0:
+        out["anonymous"] = rng.random(total) < cfg.missing_customer_id_rate
+    return out
 
 
-def _fixed_width_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
-    """``prefix`` + zero-padded ``numbers`` as an Arrow string array, built from raw byte buffers."""
+def _fixed_width_ids(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> pa.Array:
+    """``prefix`` + zero-padded ``numbers`` + ``suffix`` as an Arrow string array, built from raw byte buffers."""
     n = len(numbers)
-    stride = len(prefix) + width
+    head, tail = prefix.encode(), suffix.encode()
+    stride = len(head) + width + len(tail)
     buf = np.empty((n, stride), dtype=np.uint8)
-    for i, ch in enumerate(prefix.encode()):
+    for i, ch in enumerate(head):
         buf[:, i] = ch
+    for i, ch in enumerate(tail):
+        buf[:, len(head) + width + i] = ch
     rest = numbers.astype(np.int64, copy=True)
-    for col in range(stride - 1, len(prefix) - 1, -1):
+    for col in range(len(head) + width - 1, len(head) - 1, -1):
         buf[:, col] = 48 + rest % 10
         rest //= 10
     if n * stride < 2**31 - 1:
@@ -360,27 +422,136 @@ def _fixed_width_ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
 
 
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """A named preset of the generator: config overrides plus the default length and first day of the log."""
+
+    name: str
+    description: str
+    days: int
+    start: str
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def config(self, **overrides: Any) -> GeneratorConfig:
+        return dataclasses.replace(GeneratorConfig(), **{**self.overrides, **overrides})
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "default": Scenario(
+        "default",
+        "a growing retail base over two years: customers join all the time, BG/NBD-like purchases with drift",
+        730,
+        "2023-01-01",
+    ),
+    "cohort": Scenario(
+        "cohort",
+        "one acquisition cohort (all first purchases in the first 12 weeks) that only ages, 18 months of history",
+        548,
+        "2023-01-01",
+        {
+            "acquisition_days": 84,
+            "acquisition_growth": 0.0,
+            "mean_rate": 0.04,
+            "rate_shape": 0.7,
+            "dropout_a": 0.45,
+            "dropout_b": 0.52,
+            "engagement_tau": 60.0,
+            "engagement_decay": 0.4,
+            "slowdown_factor": 2.0,
+            "holiday_lift": 0.15,
+            "intensity_drift_per_quarter": 0.0,
+            "basket_drift_per_quarter": 0.0,
+            "app_share_start": 0.2,
+            "app_share_end": 0.2,
+            "mean_amount": 35.0,
+            "amount_sigma": 0.7,
+            "amount_shape": 2.0,
+            "spend_frequency_corr": 0.2,
+            "refund_rate": 0.02,
+        },
+    ),
+    "seasonal": Scenario(
+        "seasonal",
+        "an online wholesaler's invoice export: a Nov-Dec peak, a heavy tail, rows without customer id and "
+        "cancellation invoices, 13 months plus a 90-day horizon",
+        486,
+        "2023-12-01",
+        {
+            "prehistory_days": 365,
+            "acquisition_growth": 0.3,
+            "mean_rate": 0.03,
+            "rate_shape": 0.6,
+            "dropout_a": 0.12,
+            "dropout_b": 1.6,
+            "engagement_tau": 120.0,
+            "engagement_decay": 0.5,
+            "slowdown_factor": 1.5,
+            "holiday_lift": 0.0,
+            "yearly_intensity": (0.8, 0.8, 0.95, 0.9, 0.95, 0.9, 0.9, 0.95, 1.4, 1.8, 2.6, 1.6),
+            "yearly_basket": (0.9, 0.9, 0.95, 0.95, 0.95, 0.9, 0.9, 0.95, 1.2, 1.4, 1.7, 1.6),
+            "december_basket_lift": 0.0,
+            "intensity_drift_per_quarter": 0.0,
+            "basket_drift_per_quarter": 0.0,
+            "mean_amount": 250.0,
+            "amount_sigma": 1.15,
+            "amount_shape": 1.5,
+            "spend_frequency_corr": 0.5,
+            "same_day_rate": 0.08,
+            "missing_customer_id_rate": 0.25,
+            "refund_rate": 0.18,
+            "full_refund_share": 0.1,
+            "partial_refund_low": 0.05,
+            "partial_refund_high": 0.5,
+            "refund_lag_days": 3.0,
+            "duplicate_rate": 0.005,
+            "zero_amount_rate": 0.002,
+            "transaction_prefix": "",
+            "cancel_prefix": "C",
+            "customer_id_prefix": "",
+            "customer_id_offset": 12346,
+            "customer_id_suffix": ".0",
+        },
+    ),
+}
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``; ``KeyError`` with the known names otherwise."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario '{name}' (known: {', '.join(SCENARIOS)})") from None
+
+
 def generate_transactions(
     n_customers: int,
-    days: int,
+    days: int | None = None,
     seed: int = 0,
-    start: str = "2023-01-01",
+    start: str | None = None,
+    *,
+    scenario: str = "default",
     **overrides: Any,
 ) -> pd.DataFrame:
     """Generate a synthetic transaction log of ``n_customers`` customers over ``days`` days from ``start``.
 
-    ``overrides`` replace fields of :class:`GeneratorConfig` (e.g. ``refund_rate=0.0``). Returns the
+    ``scenario`` picks a preset of :data:`SCENARIOS` (its ``days`` and ``start`` apply when they are not given);
+    ``overrides`` replace fields of its :class:`GeneratorConfig` (e.g. ``refund_rate=0.0``). Returns the
     columns of :data:`COLUMNS` (``customer_id``, ``transaction_id``, ``category``, ``channel`` as ``str``;
     ``timestamp`` datetime64[ns, UTC]; ``amount`` float64; ``quantity`` int64), sorted by customer id then
-    timestamp, duplicate rows right after their original. Deterministic in all arguments.
+    timestamp, duplicate rows right after their original (rows exported without a customer id stay where their
+    customer's rows are). Deterministic in all arguments.
     """
+    preset = get_scenario(scenario)
+    days = preset.days if days is None else days
+    start = preset.start if start is None else start
     if n_customers < 1:
         raise ValueError("n_customers must be at least 1")
     if days < 1:
         raise ValueError("days must be at least 1")
-    cfg = dataclasses.replace(GeneratorConfig(), **overrides)
+    cfg = preset.config(**overrides)
     start_day = np.datetime64(pd.Timestamp(start).date(), "D")
-    cal = _calendar(days, start_day, cfg)
+    sim_start = start_day - np.timedelta64(cfg.prehistory_days, "D")
+    cal = _calendar(days + cfg.prehistory_days, sim_start, cfg)
 
     blocks = [(b, b * _BLOCK, min(_BLOCK, n_customers - b * _BLOCK)) for b in range(-(-n_customers // _BLOCK))]
     workers = min(len(blocks), os.cpu_count() or 1, 4)
@@ -398,18 +569,34 @@ def generate_transactions(
     tx_number[by_time] = np.arange(1, len(by_time) + 1)
     del by_time
     repeat = 1 + cols.pop("duplicate").astype(np.int64)
-    if repeat.max() > 1:
+    if len(repeat) and repeat.max() > 1:
         cols = {name: np.repeat(values, repeat) for name, values in cols.items()}
         tx_number = np.repeat(tx_number, repeat)
 
-    id_width = max(7, len(str(n_customers - 1)))
-    customer_ids = _fixed_width_ids("C", np.arange(n_customers), id_width)
-    tx_width = max(9, len(str(len(tx_number))))
-    ns = cols["seconds"] * _NS + np.int64(start_day.astype("datetime64[s]").astype(np.int64)) * _NS
+    last_customer = cfg.customer_id_offset + n_customers - 1
+    id_width = max(7, len(str(last_customer))) if cfg.customer_id_prefix == "C" else len(str(last_customer))
+    customer_ids = _fixed_width_ids(
+        cfg.customer_id_prefix,
+        np.arange(n_customers) + cfg.customer_id_offset,
+        id_width,
+        cfg.customer_id_suffix,
+    )
+    customer_id = pc.take(customer_ids, pa.array(cols["cust"]))
+    if "anonymous" in cols:
+        customer_id = pc.if_else(pa.array(cols["anonymous"]), pa.scalar("", customer_id.type), customer_id)
+    tx_width = max(9, len(str(len(tx_number)))) if cfg.transaction_prefix == "T" else len(str(len(tx_number)))
+    transaction_id = _fixed_width_ids(cfg.transaction_prefix, tx_number, tx_width)
+    if cfg.cancel_prefix:
+        cancelled = _fixed_width_ids(cfg.cancel_prefix, tx_number, tx_width)
+        if cancelled.type != transaction_id.type:
+            cancelled = pc.cast(cancelled, pa.large_string())
+            transaction_id = pc.cast(transaction_id, pa.large_string())
+        transaction_id = pc.if_else(pa.array(cols["amount"] < 0), cancelled, transaction_id)
+    ns = cols["seconds"] * _NS + np.int64(sim_start.astype("datetime64[s]").astype(np.int64)) * _NS
     table = pa.table(
         {
-            "customer_id": pc.take(customer_ids, pa.array(cols["cust"])),
-            "transaction_id": _fixed_width_ids("T", tx_number, tx_width),
+            "customer_id": customer_id,
+            "transaction_id": transaction_id,
             "timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC")),
             "amount": pa.array(cols["amount"]),
             "quantity": pa.array(cols["quantity"]),

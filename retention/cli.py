@@ -62,16 +62,32 @@ def load(transactions: str, columns: str | None, as_of: str | None, strict: bool
 def generate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
     customers: Annotated[int, typer.Option("--customers", min=1, help="Number of customers.")] = 5_000,
-    days: Annotated[int, typer.Option("--days", min=30, help="Days of history.")] = 730,
+    days: Annotated[
+        int | None, typer.Option("--days", min=30, help="Days of history (default: the scenario's, 730 for default).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same file).")] = 0,
-    start: Annotated[str, typer.Option("--start", help="First day of the history, YYYY-MM-DD.")] = "2023-01-01",
+    start: Annotated[
+        str | None, typer.Option("--start", help="First day of the history, YYYY-MM-DD (default: the scenario's).")
+    ] = None,
+    scenario: Annotated[
+        str, typer.Option("--scenario", help="Preset: default, cohort or seasonal (see docs/quality.md).")
+    ] = "default",
 ) -> None:
     """Write a realistic, seeded synthetic transaction log."""
-    from features.synthetic import generate_transactions, write_transactions
+    from features.synthetic import SCENARIOS, generate_transactions, write_transactions
 
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UserError(f"--out '{out}' must end in .csv or .parquet")
-    frame = generate_transactions(customers, days, seed=seed, start=start)
+    if scenario not in SCENARIOS:
+        raise UserError(f"--scenario must be one of {', '.join(SCENARIOS)}, got '{scenario}'")
+    if start is not None:
+        from features.contract import ContractError, to_date
+
+        try:
+            start = str(to_date(start))
+        except ContractError:
+            raise UserError(f"--start '{start}' is not a date (expected YYYY-MM-DD)") from None
+    frame = generate_transactions(customers, days, seed=seed, start=start, scenario=scenario)
     write_transactions(frame, out)
     first, last = frame["timestamp"].min().date(), frame["timestamp"].max().date()
     _echo_err(f"wrote {len(frame):,} transactions of {customers:,} customers ({first} .. {last}) to {out}")

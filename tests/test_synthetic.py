@@ -225,3 +225,107 @@ def test_round_trip_keeps_ids(tmp_path, suffix):
 def test_write_rejects_other_extensions(tmp_path):
     with pytest.raises(ValueError):
         write_transactions(generate_transactions(5, 30), tmp_path / "tx.json")
+
+
+# --- scenarios (docs/quality.md) ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(synthetic.SCENARIOS))
+def test_scenarios_are_deterministic(name):
+    a = generate_transactions(800, 200, seed=4, scenario=name)
+    b = generate_transactions(800, 200, seed=4, scenario=name)
+    pd.testing.assert_frame_equal(a, b)
+    assert _digest(a) == _digest(b)
+    c = generate_transactions(800, 200, seed=5, scenario=name)
+    assert _digest(a) != _digest(c)
+    assert tuple(a.columns) == COLUMNS
+
+
+def test_default_scenario_is_todays_generator():
+    plain = generate_transactions(1_000, 120, seed=3)
+    named = generate_transactions(1_000, 120, seed=3, scenario="default", start="2023-01-01")
+    assert _digest(plain) == _digest(named)
+    preset = synthetic.SCENARIOS["default"]
+    assert (preset.days, preset.start, preset.overrides) == (730, "2023-01-01", {})
+
+
+def test_unknown_scenario():
+    with pytest.raises(KeyError, match="unknown scenario 'nope'"):
+        generate_transactions(10, 30, scenario="nope")
+
+
+@pytest.fixture(scope="module")
+def cohort() -> pd.DataFrame:
+    return generate_transactions(3_000, seed=2, scenario="cohort")
+
+
+@pytest.fixture(scope="module")
+def seasonal() -> pd.DataFrame:
+    return generate_transactions(4_000, seed=2, scenario="seasonal")
+
+
+def test_cohort_is_one_ageing_cohort(cohort: pd.DataFrame):
+    preset = synthetic.SCENARIOS["cohort"]
+    start = pd.Timestamp(preset.start, tz="UTC")
+    assert preset.days >= 365 + 182  # a 12-month history and a 182-day horizon fit
+    assert cohort["timestamp"].max() < start + pd.Timedelta(days=preset.days)
+    purchases = cohort[cohort["amount"] >= 0].drop_duplicates("transaction_id")
+    day = (purchases["timestamp"] - start).dt.days
+    first = day.groupby(purchases["customer_id"]).min()
+    assert first.max() < 84  # no first purchase after week 12
+    assert first.nunique() > 60  # spread over the 12 weeks
+    # purchases per cohort customer fall as the cohort ages (quarter by quarter after acquisition)
+    quarter = (day // 91).clip(upper=5)
+    per_quarter = quarter.value_counts().sort_index()
+    assert (np.diff(per_quarter.iloc[1:5].to_numpy()) < 0).all()
+    assert per_quarter.iloc[4] < 0.6 * per_quarter.iloc[1]
+    # the real shapes: most customers buy on a single day, and most are gone after a year
+    as_of = 364
+    before = purchases[day <= as_of]
+    single_day = day[day <= as_of].groupby(before["customer_id"]).nunique() == 1
+    assert 0.45 < single_day.mean() < 0.65
+    later = set(purchases.loc[(day > as_of) & (day <= as_of + 182), "customer_id"])
+    churn = 1 - before["customer_id"].drop_duplicates().isin(later).mean()
+    assert 0.7 < churn < 0.88
+
+
+def test_seasonal_has_the_wholesalers_shapes(seasonal: pd.DataFrame):
+    preset = synthetic.SCENARIOS["seasonal"]
+    assert preset.days >= 365 + 90
+    assert seasonal["timestamp"].min() >= pd.Timestamp(preset.start, tz="UTC")
+    # ~25 % of rows without a customer id
+    no_id = (seasonal["customer_id"] == "").mean()
+    assert 0.22 < no_id < 0.28
+    known = seasonal[seasonal["customer_id"] != ""]
+    assert known["customer_id"].str.fullmatch(r"\d+\.0").all()  # ids exported as floats
+    unique = known.drop_duplicates("transaction_id")
+    # cancellations: separate negative invoices with a "C" prefix, ~15 % of invoices and ~6 % of spend
+    negative = unique["amount"] < 0
+    assert unique.loc[negative, "transaction_id"].str.startswith("C").all()
+    assert not unique.loc[~negative, "transaction_id"].str.startswith("C").any()
+    assert 0.10 < negative.mean() < 0.20
+    refunded = -unique.loc[negative, "amount"].sum() / unique.loc[~negative, "amount"].sum()
+    assert 0.03 < refunded < 0.10
+    # several invoices per customer on one day
+    per_day = unique[~negative].groupby(["customer_id", unique["timestamp"].dt.floor("D")]).size()
+    assert (per_day > 1).mean() > 0.03
+    # heavy tail: the top 1 % of customers hold ~30 % of spend
+    spend = unique.groupby("customer_id")["amount"].sum().sort_values(ascending=False)
+    top1 = spend.iloc[: len(spend) // 100].sum() / spend.sum()
+    assert 0.15 < top1 < 0.5
+    # a Nov-Dec peak: spend per active customer at least twice the summer's
+    month = unique["timestamp"].dt.month
+    monthly = unique.groupby(unique["timestamp"].dt.tz_convert(None).dt.to_period("M")).agg(
+        spend=("amount", "sum"), active=("customer_id", "nunique")
+    )
+    per_active = monthly["spend"] / monthly["active"]
+    m = monthly.index.month
+    assert per_active[m >= 11].mean() >= 2.0 * per_active[(m >= 6) & (m <= 8)].mean()
+    assert month.isin([11, 12]).any()
+
+
+def test_seasonal_rows_without_id_are_counted_and_dropped_by_the_contract(seasonal: pd.DataFrame):
+    tx, report = prepare_transactions(seasonal)
+    assert report.rule_counts["null_customer_id"] == int((seasonal["customer_id"] == "").sum())
+    assert (tx["customer_id"] != "").all()
+    assert report.refunds > 0
