@@ -37,7 +37,7 @@ def quality(path: Path, *extra: str) -> dict:
         ("00042,2024-01-02,NaN,t9", "bad_amount"),
         ("00042,2024-01-02,inf,t9", "bad_amount"),
         ("00042,2024-01-02,abc,t9", "bad_amount"),
-        ("00042,2024-01-02,3,t1", "duplicate_transaction_id"),
+        ("00042,2024-01-01,10,t1", "duplicate_line"),  # an exact copy of an earlier row
     ],
 )
 def test_each_broken_row_is_counted_by_rule_and_fails_strict(tmp_path: Path, row: str, rule: str) -> None:
