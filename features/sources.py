@@ -129,8 +129,16 @@ def load_transactions(
     columns: Mapping[str, str] | None = None,
     as_of: str | None = None,
     strict: bool = False,
+    normalize_float_ids: bool = False,
 ):
-    """Read a source and apply the contract: ``(valid transactions, DataQualityReport)``."""
+    """Read a source and apply the contract: ``(transactions, DataQualityReport)``, one row per order.
+
+    ``normalize_float_ids``: read ids an export turned into floats (``17850.0``) as ``17850`` (see
+    :mod:`features.contract`); off by default, ids stay the text the source holds.
+    """
     from features.contract import prepare_transactions
 
-    return prepare_transactions(read_table(location, columns), columns=columns, as_of=as_of, strict=strict)
+    raw = read_table(location, columns)
+    return prepare_transactions(
+        raw, columns=columns, as_of=as_of, strict=strict, normalize_float_ids=normalize_float_ids
+    )

@@ -38,7 +38,19 @@ TransactionsOpt = Annotated[
 AsOfOpt = Annotated[str, typer.Option("--as-of", help="As-of date YYYY-MM-DD (UTC day, included).")]
 ColumnsOpt = Annotated[
     str | None,
-    typer.Option("--columns", help="Map input column names: customer_id=cust,timestamp=order_date,amount=value."),
+    typer.Option(
+        "--columns",
+        help="Map input column names: customer_id=cust,timestamp=order_date,amount=value. Order lines: "
+        "transaction_id=InvoiceNo,quantity=Quantity,unit_price=UnitPrice (amount = quantity x unit price; the "
+        "lines of one order become one transaction), optionally line_id=...",
+    ),
+]
+NormalizeIdsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--normalize-ids",
+        help="Read ids an export turned into floats as integers (17850.0 -> 17850); default: ids stay as written.",
+    ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when any row breaks the input contract.")]
 
@@ -47,12 +59,22 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def load(transactions: str, columns: str | None, as_of: str | None, strict: bool, quiet: bool = False):
+def load(
+    transactions: str,
+    columns: str | None,
+    as_of: str | None,
+    strict: bool,
+    quiet: bool = False,
+    normalize_ids: bool = False,
+):
     """Read transactions through the contract and print the data-quality report to stderr."""
     from features.contract import parse_column_map
     from features.sources import load_transactions
 
-    tx, report = load_transactions(transactions, columns=parse_column_map(columns), as_of=as_of, strict=strict)
+    mapping = parse_column_map(columns)
+    tx, report = load_transactions(
+        transactions, columns=mapping, as_of=as_of, strict=strict, normalize_float_ids=normalize_ids
+    )
     if not quiet:
         _echo_err(report.render())
     return tx, report
@@ -120,9 +142,14 @@ def quality(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
-    """Check a transaction file against the input contract and print the data-quality report."""
-    _, report = load(transactions, columns, as_of, strict, quiet=as_json)
+    """Check a transaction (or order-line) file against the input contract and print the data-quality report.
+
+    Counts lines, orders, exact duplicate lines and cancelled orders; warns when the input looks like order lines
+    mapped as transactions (``--strict`` then fails).
+    """
+    _, report = load(transactions, columns, as_of, strict, quiet=as_json, normalize_ids=normalize_ids)
     if as_json:
         typer.echo(report.to_json())
 
