@@ -39,6 +39,10 @@ def labels_at(
     }
 
 
+MIN_HISTORY_DAYS = 30
+"""Days of history (after the first transaction) a training cutoff needs before it; ``--min-history-days``."""
+
+
 def cutoff_plan(
     as_of: dt.date | str,
     horizon_days: int,
@@ -46,21 +50,23 @@ def cutoff_plan(
     first_date: dt.date | str,
     step_days: int = 30,
     max_cutoffs: int = 12,
-    min_history_days: int = 90,
+    min_history_days: int = MIN_HISTORY_DAYS,
 ) -> list[dt.date]:
-    """Training cutoffs, oldest first, so that no label window passes the as-of date.
+    """Labeled training cutoffs, oldest first, so that no label window passes the as-of date.
 
-    The latest cutoff is ``as_of - horizon_days``; earlier ones step back by ``step_days`` while at least
-    ``min_history_days`` of history precede them, up to ``max_cutoffs`` cutoffs. Raises ``ValueError`` when the
-    data does not hold even one cutoff (history too short for the horizon).
+    The latest cutoff is exactly ``V = as_of - horizon_days``. Earlier ones are ``V - k * step_days`` inside
+    ``(V - H, V)`` (their label windows overlap V's) and ``V - H - k * step_days`` (labels known at ``V``, the
+    cutoffs a strictly temporal validation trains on), every one with at least ``min_history_days`` of history
+    before it; the ``max_cutoffs`` latest are kept. Empty when not even ``V`` has that much history: nothing can
+    be labeled, and only an unsupervised (BTYD) model can be fitted.
     """
-    last = date_to_day(as_of) - horizon_days
+    if min_history_days < 0:
+        raise ContractError(f"--min-history-days must be at least 0, got {min_history_days}")
+    if step_days < 1 or max_cutoffs < 1:
+        raise ContractError("the cutoff step and the number of cutoffs must be at least 1")
+    v = date_to_day(as_of) - horizon_days
     earliest = date_to_day(first_date) + min_history_days
-    days = [last - i * step_days for i in range(max_cutoffs) if last - i * step_days >= earliest]
-    if not days:
-        needed = day_to_date(earliest + horizon_days)
-        raise ContractError(
-            f"not enough history for a {horizon_days}-day horizon: the as-of date must be on or after {needed} "
-            f"({min_history_days} days of history + the horizon after the first transaction)"
-        )
-    return [day_to_date(d) for d in reversed(days)]
+    overlapping = range(v, v - horizon_days, -step_days)
+    before = range(v - horizon_days, v - horizon_days - max_cutoffs * step_days, -step_days)
+    days = sorted({d for d in (*overlapping, *before) if d >= earliest})[-max_cutoffs:]
+    return [day_to_date(d) for d in days]

@@ -43,3 +43,9 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             bar.advance(task)
+
+
+def warn(message: str) -> None:
+    """A warning for the person running the command: one line on stderr, terminal or not."""
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()

@@ -157,6 +157,21 @@ def quality(
 HorizonOpt = Annotated[int, typer.Option("--horizon-days", min=1, help="Churn/value horizon H in days.")]
 ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
 ModelNameOpt = Annotated[str, typer.Option("--model-name", help="Registered model name.")]
+MinHistoryOpt = Annotated[
+    int,
+    typer.Option(
+        "--min-history-days",
+        min=0,
+        help="Days of history a training cutoff needs before it; with less, a BTYD-only version is trained.",
+    ),
+]
+LevelSourceOpt = Annotated[
+    str,
+    typer.Option(
+        "--level-source",
+        help="Where the total forecast comes from: auto (chosen on the validation window), btyd or validation.",
+    ),
+]
 
 
 def _as_of(value: str):
@@ -177,6 +192,8 @@ def train(
     discount_rate: Annotated[float, typer.Option("--discount-rate", help="Annual discount rate for value.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Make this version champion whatever its metrics.")] = False,
+    min_history_days: MinHistoryOpt = 30,
+    level_source: LevelSourceOpt = "auto",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
 ) -> None:
@@ -197,6 +214,8 @@ def train(
         discount_rate=discount_rate,
         seed=seed,
         force=force,
+        min_history_days=min_history_days,
+        level_source=level_source,
     )
     typer.echo(summary.comparison)
     status = "champion" if summary.decision.promoted else "challenger"
@@ -213,6 +232,8 @@ def backtest(
     step_days: Annotated[int, typer.Option("--step-days", min=1, help="Days between folds.")] = 30,
     experiment: ExperimentOpt = "retention",
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    min_history_days: MinHistoryOpt = 30,
+    level_source: LevelSourceOpt = "auto",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
 ) -> None:
@@ -229,6 +250,8 @@ def backtest(
         step_days=step_days,
         experiment=experiment,
         seed=seed,
+        min_history_days=min_history_days,
+        level_source=level_source,
     )
     typer.echo(backtest_markdown(table))
 

@@ -1,18 +1,29 @@
-"""The scoring bundle: both LightGBM heads plus everything needed to score, in one directory.
+"""The scoring bundle: the churn and value heads plus everything needed to score, in one directory.
 
 Layout of a bundle directory (written by ``training``, read here; serving never imports training)::
 
-    churn.txt     LightGBM booster, native text format: P(no purchase in the next horizon_days) before calibration
-    value.txt     LightGBM booster, native text format: expected net revenue over the horizon (currency units)
-    bundle.json   feature list, horizon, training as-of date, calibrator, value level factor, margin,
-                  discount rate, tier and segment thresholds, feature descriptions
+    churn.txt     LightGBM booster, native text format (absent when the churn head is ``btyd``)
+    value.txt     LightGBM booster, native text format (absent when the value head is ``btyd``)
+    bundle.json   feature list, horizon, training as-of date, head kinds, BG/NBD + Gamma-Gamma parameters at the
+                  training as-of date, calibrator, value level factor and its source, margin, discount rate, tier
+                  and segment thresholds, feature descriptions
 
-Scores for a feature matrix ``X`` (rows = customers, columns = ``feature_columns`` in order):
+Each head is one of three kinds (:data:`HEAD_KINDS`), chosen per head on the validation window at training time:
 
-- ``churn_probability`` = isotonic calibrator(churn booster(X)), in [0, 1];
-- ``expected_value`` = max(value booster(X), 0) x level_factor x margin x discount_factor: expected net
-  revenue (or, with a margin < 1, gross profit) over the next ``horizon_days``, discounted to the as-of date
-  at the mid-horizon point with the annual ``discount_rate``;
+- ``lightgbm``: the booster alone;
+- ``hybrid``: the booster was trained with the BTYD prediction as its offset (LightGBM ``init_score``), so its trees
+  are corrections to the BTYD prior: churn log-odds = logit(BTYD P(no purchase)) + trees; value =
+  exp(log(BTYD expected value) + trees) (Tweedie's log link);
+- ``btyd``: BG/NBD + Gamma-Gamma alone (no booster; a version trained on a history too short to label a cutoff
+  has two ``btyd`` heads).
+
+The BTYD inputs are the kernel's ``btyd_*`` features at the scoring cutoff, so online, batch and Spark scoring need
+nothing but the feature row. Scores for a feature matrix ``X`` (rows = customers, columns = ``feature_columns``):
+
+- ``churn_probability`` = isotonic calibrator(raw churn head(X)): P(no purchase in the next ``horizon_days``);
+- ``expected_value`` = max(raw value head(X), 0) x level_factor x margin x discount_factor: expected net revenue
+  (or, with a margin < 1, gross profit) over the next ``horizon_days``, discounted to the as-of date at the
+  mid-horizon point with the annual ``discount_rate``;
 - ``value_at_risk`` = churn_probability x expected_value.
 """
 
@@ -26,20 +37,91 @@ from typing import Any
 
 import numpy as np
 
+from serving.btyd import BTYDModel
+
 BUNDLE_FILE = "bundle.json"
 CHURN_FILE = "churn.txt"
 VALUE_FILE = "value.txt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+"""Format 1 (before hybrid heads) loads as two ``lightgbm`` heads."""
+HEAD_KINDS = ("lightgbm", "hybrid", "btyd")
+BTYD_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary")
+"""The BTYD summary features (days, currency units) that BG/NBD + Gamma-Gamma score from."""
+BUYER_COLUMN = "n_purchase_days"
+"""Customers with no purchase day yet (refunds only) get churn 1 and value 0 from BTYD."""
+CHURN_OFFSET_CLIP = 1e-4
+"""BTYD churn probabilities are clipped to [1e-4, 1 - 1e-4] before the logit of a hybrid head's offset."""
+VALUE_OFFSET_FLOOR = 0.01
+"""BTYD expected values below one cent become one cent before the log of a hybrid head's offset."""
+
+
+def churn_offset(p_churn: np.ndarray) -> np.ndarray:
+    """Log-odds offset of a hybrid churn head from BTYD's P(no purchase in the horizon)."""
+    p = np.clip(p_churn, CHURN_OFFSET_CLIP, 1.0 - CHURN_OFFSET_CLIP)
+    return np.log(p) - np.log1p(-p)
+
+
+def value_offset(expected_value: np.ndarray) -> np.ndarray:
+    """Log offset of a hybrid value head from BTYD's expected value (currency units)."""
+    return np.log(np.maximum(expected_value, VALUE_OFFSET_FLOOR))
+
+
+CALIBRATION_TIE_BREAK = 1e-6
+"""Slope added to the isotonic calibrator, so customers inside one isotonic step keep the head's order."""
+
+
+def calibrate(raw_churn: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
+    """Isotonic calibration (``np.interp`` over the knots) that keeps the raw ranking: an isotonic fit is flat
+    between knots, and those ties would cost AUC and top-k order for nothing (+1e-6 x raw breaks them)."""
+    return np.clip(np.interp(raw_churn, knots_x, knots_y) + CALIBRATION_TIE_BREAK * raw_churn, 0.0, 1.0)
+
+
+def hybrid_churn(p_btyd: np.ndarray, trees: np.ndarray) -> np.ndarray:
+    """A hybrid churn head's probability: sigmoid(logit(BTYD churn) + the trees' raw score)."""
+    return 1.0 / (1.0 + np.exp(-(churn_offset(p_btyd) + trees)))
+
+
+def hybrid_value(v_btyd: np.ndarray, trees: np.ndarray) -> np.ndarray:
+    """A hybrid value head's expected value: exp(log(BTYD expected value) + the trees' raw score)."""
+    return np.exp(value_offset(v_btyd) + trees)
+
+
+def btyd_scores(
+    btyd: BTYDModel, X: np.ndarray, columns: tuple[str, ...] | list[str], horizon_days: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(P(no purchase in the next horizon_days), expected value in currency units)`` per row of ``X``.
+
+    ``X``'s columns follow ``columns`` and include :data:`BTYD_COLUMNS` and :data:`BUYER_COLUMN`. This is the one
+    place BTYD predictions are made from feature rows: the baselines, the hybrid offsets at training time and the
+    bundle at scoring time all call it.
+    """
+    index = {c: j for j, c in enumerate(columns)}
+    churn = np.ones(len(X))
+    value = np.zeros(len(X))
+    buyers = np.nan_to_num(X[:, index[BUYER_COLUMN]]) > 0
+    if buyers.any():
+        summary = [X[buyers, index[c]] for c in BTYD_COLUMNS]
+        pred = btyd.predict(*summary, horizon_days=horizon_days)
+        churn[buyers] = pred["churn_probability"]
+        value[buyers] = pred["expected_value"]
+    return churn, value
 
 
 @dataclasses.dataclass(frozen=True)
 class BundleMeta:
-    """Everything besides the two boosters that a model version needs to score (JSON-serialisable).
+    """Everything besides the boosters that a model version needs to score (JSON-serialisable).
 
+    ``churn_head``/``value_head``: one of :data:`HEAD_KINDS`. ``btyd``: BG/NBD + Gamma-Gamma parameters fitted at
+    ``trained_as_of`` (``BTYDModel.to_dict()``), needed by ``hybrid`` and ``btyd`` heads and by the BTYD reasons.
+    ``btyd_reference``: the population median of each :data:`BTYD_COLUMNS` feature at ``trained_as_of`` (the point
+    BTYD reasons are measured from).
     ``calibrator_x``/``calibrator_y``: isotonic calibration knots (raw -> calibrated churn probability).
+    ``level_factor``: multiplies the raw value head so that the total forecast follows ``level_source``.
     ``tier_thresholds``: expected-value lower bounds per tier, highest tier first (currency units).
     ``segment_current_threshold``/``segment_future_value_threshold``: split points of the current x future
     value matrix (current value = net spend in the last 365 days).
+    ``validation_scheme``: how the heads were chosen and validated (``temporal``, ``customer_grouped`` or ``none``).
     """
 
     feature_columns: tuple[str, ...]
@@ -57,7 +139,24 @@ class BundleMeta:
     feature_descriptions: dict[str, str]
     feature_reference: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
     """Per feature: decile ``edges`` and bin ``shares`` at the training as-of date (drift reference)."""
+    churn_head: str = "lightgbm"
+    value_head: str = "lightgbm"
+    btyd: dict[str, Any] | None = None
+    btyd_reference: dict[str, float] = dataclasses.field(default_factory=dict)
+    level_source: str = "validation"
+    validation_scheme: str = "temporal"
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        for name in ("churn_head", "value_head"):
+            if getattr(self, name) not in HEAD_KINDS:
+                raise ValueError(f"bundle {name} '{getattr(self, name)}' is not one of {', '.join(HEAD_KINDS)}")
+        if "btyd" in (self.churn_head, self.value_head) or "hybrid" in (self.churn_head, self.value_head):
+            if self.btyd is None:
+                raise ValueError("bundle has a BTYD or hybrid head but no BTYD parameters")
+            missing = [c for c in (*BTYD_COLUMNS, BUYER_COLUMN) if c not in self.feature_columns]
+            if missing:
+                raise ValueError(f"bundle has a BTYD or hybrid head but no feature {', '.join(missing)}")
 
     @property
     def discount_factor(self) -> float:
@@ -70,8 +169,11 @@ class BundleMeta:
     @classmethod
     def from_json(cls, text: str) -> BundleMeta:
         raw: dict[str, Any] = json.loads(text)
-        if raw.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"bundle format {raw.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+        if raw.get("format_version") not in READABLE_FORMATS:
+            raise ValueError(
+                f"bundle format {raw.get('format_version')} is not supported (expected one of {READABLE_FORMATS})"
+            )
+        raw["format_version"] = FORMAT_VERSION
         for key in ("feature_columns", "calibrator_x", "calibrator_y", "tier_names", "tier_thresholds"):
             raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -87,16 +189,30 @@ class Scores:
 
 
 class ScoringModel:
-    """Both boosters and their metadata, loaded once; ``score`` is safe to call from many threads."""
+    """The heads and their metadata, loaded once; ``score`` is safe to call from many threads.
+
+    ``churn_booster``/``value_booster`` are ``None`` for a ``btyd`` head.
+    """
 
     def __init__(self, churn_booster: Any, value_booster: Any, meta: BundleMeta, version: str | None = None):
+        for name, booster, kind in (
+            ("churn", churn_booster, meta.churn_head),
+            ("value", value_booster, meta.value_head),
+        ):
+            if (booster is None) != (kind == "btyd"):
+                raise ValueError(
+                    f"the {name} head is '{kind}' but the bundle {'lacks' if booster is None else 'has'}"
+                    " a booster for it"
+                )
         self.churn_booster = churn_booster
         self.value_booster = value_booster
         self.meta = meta
         self.version = version
+        self.btyd = BTYDModel.from_dict(meta.btyd) if meta.btyd is not None else None
         self._calib_x = np.asarray(meta.calibrator_x, dtype=np.float64)
         self._calib_y = np.asarray(meta.calibrator_y, dtype=np.float64)
         self._value_scale = meta.level_factor * meta.margin * meta.discount_factor
+        self._btyd_index = [meta.feature_columns.index(c) for c in BTYD_COLUMNS] if self.btyd is not None else []
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -108,23 +224,54 @@ class ScoringModel:
 
         directory = Path(directory)
         meta = BundleMeta.from_json((directory / BUNDLE_FILE).read_text())
-        churn = lgb.Booster(model_file=str(directory / CHURN_FILE))
-        value = lgb.Booster(model_file=str(directory / VALUE_FILE))
-        for name, booster in (("churn", churn), ("value", value)):
+        boosters = {}
+        for name, file, kind in (("churn", CHURN_FILE, meta.churn_head), ("value", VALUE_FILE, meta.value_head)):
+            if kind == "btyd":
+                boosters[name] = None
+                continue
+            booster = lgb.Booster(model_file=str(directory / file))
             if tuple(booster.feature_name()) != meta.feature_columns:
                 raise ValueError(f"{name} booster features do not match the bundle's feature list")
-        return cls(churn, value, meta, version)
+            boosters[name] = booster
+        return cls(boosters["churn"], boosters["value"], meta, version)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.churn_booster.save_model(str(directory / CHURN_FILE))
-        self.value_booster.save_model(str(directory / VALUE_FILE))
+        for booster, file in ((self.churn_booster, CHURN_FILE), (self.value_booster, VALUE_FILE)):
+            if booster is not None:
+                booster.save_model(str(directory / file))
         (directory / BUNDLE_FILE).write_text(self.meta.to_json())
         return directory
 
     def calibrate(self, raw_churn: np.ndarray) -> np.ndarray:
-        return np.interp(raw_churn, self._calib_x, self._calib_y)
+        return calibrate(raw_churn, self._calib_x, self._calib_y)
+
+    def btyd_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """BTYD's ``(P(no purchase), expected value)`` at the bundle's horizon (requires BTYD parameters)."""
+        if self.btyd is None:
+            raise ValueError("this bundle holds no BTYD parameters")
+        return btyd_scores(self.btyd, X, self.meta.feature_columns, self.meta.horizon_days)
+
+    def raw_churn(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The churn head before calibration: a probability of no purchase in the horizon."""
+        kind = self.meta.churn_head
+        if kind == "lightgbm":
+            return self.churn_booster.predict(X, num_threads=num_threads)
+        p_btyd = self.btyd_scores(X)[0]
+        if kind == "btyd":
+            return p_btyd
+        return hybrid_churn(p_btyd, self.churn_booster.predict(X, raw_score=True, num_threads=num_threads))
+
+    def raw_value(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The value head before level, margin and discount: expected net revenue over the horizon."""
+        kind = self.meta.value_head
+        if kind == "lightgbm":
+            return self.value_booster.predict(X, num_threads=num_threads)
+        v_btyd = self.btyd_scores(X)[1]
+        if kind == "btyd":
+            return v_btyd
+        return hybrid_value(v_btyd, self.value_booster.predict(X, raw_score=True, num_threads=num_threads))
 
     def score(self, X: np.ndarray, num_threads: int = 0) -> Scores:
         """Score a float64 matrix whose columns follow :attr:`feature_columns`.
@@ -132,16 +279,40 @@ class ScoringModel:
         ``num_threads=1`` for single rows online (LightGBM's thread start-up dominates), 0 = all cores in batch.
         """
         X = np.ascontiguousarray(X, dtype=np.float64)
-        raw = self.churn_booster.predict(X, num_threads=num_threads)
-        churn = np.clip(self.calibrate(raw), 0.0, 1.0)
-        value = np.maximum(self.value_booster.predict(X, num_threads=num_threads), 0.0) * self._value_scale
+        churn = self.calibrate(self.raw_churn(X, num_threads))
+        value = np.maximum(self.raw_value(X, num_threads), 0.0) * self._value_scale
         return Scores(churn, value, churn * value)
 
     def churn_contributions(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """LightGBM ``pred_contrib`` of the churn head: ``[n, k]`` log-odds contributions (bias column dropped)."""
+        """``[n, k]`` log-odds contributions of each feature to the raw churn head (columns = features).
+
+        Trees: LightGBM ``pred_contrib`` (bias column dropped). The BTYD part of a ``btyd`` or ``hybrid`` head: for
+        each BTYD summary feature, logit(BTYD churn at the customer's summary) - logit(BTYD churn with that feature
+        set to the population median at the training as-of date): how far this feature alone moves the prior.
+        """
         X = np.ascontiguousarray(X, dtype=np.float64)
-        contrib = self.churn_booster.predict(X, pred_contrib=True, num_threads=num_threads)
-        return np.asarray(contrib)[:, :-1]
+        out = np.zeros((len(X), len(self.meta.feature_columns)))
+        if self.meta.churn_head != "btyd":
+            contrib = self.churn_booster.predict(X, pred_contrib=True, num_threads=num_threads)
+            out += np.asarray(contrib)[:, :-1]
+        if self.meta.churn_head != "lightgbm":
+            out += self._btyd_contributions(X)
+        return out
+
+    def _btyd_contributions(self, X: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(X), len(self.meta.feature_columns)))
+        base = churn_offset(self.btyd_scores(X)[0])
+        j_freq, j_rec, j_age = self._btyd_index[:3]  # monetary does not move P(no purchase)
+        for j in (j_freq, j_rec, j_age):
+            column = self.meta.feature_columns[j]
+            if column not in self.meta.btyd_reference:
+                continue
+            moved = X.copy()
+            moved[:, j] = self.meta.btyd_reference[column]
+            # keep the summary valid: recency 0 without a repeat purchase, and never beyond the age T
+            moved[:, j_rec] = np.where(moved[:, j_freq] > 0, np.minimum(moved[:, j_rec], moved[:, j_age]), 0.0)
+            out[:, j] = base - churn_offset(self.btyd_scores(moved)[0])
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -149,6 +320,10 @@ class ScoringModel:
             "horizon_days": self.meta.horizon_days,
             "trained_as_of": self.meta.trained_as_of,
             "features": len(self.meta.feature_columns),
+            "churn_head": self.meta.churn_head,
+            "value_head": self.meta.value_head,
+            "level_source": self.meta.level_source,
+            "validation_scheme": self.meta.validation_scheme,
             "margin": self.meta.margin,
             "discount_rate": self.meta.discount_rate,
             "tiers": dict(zip(self.meta.tier_names, self.meta.tier_thresholds, strict=True)),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.contract import ContractError, prepare_transactions
+from features.contract import prepare_transactions
 from features.kernel import compute_features, prepare
 from features.labels import cutoff_plan, labels_at
 
@@ -105,9 +105,21 @@ def test_cutoff_plan_stays_inside_as_of() -> None:
     assert all(c + dt.timedelta(days=90) <= dt.date(2024, 12, 31) for c in plan)
 
 
-def test_cutoff_plan_too_short_history_is_a_clear_error() -> None:
-    with pytest.raises(ContractError, match="not enough history"):
-        cutoff_plan("2024-02-01", 90, first_date="2024-01-01")
+def test_cutoff_plan_is_empty_when_no_cutoff_can_be_labeled() -> None:
+    # V = 2024-02-01 - 90 days is before the first transaction + 30 days of history: nothing to label
+    assert cutoff_plan("2024-02-01", 90, first_date="2024-01-01") == []
+    # 30 days of history before V = as_of - H is enough by default, and the minimum is configurable
+    assert cutoff_plan("2024-05-01", 90, first_date="2024-01-01") == [dt.date(2024, 2, 1)]
+    assert cutoff_plan("2024-05-01", 90, first_date="2024-01-01", min_history_days=60) == []
+
+
+def test_cutoff_plan_latest_is_exactly_as_of_minus_h_for_any_horizon() -> None:
+    for horizon in (90, 91, 182):
+        plan = cutoff_plan("2024-12-31", horizon, first_date="2023-06-01", step_days=30)
+        v = dt.date(2024, 12, 31) - dt.timedelta(days=horizon)
+        assert plan[-1] == v
+        # the cutoff a whole horizon before V is in the plan: a strictly temporal validation exists
+        assert v - dt.timedelta(days=horizon) in plan
 
 
 def test_unsorted_input_gives_same_features(transactions: pd.DataFrame) -> None:

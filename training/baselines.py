@@ -1,7 +1,8 @@
-"""Baselines the LightGBM heads must beat, scored at a cutoff from the kernel's features only.
+"""Baselines the product's heads must beat, scored at a cutoff from the kernel's features only.
 
 - ``naive``: churn = empirical churn rate by days since last purchase (isotonic in recency, fitted on the
-  training rows); value = net spend of the last 365 days, scaled to the horizon (``spend_365d x H / 365``).
+  training rows; an unfitted recency rule when there are none); value = net spend of the last 365 days, scaled
+  to the horizon (``spend_365d x H / 365``).
 - ``btyd``: BG/NBD (purchase rate and dropout) + Gamma-Gamma (spend per purchase day) fitted by maximum
   likelihood on the BTYD summary at the cutoff (time unit: days). Churn = P(no purchase in the next H days),
   value = expected purchases x expected spend. Customers without any purchase yet get churn 1 and value 0.
@@ -12,14 +13,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.btyd import BTYDModel
+from serving.btyd import BTYDModel
+from serving.model import BTYD_COLUMNS, BUYER_COLUMN, btyd_scores
 
 
-def naive_churn(train: pd.DataFrame, frame: pd.DataFrame) -> np.ndarray:
+def naive_churn(train: pd.DataFrame | None, frame: pd.DataFrame) -> np.ndarray:
+    """Churn rate by days since last purchase, fitted on labeled ``train`` rows; without any (a history too short
+    to label a cutoff) the unfitted rule ``recency / (recency + 30)`` keeps the ranking by recency."""
     from sklearn.isotonic import IsotonicRegression
 
     def recency(f: pd.DataFrame) -> np.ndarray:
         return np.nan_to_num(f["recency_days"].to_numpy(dtype=np.float64), nan=1e6)
+
+    if train is None:
+        r = recency(frame)
+        return r / (r + 30.0)
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
     iso.fit(recency(train), train["churned"].to_numpy(dtype=np.float64))
@@ -31,24 +39,16 @@ def naive_value(frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 
 def btyd_summary(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    return tuple(
-        frame[c].to_numpy(dtype=np.float64) for c in ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary")
-    )
+    return tuple(frame[c].to_numpy(dtype=np.float64) for c in BTYD_COLUMNS)
 
 
 def fit_btyd(frame: pd.DataFrame) -> BTYDModel:
     """Fit BG/NBD + Gamma-Gamma on customers with at least one purchase (``n_purchase_days > 0``)."""
-    buyers = frame[frame["n_purchase_days"].to_numpy() > 0]
+    buyers = frame[frame[BUYER_COLUMN].to_numpy() > 0]
     return BTYDModel.fit(*btyd_summary(buyers))
 
 
 def btyd_predict(model: BTYDModel, frame: pd.DataFrame, horizon_days: int) -> tuple[np.ndarray, np.ndarray]:
     """``(churn_probability, expected_value)`` over the next ``horizon_days`` for every row of ``frame``."""
-    churn = np.ones(len(frame))
-    value = np.zeros(len(frame))
-    buyers = frame["n_purchase_days"].to_numpy() > 0
-    if buyers.any():
-        pred = model.predict(*btyd_summary(frame[buyers]), horizon_days=horizon_days)
-        churn[buyers] = pred["churn_probability"]
-        value[buyers] = pred["expected_value"]
-    return churn, value
+    columns = [*BTYD_COLUMNS, BUYER_COLUMN]
+    return btyd_scores(model, frame[columns].to_numpy(dtype=np.float64), columns, horizon_days)

@@ -5,6 +5,10 @@
 - Value head: Tweedie objective (variance power 1.3) on ``future_value`` clipped at 0 -- future spend is
   zero-inflated and heavy-tailed, and Tweedie's log link keeps predictions positive. Refunds can make a
   window's net spend negative; those few labels train as 0.
+
+Either head can be *hybrid*: trained with the BTYD prediction made at each row's cutoff as LightGBM's
+``init_score`` (log-odds of churn, log of expected value), so the trees learn corrections to the BTYD prior
+instead of the whole signal (see :mod:`serving.model` for how a hybrid head scores).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from serving.model import churn_offset, hybrid_churn, hybrid_value, value_offset
 
 CHURN_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -56,14 +62,23 @@ class FittedHead:
     params: dict[str, Any]
     best_iteration: int
     valid_score: float
+    hybrid: bool = False
 
 
-def _dataset(frame: pd.DataFrame, columns: list[str], label: np.ndarray, reference: Any = None):
+def offset(frame: pd.DataFrame, kind: str) -> np.ndarray:
+    """A hybrid head's ``init_score``: the BTYD prior of each row on the head's raw scale."""
+    if kind == "churn":
+        return churn_offset(frame["btyd_churn"].to_numpy(dtype=np.float64))
+    return value_offset(frame["btyd_value"].to_numpy(dtype=np.float64))
+
+
+def _dataset(frame: pd.DataFrame, columns: list[str], label: np.ndarray, init_score: np.ndarray | None, reference=None):
     import lightgbm as lgb
 
     return lgb.Dataset(
         frame[columns].to_numpy(dtype=np.float64),
         label=label,
+        init_score=init_score,
         feature_name=list(columns),
         reference=reference,
         free_raw_data=False,
@@ -87,16 +102,17 @@ def fit_head(
     seed: int = 0,
     num_threads: int = 0,
     overrides: dict[str, Any] | None = None,
+    hybrid: bool = False,
 ) -> FittedHead:
-    """Train one head with early stopping on the temporal validation rows."""
+    """Train one head with early stopping on the validation rows (``hybrid``: on the BTYD prior as offset)."""
     import lightgbm as lgb
 
     base = CHURN_PARAMS if kind == "churn" else VALUE_PARAMS
     label = churn_label if kind == "churn" else value_label
     metric = "auc" if kind == "churn" else "tweedie"
     params = {**base, **(overrides or {}), "seed": seed, "num_threads": num_threads, "metric": metric}
-    dtrain = _dataset(train, columns, label(train))
-    dvalid = _dataset(valid, columns, label(valid), reference=dtrain)
+    dtrain = _dataset(train, columns, label(train), offset(train, kind) if hybrid else None)
+    dvalid = _dataset(valid, columns, label(valid), offset(valid, kind) if hybrid else None, reference=dtrain)
     result: dict[str, Any] = {}
     booster = lgb.train(
         params,
@@ -110,7 +126,7 @@ def fit_head(
         ],
     )
     best = int(booster.best_iteration or booster.current_iteration())
-    return FittedHead(booster, params, best, float(result["valid"][metric][best - 1]))
+    return FittedHead(booster, params, best, float(result["valid"][metric][best - 1]), hybrid)
 
 
 def refit_head(frame: pd.DataFrame, columns: list[str], head: FittedHead, *, kind: str) -> Any:
@@ -119,7 +135,19 @@ def refit_head(frame: pd.DataFrame, columns: list[str], head: FittedHead, *, kin
 
     label = churn_label if kind == "churn" else value_label
     params = {k: v for k, v in head.params.items() if k != "metric"}
-    return lgb.train(params, _dataset(frame, columns, label(frame)), num_boost_round=head.best_iteration)
+    init = offset(frame, kind) if head.hybrid else None
+    return lgb.train(params, _dataset(frame, columns, label(frame), init), num_boost_round=head.best_iteration)
+
+
+def predict_raw(head: FittedHead, frame: pd.DataFrame, columns: list[str], *, kind: str) -> np.ndarray:
+    """A selection model's prediction on ``frame`` at its best iteration: P(churn) or expected value."""
+    X = frame[columns].to_numpy(dtype=np.float64)
+    if not head.hybrid:
+        return head.booster.predict(X, num_iteration=head.best_iteration)
+    trees = head.booster.predict(X, num_iteration=head.best_iteration, raw_score=True)
+    if kind == "churn":
+        return hybrid_churn(frame["btyd_churn"].to_numpy(dtype=np.float64), trees)
+    return hybrid_value(frame["btyd_value"].to_numpy(dtype=np.float64), trees)
 
 
 def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -18,9 +18,9 @@ import pandas as pd
 from features import progress
 from features.contract import ContractError, DataQualityReport
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, prepare
-from features.labels import labels_at
+from features.labels import MIN_HISTORY_DAYS, labels_at
 from training import baselines, registry, report
-from training.pipeline import all_metrics, fit_pipeline
+from training.pipeline import PRODUCT, all_metrics, fit_pipeline
 
 DEFAULT_EXPERIMENT = "retention"
 DEFAULT_MODEL_NAME = "retention"
@@ -67,13 +67,25 @@ def train(
     discount_rate: float = 0.0,
     seed: int = 0,
     force: bool = False,
+    min_history_days: int = MIN_HISTORY_DAYS,
+    level_source: str = "auto",
 ) -> TrainSummary:
     """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate."""
     import mlflow
 
     _check_margin(margin, discount_rate)
     prep = prepare(transactions)
-    result = fit_pipeline(prep, as_of, horizon_days, margin=margin, discount_rate=discount_rate, tune=tune, seed=seed)
+    result = fit_pipeline(
+        prep,
+        as_of,
+        horizon_days,
+        margin=margin,
+        discount_rate=discount_rate,
+        tune=tune,
+        seed=seed,
+        min_history_days=min_history_days,
+        level_source=level_source,
+    )
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
         mlflow.log_params(
@@ -84,18 +96,22 @@ def train(
                 "discount_rate": discount_rate,
                 "tune": tune,
                 "seed": seed,
+                "min_history_days": min_history_days,
                 "cutoffs": ",".join(str(c) for c in result.plan.cutoffs),
                 "validation_cutoff": str(result.plan.validation_cutoff),
+                "validation_scheme": result.plan.scheme,
+                "churn_head": result.choice["churn_head"],
+                "value_head": result.choice["value_head"],
+                "level_source": result.choice["level_source"],
                 "training_rows": result.training_rows,
                 "level_factor": round(result.model.meta.level_factor, 6),
-                "seasonal_factor": round(result.selection["seasonal_factor"], 6),
-                "churn_rounds": result.selection["churn_rounds"],
-                "value_rounds": result.selection["value_rounds"],
-                **{f"churn_{k}": v for k, v in result.selection["churn_params"].items()},
-                **{f"value_{k}": v for k, v in result.selection["value_params"].items()},
+                **{k: _param(v) for k, v in result.selection.items() if not isinstance(v, dict)},
+                **{f"churn_{k}": v for k, v in result.selection.get("churn_params", {}).items()},
+                **{f"value_{k}": v for k, v in result.selection.get("value_params", {}).items()},
                 **{f"btyd_{k}": v for k, v in _flat(result.btyd_params).items()},
             }
         )
+        mlflow.log_dict({"choice": result.choice, "warnings": result.warnings}, "choice.json")
         for model, values in result.metrics.items():
             mlflow.log_metrics({f"{model}_{k}": float(v) for k, v in values.items() if np.isfinite(v)})
         dataset = mlflow.data.from_pandas(transactions.head(10_000), source=source, name="transactions")
@@ -105,12 +121,12 @@ def train(
             folder = report.write_artifacts(result, Path(tmp) / "report", quality)
             mlflow.log_artifacts(str(folder), artifact_path="report")
         with progress.step("registering the model version"):
-            version = registry.log_bundle(result.model, model_name, result.valid_features)
+            version = registry.log_bundle(result.model, model_name, result.population)
         registry.set_alias(model_name, registry.CHALLENGER, version)
         v = result.valid_features
         decision = registry.gate(
             model_name,
-            result.metrics["lightgbm"],
+            result.metrics.get(PRODUCT),
             v,
             v["churned"].to_numpy(),
             v["future_value"].to_numpy(),
@@ -126,8 +142,12 @@ def train(
         version,
         decision,
         result.metrics,
-        report.comparison_markdown(result.metrics),
+        report.comparison_markdown(result.metrics, result.choice),
     )
+
+
+def _param(value: Any) -> Any:
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -146,35 +166,58 @@ def fold_dates(as_of: dt.date, horizon_days: int, folds: int, step_days: int) ->
     return [day_to_date(last - i * step_days) for i in reversed(range(folds))]
 
 
-def evaluate_fold(prep: PreparedTransactions, fold_as_of: dt.date, horizon_days: int, seed: int) -> pd.DataFrame:
-    """Train the whole pipeline with data up to ``fold_as_of`` and score the next ``horizon_days``."""
-    result = fit_pipeline(prep, fold_as_of, horizon_days, seed=seed)
+def evaluate_fold(
+    prep: PreparedTransactions,
+    fold_as_of: dt.date,
+    horizon_days: int,
+    seed: int,
+    *,
+    min_history_days: int = MIN_HISTORY_DAYS,
+    level_source: str = "auto",
+) -> pd.DataFrame:
+    """Train the whole pipeline with data up to ``fold_as_of`` and score the next ``horizon_days``.
+
+    One row per (model, customer group): the product's ``model`` (with the heads and level source it chose),
+    ``btyd`` (BG/NBD + Gamma-Gamma fitted at ``fold_as_of``) and ``naive``, for ``all`` customers and apart for
+    ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages hide how
+    differently models do on them.
+    """
+    result = fit_pipeline(
+        prep, fold_as_of, horizon_days, seed=seed, min_history_days=min_history_days, level_source=level_source
+    )
     test = compute_features(prep, fold_as_of)
-    ids, labels = labels_at(prep, fold_as_of, horizon_days)
+    _, labels = labels_at(prep, fold_as_of, horizon_days)
     churned, actual = labels["churned"], labels["future_value"]
     X = test[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
     scores = result.model.score(X)
     revenue = scores.expected_value / (result.model.meta.margin * result.model.meta.discount_factor)
     btyd = baselines.fit_btyd(test)
     btyd_churn, btyd_value = baselines.btyd_predict(btyd, test, horizon_days)
+    naive_train = result.valid_features if len(result.valid_features) else None
+    groups = {
+        "all": np.ones(len(test), dtype=bool),
+        "one_time": test["n_purchase_days"].to_numpy() == 1,
+        "repeat": test["n_purchase_days"].to_numpy() > 1,
+    }
     rows = []
     for model, p, value in (
-        ("lightgbm", scores.churn_probability, revenue),
+        (PRODUCT, scores.churn_probability, revenue),
         ("btyd", btyd_churn, btyd_value),
-        (
-            "naive",
-            baselines.naive_churn(result.valid_features, test),
-            baselines.naive_value(test, horizon_days),
-        ),
+        ("naive", baselines.naive_churn(naive_train, test), baselines.naive_value(test, horizon_days)),
     ):
-        rows.append(
-            {
-                "as_of": fold_as_of,
-                "model": model,
-                "customers": len(ids),
-                **all_metrics(churned, p, actual, value),
-            }
-        )
+        for group, mask in groups.items():
+            if mask.sum() < 2:
+                continue
+            rows.append(
+                {
+                    "as_of": fold_as_of,
+                    "model": model,
+                    "customers": int(mask.sum()),
+                    "group": group,
+                    **all_metrics(churned[mask], p[mask], actual[mask], value[mask]),
+                    **({k: v for k, v in result.choice.items() if not k.startswith("why")} if model == PRODUCT else {}),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -188,6 +231,8 @@ def backtest(
     experiment: str = DEFAULT_EXPERIMENT,
     seed: int = 0,
     log: bool = True,
+    min_history_days: int = MIN_HISTORY_DAYS,
+    level_source: str = "auto",
 ) -> pd.DataFrame:
     """Rolling-origin backtest: one full training run per fold, scored on the fold's next horizon."""
     if folds < 1:
@@ -195,7 +240,10 @@ def backtest(
     prep = prepare(transactions)
     dates = fold_dates(as_of, horizon_days, folds, step_days)
     table = pd.concat(
-        [evaluate_fold(prep, d, horizon_days, seed) for d in progress.track(dates, "backtest folds", total=len(dates))],
+        [
+            evaluate_fold(prep, d, horizon_days, seed, min_history_days=min_history_days, level_source=level_source)
+            for d in progress.track(dates, "backtest folds", total=len(dates))
+        ],
         ignore_index=True,
     )
     if log:
@@ -207,7 +255,7 @@ def backtest(
                 {"as_of": str(as_of), "horizon_days": horizon_days, "folds": folds, "step_days": step_days}
             )
             for i, d in enumerate(dates):
-                for _, row in table[table["as_of"] == d].iterrows():
+                for _, row in table[(table["as_of"] == d) & (table["group"] == "all")].iterrows():
                     mlflow.log_metrics(
                         {f"{row['model']}_{k}": float(row[k]) for k in report.CHURN_KEYS + report.VALUE_KEYS},
                         step=i,

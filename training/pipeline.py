@@ -1,36 +1,54 @@
-"""One training run at an as-of date: dataset, both heads, calibration, baselines, final bundle.
+"""One training run at an as-of date: plan, dataset, heads (LightGBM, hybrid, BTYD), level, final bundle.
 
 Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :mod:`training.dataset`):
 
-1. Features and labels at every cutoff of the plan.
-2. Selection models trained on cutoffs ``<= V - H`` with early stopping on ``V`` (``tune`` parameter sets;
-   churn chosen by AUC, value by normalized Gini).
-3. Honest validation metrics at ``V`` for LightGBM and both baselines. LightGBM's calibration and value level
-   are *cross-fitted* on two halves of ``V``'s customers, so no customer's label calibrates its own score.
-4. Final calibrator (isotonic) and level factor (sum actual / sum predicted) fitted on all of ``V``: they
-   carry the drift seen over one horizon into the model that will score ``as_of``.
-5. Final boosters refitted on every cutoff (``<= V``) with the selected rounds, then tier and segment
-   thresholds from the scored population at ``as_of``.
+1. The plan: labeled cutoffs and the validation scheme the history allows (``temporal``, ``customer_grouped`` or
+   ``none``). With ``none`` (history shorter than H + ``min_history_days``) the version is BTYD-only: BG/NBD +
+   Gamma-Gamma fitted at ``as_of``, the same bundle interface and outputs, not validated (it says so).
+2. Features, labels and the BTYD prior (BG/NBD + Gamma-Gamma fitted at each cutoff) at every cutoff of the plan.
+3. Selection models per head, plain LightGBM and hybrid (the BTYD prior as LightGBM's offset), with early stopping
+   on ``V`` (``tune`` parameter sets; churn chosen by AUC, value by normalized Gini).
+4. Honest validation metrics at ``V`` for lightgbm, hybrid, btyd and naive, side by side. Calibration and value
+   level are *cross-fitted* on two halves of ``V``'s customers, so no customer's label calibrates its own score.
+   Each head's kind is chosen on these metrics (churn: AUC; value: normalized Gini); the product's model
+   (``model`` in the metrics) is the chosen churn head with the chosen value head.
+5. Final calibrator (isotonic, all of ``V``), boosters refitted on every labeled cutoff with the selected rounds.
+6. The level: the total forecast at ``as_of`` follows either BTYD's total at ``as_of`` (it extrapolates an ageing
+   customer base) or the validation window's level factor carried forward, each times part of last year's
+   seasonal change when a year of history exists; see :func:`choose_level_source`.
+7. Tier and segment thresholds from the scored population at ``as_of``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import zlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features import progress
-from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_features
+from features.contract import ContractError
+from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_features, date_to_day
+from features.labels import MIN_HISTORY_DAYS
+from serving.btyd import BTYDModel
 from serving.drift import reference_bins
-from serving.model import BundleMeta, ScoringModel
+from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
 from serving.ranking import CURRENT_VALUE_FEATURE
 from training import baselines, heads
-from training.dataset import TemporalPlan, build_dataset, plan_training
+from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
 from training.evaluate import churn_metrics, value_metrics
+
+PRODUCT = "model"
+"""Key of the product's model (chosen churn head + chosen value head) in the metrics and validation columns."""
+CANDIDATES = ("lightgbm", "hybrid", "btyd")
+"""The head kinds validation chooses from (the same names as :data:`serving.model.HEAD_KINDS`)."""
+MIN_CUSTOMERS = 20
+"""Fewer customers with a purchase by the as-of date than this: nothing can be fitted (exit 2)."""
+LEVEL_SOURCES = ("auto", "btyd", "validation")
+LEVEL_TOLERANCE = 0.10
+"""BTYD's total must have been within 1 +- 10% of the actual total at ``V`` for ``auto`` to take its level."""
 
 TIER_NAMES = ("platinum", "gold", "silver", "bronze")
 TIER_TOP_SHARES = (0.05, 0.20, 0.50)
@@ -40,22 +58,23 @@ TIER_TOP_SHARES = (0.05, 0.20, 0.50)
 @dataclasses.dataclass
 class PipelineResult:
     model: ScoringModel
-    plan: TemporalPlan
+    plan: TrainingPlan
     validation: pd.DataFrame
     """Rows at the validation cutoff: ids, labels, and each model's ``<model>_churn`` / ``<model>_value``."""
     metrics: dict[str, dict[str, float]]
-    """``{model: {"churn_auc": .., "value_normalized_gini": .., ...}}`` for lightgbm, naive and btyd."""
+    """``{model: {"churn_auc": .., ...}}`` for model (the product), lightgbm, hybrid, btyd and naive; empty for a
+    BTYD-only version (nothing could be labeled)."""
     training_rows: int
     selection: dict[str, Any]
     btyd_params: dict[str, Any]
     importance: pd.DataFrame
     valid_features: pd.DataFrame
     """Feature rows (with labels) at the validation cutoff, for the champion gate and explanations."""
-
-
-def _customer_fold(ids: pd.Series) -> np.ndarray:
-    """A stable 0/1 split of customers by a CRC of their id (same customer, same fold, every run)."""
-    return np.fromiter((zlib.crc32(str(i).encode()) & 1 for i in ids), dtype=np.int8, count=len(ids))
+    population: pd.DataFrame
+    """Feature rows of every customer at the as-of date (what the version scores first)."""
+    choice: dict[str, str]
+    """``churn_head``, ``value_head``, ``level_source``, ``validation_scheme`` and one sentence ``why`` each."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> np.ndarray:
@@ -114,6 +133,113 @@ def all_metrics(churned: np.ndarray, p: np.ndarray, actual: np.ndarray, pred: np
     return out
 
 
+def _fit_btyd_at_as_of(population: pd.DataFrame, as_of: dt.date) -> BTYDModel:
+    """BG/NBD + Gamma-Gamma at the as-of date; ContractError (exit 2) when nothing at all can be fitted."""
+    buyers = int((population["n_purchase_days"] > 0).sum())
+    if buyers < MIN_CUSTOMERS:
+        raise ContractError(
+            f"cannot train: {buyers} customer(s) with a purchase on or before {as_of}, at least {MIN_CUSTOMERS} needed"
+        )
+    try:
+        return baselines.fit_btyd(population)
+    except ValueError as exc:
+        raise ContractError(f"cannot train at {as_of}: {exc}") from exc
+
+
+def _btyd_warnings(model: BTYDModel, where: str) -> list[str]:
+    diagnostics = getattr(model, "diagnostics", None)
+    return [f"BTYD fit at {where}: {w}" for w in getattr(diagnostics, "warnings", ())]
+
+
+def _split(data: pd.DataFrame, plan: TrainingPlan) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Selection rows and validation rows for the plan's scheme (see :mod:`training.dataset`)."""
+    at_v = (data["cutoff"] == plan.validation_cutoff).to_numpy()
+    if plan.scheme == "temporal":
+        selection = data["cutoff"].isin(plan.selection_cutoffs).to_numpy()
+        return data[selection], data[at_v].reset_index(drop=True)
+    half = customer_half(data["customer_id"], bit=1)
+    return data[half == 0], data[at_v & (half == 1)].reset_index(drop=True)
+
+
+def _select_heads(train, valid, columns, *, tune, seed, num_threads) -> dict[tuple[str, str], heads.FittedHead]:
+    """The best selection model per (head, kind) for kinds lightgbm and hybrid: churn by AUC, value by Gini."""
+    best: dict[tuple[str, str], heads.FittedHead] = {}
+    score: dict[tuple[str, str], float] = {}
+    y_churn = valid["churned"].to_numpy(dtype=np.float64)
+    y_value = valid["future_value"].to_numpy(dtype=np.float64)
+    sets = heads.sample_params(max(1, tune), seed)
+    runs = [(kind, hybrid, o) for o in sets for kind in ("churn", "value") for hybrid in (False, True)]
+    for kind, hybrid, overrides in progress.track(runs, "training heads", total=len(runs)):
+        head = heads.fit_head(
+            train, valid, columns, kind=kind, seed=seed, num_threads=num_threads, overrides=overrides, hybrid=hybrid
+        )
+        raw = heads.predict_raw(head, valid, columns, kind=kind)
+        if kind == "churn":
+            metric = churn_metrics(y_churn, raw)["auc"]
+        else:
+            metric = value_metrics(y_value, raw)["normalized_gini"]
+        key = (kind, "hybrid" if hybrid else "lightgbm")
+        if metric > score.get(key, -np.inf):
+            best[key], score[key] = head, metric
+    return best
+
+
+def _choose(metrics: dict[str, dict[str, float]], key: str, what: str) -> tuple[str, str]:
+    """The candidate with the highest ``key`` at ``V`` (ties go to the simpler one: btyd, lightgbm, hybrid)."""
+    order = ("btyd", "lightgbm", "hybrid")
+    chosen = max(order, key=lambda m: (metrics[m][key], -order.index(m)))
+    detail = ", ".join(f"{m} {metrics[m][key]:.4f}" for m in CANDIDATES)
+    return chosen, f"{what}: {chosen} has the highest {key} at the validation cutoff ({detail})"
+
+
+def choose_level_source(requested: str, plan: TrainingPlan, btyd_ratio: float) -> tuple[str, str]:
+    """Where the total forecast at ``as_of`` comes from, and why.
+
+    ``btyd_ratio`` = BTYD's total forecast / actual total over ``V``'s window, BTYD fitted at ``V``. ``auto`` takes
+    BTYD's total when it held within ``LEVEL_TOLERANCE`` there, or when no temporal validation exists (a factor
+    measured on overlapping windows says nothing about drift); otherwise the validation window's level factor,
+    which carries a drift BTYD cannot see (falling purchase intensity, a changing mix) one horizon forward.
+    Chosen by backtest over the quality scoreboard's scenarios (benchmarks/results/quality.md).
+    """
+    if requested not in LEVEL_SOURCES:
+        raise ContractError(f"--level-source must be one of {', '.join(LEVEL_SOURCES)}, got '{requested}'")
+    if requested != "auto":
+        return requested, f"level: {requested}, as requested"
+    if plan.scheme != "temporal":
+        return "btyd", f"level: btyd, the {plan.scheme} scheme measures no drift over a whole horizon"
+    if abs(btyd_ratio - 1.0) <= LEVEL_TOLERANCE:
+        return "btyd", f"level: btyd, its total was {btyd_ratio:.3f} x the actual at {plan.validation_cutoff}"
+    return "validation", (
+        f"level: validation window, BTYD's total was {btyd_ratio:.3f} x the actual at {plan.validation_cutoff}"
+    )
+
+
+def _btyd_reference(population: pd.DataFrame) -> dict[str, float]:
+    """Median BTYD summary of the customers with a purchase (whole days: a valid summary point)."""
+    buyers = population[population["n_purchase_days"] > 0]
+    return {c: float(np.floor(np.median(buyers[c].to_numpy(dtype=np.float64)))) for c in BTYD_COLUMNS}
+
+
+def _finish(draft: BundleMeta, churn_booster, value_booster, population: pd.DataFrame, target_total: float | None):
+    """Level (``target_total`` of raw value at as-of, or ``draft.level_factor`` as is), tiers, segments, drift."""
+    columns = list(draft.feature_columns)
+    X_now = population[columns].to_numpy(dtype=np.float64)
+    if target_total is not None:
+        raw_total = float(ScoringModel(churn_booster, value_booster, draft).raw_value(X_now).sum())
+        factor = target_total / raw_total if raw_total > 0 else 1.0
+        draft = dataclasses.replace(draft, level_factor=factor * draft.level_factor)
+    expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
+    thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in TIER_TOP_SHARES), 0.0)
+    meta = dataclasses.replace(
+        draft,
+        tier_thresholds=thresholds,
+        segment_current_threshold=float(np.median(np.nan_to_num(population[CURRENT_VALUE_FEATURE].to_numpy()))),
+        segment_future_threshold=float(np.median(expected)),
+        feature_reference={c: reference_bins(X_now[:, j]) for j, c in enumerate(columns)},
+    )
+    return ScoringModel(churn_booster, value_booster, meta)
+
+
 def fit_pipeline(
     prep: PreparedTransactions,
     as_of: dt.date,
@@ -124,75 +250,30 @@ def fit_pipeline(
     tune: int = 1,
     seed: int = 0,
     num_threads: int = 0,
+    min_history_days: int = MIN_HISTORY_DAYS,
+    level_source: str = "auto",
 ) -> PipelineResult:
-    plan = plan_training(prep, as_of, horizon_days)
-    with progress.step(f"features and labels at {len(plan.cutoffs)} cutoffs"):
-        data = build_dataset(prep, list(plan.cutoffs), horizon_days)
+    """Train a model version at ``as_of`` for a ``horizon_days`` horizon; never refuses a history BTYD can fit.
+
+    Raises :class:`ContractError` only when nothing at all can be fitted (fewer than :data:`MIN_CUSTOMERS` buyers,
+    no repeat purchase by ``as_of``) or for a bad option.
+    """
+    if level_source not in LEVEL_SOURCES:
+        raise ContractError(f"--level-source must be one of {', '.join(LEVEL_SOURCES)}, got '{level_source}'")
+    if date_to_day(as_of) < int(prep.day.min()):
+        raise ContractError(f"cannot train at {as_of}: it is before the first transaction")
     columns = prep.columns
-    selection_rows = data["cutoff"].isin(plan.selection_cutoffs).to_numpy()
-    valid_rows = (data["cutoff"] == plan.validation_cutoff).to_numpy()
-    train, valid = data[selection_rows], data[valid_rows].reset_index(drop=True)
-
-    churn_best: heads.FittedHead | None = None
-    value_best: heads.FittedHead | None = None
-    churn_gini = value_gini = -np.inf
-    X_valid = valid[columns].to_numpy(dtype=np.float64)
-    y_churn = valid["churned"].to_numpy(dtype=np.float64)
-    y_value = valid["future_value"].to_numpy(dtype=np.float64)
-    for overrides in progress.track(heads.sample_params(max(1, tune), seed), "training heads", total=max(1, tune)):
-        churn = heads.fit_head(
-            train, valid, columns, kind="churn", seed=seed, num_threads=num_threads, overrides=overrides
-        )
-        value = heads.fit_head(
-            train, valid, columns, kind="value", seed=seed, num_threads=num_threads, overrides=overrides
-        )
-        auc = churn_metrics(y_churn, churn.booster.predict(X_valid, num_iteration=churn.best_iteration))["auc"]
-        gini = value_metrics(y_value, value.booster.predict(X_valid, num_iteration=value.best_iteration))[
-            "normalized_gini"
-        ]
-        if auc > churn_gini:
-            churn_best, churn_gini = churn, auc
-        if gini > value_gini:
-            value_best, value_gini = value, gini
-    assert churn_best is not None and value_best is not None
-
-    raw_churn = churn_best.booster.predict(X_valid, num_iteration=churn_best.best_iteration)
-    raw_value = value_best.booster.predict(X_valid, num_iteration=value_best.best_iteration)
-    folds = _customer_fold(valid["customer_id"])
-    lgb_churn = cross_fit(raw_churn, y_churn, folds, heads.fit_isotonic, lambda k, x: np.interp(x, *k))
-    lgb_value = cross_fit(raw_value, y_value, folds, level_factor, lambda f, x: x * f)
-
-    with progress.step("baselines (naive, BG/NBD + Gamma-Gamma)"):
-        naive_churn = baselines.naive_churn(train, valid)
-        naive_value = baselines.naive_value(valid, horizon_days)
-        btyd = baselines.fit_btyd(valid)
-        btyd_churn, btyd_value = baselines.btyd_predict(btyd, valid, horizon_days)
-
-    validation = valid[["customer_id", "cutoff", "churned", "future_value"]].copy()
-    metrics: dict[str, dict[str, float]] = {}
-    for name, p, v in (
-        ("lightgbm", lgb_churn, lgb_value),
-        ("naive", naive_churn, naive_value),
-        ("btyd", btyd_churn, btyd_value),
-    ):
-        validation[f"{name}_churn"] = p
-        validation[f"{name}_value"] = v
-        metrics[name] = all_metrics(y_churn, p, y_value, v)
-
-    calib_x, calib_y = heads.fit_isotonic(raw_churn, y_churn)
-    season = seasonal_factor(prep, as_of, horizon_days)
-    factor = level_factor(raw_value, y_value) * season**SEASONAL_WEIGHT
-    with progress.step(f"refitting both heads on {len(data):,} rows"):
-        final_churn = heads.refit_head(data, columns, churn_best, kind="churn")
-        final_value = heads.refit_head(data, columns, value_best, kind="value")
-
+    population = compute_features(prep, as_of)
+    btyd_now = _fit_btyd_at_as_of(population, as_of)
+    warnings = _btyd_warnings(btyd_now, str(as_of))
+    plan = plan_training(prep, as_of, horizon_days, min_history_days=min_history_days)
     draft = BundleMeta(
         feature_columns=tuple(columns),
         horizon_days=horizon_days,
         trained_as_of=str(as_of),
-        calibrator_x=tuple(calib_x.tolist()),
-        calibrator_y=tuple(calib_y.tolist()),
-        level_factor=factor,
+        calibrator_x=(0.0, 1.0),
+        calibrator_y=(0.0, 1.0),
+        level_factor=1.0,
         margin=margin,
         discount_rate=discount_rate,
         tier_names=TIER_NAMES,
@@ -200,41 +281,168 @@ def fit_pipeline(
         segment_current_threshold=0.0,
         segment_future_threshold=0.0,
         feature_descriptions={c: FEATURE_DESCRIPTIONS[c] for c in columns},
+        churn_head="btyd",
+        value_head="btyd",
+        btyd=btyd_now.to_dict(),
+        btyd_reference=_btyd_reference(population),
+        level_source="btyd",
+        validation_scheme=plan.scheme,
     )
-    population = compute_features(prep, as_of)
-    X_now = population[columns].to_numpy(dtype=np.float64)
-    expected = ScoringModel(final_churn, final_value, draft).score(X_now).expected_value
-    thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in TIER_TOP_SHARES), 0.0)
-    meta = dataclasses.replace(
-        draft,
-        tier_thresholds=thresholds,
-        segment_current_threshold=float(np.median(np.nan_to_num(population[CURRENT_VALUE_FEATURE].to_numpy()))),
-        segment_future_threshold=float(np.median(expected)),
-        feature_reference={c: reference_bins(X_now[:, j]) for j, c in enumerate(columns)},
-    )
-    importance = pd.DataFrame(
-        {
-            "feature": columns,
-            "churn_gain": final_churn.feature_importance("gain"),
-            "value_gain": final_value.feature_importance("gain"),
-        }
-    ).sort_values("churn_gain", ascending=False, ignore_index=True)
+    data = pd.DataFrame()
+    if plan.cutoffs:
+        with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
+            data = build_dataset(prep, list(plan.cutoffs), horizon_days)
+    if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
+        return _btyd_only(draft, plan, population, btyd_now, warnings)
+    if plan.scheme != "temporal":
+        warnings.append(f"validation scheme {plan.describe()}")
+    fit = _Fit(prep, draft, plan, data, population, btyd_now, warnings)
+    return fit.supervised(level_source=level_source, tune=tune, seed=seed, num_threads=num_threads)
+
+
+def _btyd_only(draft, plan, population, btyd_now, warnings) -> PipelineResult:
+    """A version with two BTYD heads: nothing could be labeled, so nothing is validated (the card says so)."""
+    warnings = [*warnings, f"BTYD-only version: {plan.describe()}"]
+    for w in warnings:
+        progress.warn(w)
+    model = _finish(draft, None, None, population, target_total=None)
+    why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
     return PipelineResult(
-        model=ScoringModel(final_churn, final_value, meta),
+        model=model,
         plan=plan,
-        validation=validation,
-        metrics=metrics,
-        training_rows=len(data),
-        selection={
-            "churn_params": {k: v for k, v in churn_best.params.items() if k in heads.SEARCH_SPACE},
-            "value_params": {k: v for k, v in value_best.params.items() if k in heads.SEARCH_SPACE},
-            "churn_rounds": churn_best.best_iteration,
-            "value_rounds": value_best.best_iteration,
-            "seasonal_factor": season,
-            "selection_rows": int(selection_rows.sum()),
-            "validation_rows": int(valid_rows.sum()),
+        validation=pd.DataFrame(columns=["customer_id", "cutoff", "churned", "future_value"]),
+        metrics={},
+        training_rows=0,
+        selection={"seasonal_factor": 1.0, "selection_rows": 0, "validation_rows": 0},
+        btyd_params=btyd_now.to_dict(),
+        importance=pd.DataFrame(columns=["feature", "churn_gain", "value_gain"]),
+        valid_features=population.iloc[0:0],
+        population=population,
+        choice={
+            "churn_head": "btyd",
+            "value_head": "btyd",
+            "level_source": "btyd",
+            "validation_scheme": plan.scheme,
+            "why_churn": why,
+            "why_value": why,
+            "why_level": "level: BTYD's own forecast",
         },
-        btyd_params=btyd.to_dict(),
-        importance=importance,
-        valid_features=valid,
+        warnings=warnings,
     )
+
+
+@dataclasses.dataclass
+class _Fit:
+    """The supervised path of :func:`fit_pipeline` (at least one labeled cutoff)."""
+
+    prep: PreparedTransactions
+    draft: BundleMeta
+    plan: TrainingPlan
+    data: pd.DataFrame
+    population: pd.DataFrame
+    btyd_now: BTYDModel
+    warnings: list[str]
+
+    def supervised(self, *, level_source: str, tune: int, seed: int, num_threads: int) -> PipelineResult:
+        columns = list(self.draft.feature_columns)
+        horizon = self.plan.horizon_days
+        train, valid = _split(self.data, self.plan)
+        best = _select_heads(train, valid, columns, tune=tune, seed=seed, num_threads=num_threads)
+        y_churn = valid["churned"].to_numpy(dtype=np.float64)
+        y_value = valid["future_value"].to_numpy(dtype=np.float64)
+        raw_churn = {"btyd": valid["btyd_churn"].to_numpy(dtype=np.float64)}
+        raw_value = {"btyd": valid["btyd_value"].to_numpy(dtype=np.float64)}
+        for kind in ("lightgbm", "hybrid"):
+            raw_churn[kind] = heads.predict_raw(best[("churn", kind)], valid, columns, kind="churn")
+            raw_value[kind] = heads.predict_raw(best[("value", kind)], valid, columns, kind="value")
+
+        folds = customer_half(valid["customer_id"], bit=0)
+        validation = valid[["customer_id", "cutoff", "churned", "future_value"]].copy()
+        metrics: dict[str, dict[str, float]] = {}
+        for name in CANDIDATES:
+            p = cross_fit(raw_churn[name], y_churn, folds, heads.fit_isotonic, lambda k, x: calibrate(x, *k))
+            v = cross_fit(raw_value[name], y_value, folds, level_factor, lambda f, x: x * f)
+            validation[f"{name}_churn"], validation[f"{name}_value"] = p, v
+            metrics[name] = all_metrics(y_churn, p, y_value, v)
+        churn_kind, why_churn = _choose(metrics, "churn_auc", "churn head")
+        value_kind, why_value = _choose(metrics, "value_normalized_gini", "value head")
+        validation[f"{PRODUCT}_churn"] = validation[f"{churn_kind}_churn"]
+        validation[f"{PRODUCT}_value"] = validation[f"{value_kind}_value"]
+        metrics[PRODUCT] = all_metrics(
+            y_churn, validation[f"{PRODUCT}_churn"].to_numpy(), y_value, validation[f"{PRODUCT}_value"].to_numpy()
+        )
+        with progress.step("baselines (naive)"):
+            validation["naive_churn"] = baselines.naive_churn(train, valid)
+            validation["naive_value"] = baselines.naive_value(valid, horizon)
+            metrics["naive"] = all_metrics(
+                y_churn, validation["naive_churn"].to_numpy(), y_value, validation["naive_value"].to_numpy()
+            )
+
+        final = {}
+        with progress.step(f"refitting the chosen heads on {len(self.data):,} rows"):
+            for head, kind in (("churn", churn_kind), ("value", value_kind)):
+                final[head] = (
+                    None if kind == "btyd" else heads.refit_head(self.data, columns, best[(head, kind)], kind=head)
+                )
+        btyd_ratio = level_factor(y_value, raw_value["btyd"])  # BTYD total / actual total at V
+        source, why_level = choose_level_source(level_source, self.plan, btyd_ratio)
+        season = seasonal_factor(self.prep, self.plan.as_of, horizon) ** SEASONAL_WEIGHT
+        calib_x, calib_y = heads.fit_isotonic(raw_churn[churn_kind], y_churn)
+        draft = dataclasses.replace(
+            self.draft,
+            calibrator_x=tuple(calib_x.tolist()),
+            calibrator_y=tuple(calib_y.tolist()),
+            churn_head=churn_kind,
+            value_head=value_kind,
+            level_source=source,
+        )
+        if source == "validation":
+            draft = dataclasses.replace(draft, level_factor=level_factor(raw_value[value_kind], y_value) * season)
+            target = None
+        else:
+            X_now = self.population[columns].to_numpy(dtype=np.float64)
+            target = float(ScoringModel(None, None, self.draft).btyd_scores(X_now)[1].sum()) * season
+        model = _finish(draft, final["churn"], final["value"], self.population, target)
+        for w in self.warnings:
+            progress.warn(w)
+        gains = {
+            head: final[head].feature_importance("gain") if final[head] is not None else np.zeros(len(columns))
+            for head in ("churn", "value")
+        }
+        importance = pd.DataFrame(
+            {"feature": columns, "churn_gain": gains["churn"], "value_gain": gains["value"]}
+        ).sort_values("churn_gain", ascending=False, ignore_index=True)
+        return PipelineResult(
+            model=model,
+            plan=self.plan,
+            validation=validation,
+            metrics=metrics,
+            training_rows=len(self.data),
+            selection={
+                **{f"{h}_{k}_rounds": best[(h, k)].best_iteration for h in ("churn", "value") for k in CANDIDATES[:2]},
+                "churn_params": _searched(best[("churn", churn_kind if churn_kind != "btyd" else "lightgbm")]),
+                "value_params": _searched(best[("value", value_kind if value_kind != "btyd" else "lightgbm")]),
+                "seasonal_factor": season ** (1.0 / SEASONAL_WEIGHT),
+                "btyd_level_ratio_at_validation": btyd_ratio,
+                "selection_rows": len(train),
+                "validation_rows": len(valid),
+            },
+            btyd_params=self.btyd_now.to_dict(),
+            importance=importance,
+            valid_features=valid,
+            population=self.population,
+            choice={
+                "churn_head": churn_kind,
+                "value_head": value_kind,
+                "level_source": source,
+                "validation_scheme": self.plan.scheme,
+                "why_churn": why_churn,
+                "why_value": why_value,
+                "why_level": why_level,
+            },
+            warnings=self.warnings,
+        )
+
+
+def _searched(head: heads.FittedHead) -> dict[str, Any]:
+    return {k: v for k, v in head.params.items() if k in heads.SEARCH_SPACE}

@@ -86,16 +86,25 @@ def score_primary(model: ScoringModel, features: pd.DataFrame, churned: np.ndarr
 
 def gate(
     model_name: str,
-    challenger_metrics: dict[str, float],
+    challenger_metrics: dict[str, float] | None,
     validation_features: pd.DataFrame,
     churned: np.ndarray,
     future_value: np.ndarray,
     *,
     force: bool = False,
 ) -> GateDecision:
-    """Decide whether the challenger replaces the champion (on the challenger's validation rows)."""
-    mine = {k: float(challenger_metrics[k]) for k in PRIMARY_METRICS}
+    """Decide whether the challenger replaces the champion (on the challenger's validation rows).
+
+    A challenger without validation metrics (a BTYD-only version: nothing could be labeled) cannot be compared:
+    it becomes champion only when there is none yet or when forced, and otherwise waits for ``retention promote``.
+    """
     current = champion_version(model_name)
+    if challenger_metrics is None:
+        if current is None or force:
+            return GateDecision(True, "no champion yet" if current is None else "forced", {}, None, current)
+        reason = f"not validated (no labeled window), so it cannot be compared with champion v{current}"
+        return GateDecision(False, reason, {}, None, current)
+    mine = {k: float(challenger_metrics[k]) for k in PRIMARY_METRICS}
     if current is None:
         return GateDecision(True, "no champion yet", mine, None, None)
     try:

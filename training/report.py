@@ -9,9 +9,10 @@ import pandas as pd
 
 from features.contract import DataQualityReport
 from training import evaluate
-from training.pipeline import PipelineResult
+from training.pipeline import LEVEL_TOLERANCE, PRODUCT, PipelineResult
 
-MODELS = ("lightgbm", "btyd", "naive")
+MODELS = (PRODUCT, "lightgbm", "hybrid", "btyd", "naive")
+"""Columns of the comparison: the product's model (the chosen heads), each candidate head kind, and naive."""
 CHURN_KEYS = (
     "churn_auc",
     "churn_pr_auc",
@@ -32,66 +33,93 @@ VALUE_KEYS = (
 SHAP_SAMPLE = 2_000
 
 
-def comparison_markdown(metrics: dict[str, dict[str, float]]) -> str:
-    table = evaluate.comparison_table({m: metrics[m] for m in MODELS if m in metrics}, CHURN_KEYS + VALUE_KEYS)
-    return evaluate.to_markdown_table(table)
+def comparison_markdown(metrics: dict[str, dict[str, float]], choice: dict[str, str] | None = None) -> str:
+    """Every metric side by side (rows = metrics, columns = models), then what was chosen and why."""
+    if not metrics:
+        table_text = "No validation: no cutoff could be labeled, so this BTYD-only version was not compared."
+    else:
+        table = evaluate.comparison_table({m: metrics[m] for m in MODELS if m in metrics}, CHURN_KEYS + VALUE_KEYS)
+        table_text = evaluate.to_markdown_table(table)
+    if not choice:
+        return table_text
+    lines = [
+        f"- validation scheme: {choice['validation_scheme']}",
+        f"- {choice['why_churn']}",
+        f"- {choice['why_value']}",
+        f"- {choice['why_level']}",
+    ]
+    return table_text + "\n\n" + "\n".join(lines)
 
 
 def write_artifacts(result: PipelineResult, folder: Path, report: DataQualityReport | None = None) -> Path:
     """Write every plot and table of a run into ``folder`` (created) and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     v = result.validation
-    churned = v["churned"].to_numpy()
-    actual = v["future_value"].to_numpy()
-    churn_results = {m: (churned, v[f"{m}_churn"].to_numpy()) for m in MODELS}
-    value_results = {m: (actual, v[f"{m}_value"].to_numpy()) for m in MODELS}
-    figures = {
-        "roc.png": evaluate.plot_roc(churn_results),
-        "calibration.png": evaluate.plot_calibration(churn_results),
-        "gains_churn.png": evaluate.plot_gains(churn_results),
-        "lorenz_value.png": evaluate.plot_lorenz(value_results),
-        "feature_importance.png": evaluate.plot_feature_importance(
-            result.importance["feature"].tolist(), result.importance["churn_gain"].to_numpy()
-        ),
-    }
-    sample = result.valid_features.head(SHAP_SAMPLE)
+    figures = {}
+    if len(v):
+        churned = v["churned"].to_numpy()
+        actual = v["future_value"].to_numpy()
+        churn_results = {m: (churned, v[f"{m}_churn"].to_numpy()) for m in MODELS}
+        value_results = {m: (actual, v[f"{m}_value"].to_numpy()) for m in MODELS}
+        figures = {
+            "roc.png": evaluate.plot_roc(churn_results),
+            "calibration.png": evaluate.plot_calibration(churn_results),
+            "gains_churn.png": evaluate.plot_gains(churn_results),
+            "lorenz_value.png": evaluate.plot_lorenz(value_results),
+            "feature_importance.png": evaluate.plot_feature_importance(
+                result.importance["feature"].tolist(), result.importance["churn_gain"].to_numpy()
+            ),
+        }
+        evaluate.decile_table(
+            actual, v[f"{PRODUCT}_value"].to_numpy(), churned, v[f"{PRODUCT}_churn"].to_numpy()
+        ).to_csv(folder / "deciles.csv", index=False)
+    sample = result.population.head(SHAP_SAMPLE)
     X = sample[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
     figures["shap_summary_churn.png"] = evaluate.plot_shap_summary(
         result.model.churn_contributions(X), X, list(result.model.feature_columns)
     )
     for name, fig in figures.items():
         fig.savefig(folder / name, dpi=110, bbox_inches="tight")
-    evaluate.decile_table(actual, v["lightgbm_value"].to_numpy(), churned, v["lightgbm_churn"].to_numpy()).to_csv(
-        folder / "deciles.csv", index=False
-    )
     result.importance.to_csv(folder / "feature_importance.csv", index=False)
-    (folder / "comparison.md").write_text(comparison_markdown(result.metrics) + "\n")
+    (folder / "comparison.md").write_text(comparison_markdown(result.metrics, result.choice) + "\n")
     (folder / "model_card.md").write_text(model_card(result, report))
     if report is not None:
         (folder / "data_quality.json").write_text(report.to_json())
     return folder
 
 
+HEAD_TEXT = {
+    "lightgbm": "LightGBM",
+    "hybrid": "LightGBM trees correcting the BG/NBD + Gamma-Gamma prediction (BTYD offset)",
+    "btyd": "BG/NBD + Gamma-Gamma",
+}
+
+
 def model_card(result: PipelineResult, report: DataQualityReport | None = None) -> str:
     meta = result.model.meta
     plan = result.plan
+    choice = result.choice
     lines = [
         "# Model card: retention churn + future value",
         "",
         "## What it predicts",
         f"- `churn_probability`: probability of **no purchase in the {meta.horizon_days} days after the as-of date**"
-        " (isotonic-calibrated LightGBM).",
-        f"- `expected_value`: expected net revenue over the next {meta.horizon_days} days (LightGBM, Tweedie loss),"
-        f" x level factor {meta.level_factor:.3f} x margin {meta.margin:g}, discounted at {meta.discount_rate:.1%}"
-        " a year to the as-of date.",
+        f" ({HEAD_TEXT[meta.churn_head]}, isotonic-calibrated).",
+        f"- `expected_value`: expected net revenue over the next {meta.horizon_days} days"
+        f" ({HEAD_TEXT[meta.value_head]}), x level factor {meta.level_factor:.3f} (source: {meta.level_source})"
+        f" x margin {meta.margin:g}, discounted at {meta.discount_rate:.1%} a year to the as-of date.",
         "- `value_at_risk` = churn_probability x expected_value: the default retention priority.",
         "",
         "## Data",
-        f"- Trained as of {meta.trained_as_of} on {result.training_rows:,} (customer, cutoff) rows at"
-        f" {len(plan.cutoffs)} cutoffs from {plan.cutoffs[0]} to {plan.cutoffs[-1]}.",
-        f"- Validation: cutoff {plan.validation_cutoff} ({result.selection['validation_rows']:,} customers), models"
-        f" for validation trained on cutoffs up to {plan.selection_cutoffs[-1]} only (temporal, never random).",
     ]
+    if plan.cutoffs:
+        lines.append(
+            f"- Trained as of {meta.trained_as_of} on {result.training_rows:,} (customer, cutoff) rows at"
+            f" {len(plan.cutoffs)} cutoffs from {plan.cutoffs[0]} to {plan.cutoffs[-1]}."
+        )
+    else:
+        lines.append(f"- Fitted as of {meta.trained_as_of} on {len(result.population):,} customers (BTYD only).")
+    lines.append(f"- Validation scheme: {plan.describe()}.")
     if report is not None:
         lines.append(
             f"- Input: {report.rows_read:,} rows, {report.rows_valid:,} valid, {report.rows_broken:,} broken,"
@@ -101,8 +129,12 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
         "",
         "## Validation against baselines",
         "",
-        comparison_markdown(result.metrics),
+        comparison_markdown(result.metrics, choice),
         "",
+    ]
+    if result.warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in result.warnings], ""]
+    lines += [
         "## Tiers (expected value lower bounds, currency units)",
         *[f"- {n}: >= {t:,.2f}" for n, t in zip(meta.tier_names, meta.tier_thresholds, strict=True)],
         "",
@@ -112,31 +144,39 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
         "",
         "## Limits",
         "- Customers with no transaction on or before the as-of date cannot be scored.",
-        "- The value level is extrapolated one horizon ahead from the latest validation cutoff; a sudden shift"
-        " after the as-of date is not foreseen. Watch `value_total_ratio` in backtests.",
-        "- Reasons are LightGBM contributions (log-odds) of the churn head: associations, not causes.",
+        "- The value level is extrapolated one horizon ahead (from BTYD's forecast or the latest validation window);"
+        " a sudden shift after the as-of date is not foreseen, nor a season the history does not cover."
+        " Watch `value_total_ratio` in backtests.",
+        "- Reasons are contributions (log-odds) to the churn head: LightGBM's for its trees, and for a BTYD prior how"
+        " far each BTYD summary feature alone moves it from the population median: associations, not causes.",
     ]
     return "\n".join(lines) + "\n"
 
 
-LEVEL_TOLERANCE = 0.10
-"""The level a forecast must hold in every backtest fold: total predicted / total actual within 1 +- 10%."""
-
-
 def backtest_markdown(table: pd.DataFrame) -> str:
-    """Every metric side by side for each fold (rows = metrics, columns = models), then the level summary."""
+    """Every metric side by side for each fold (rows = metrics, columns = models), the one-time and repeat buyers
+    apart, then the level summary (total predicted / total actual, within ``LEVEL_TOLERANCE``)."""
     parts = []
-    for as_of, fold in table.groupby("as_of", sort=True):
+    for (as_of, group), fold in table.groupby(["as_of", "group"], sort=True):
         by_model = {row["model"]: row for _, row in fold.iterrows()}
         metrics = {m: {k: float(by_model[m][k]) for k in CHURN_KEYS + VALUE_KEYS} for m in MODELS if m in by_model}
         customers = int(fold["customers"].iloc[0])
-        parts.append(f"### fold as of {as_of} ({customers:,} customers)\n\n{comparison_markdown(metrics)}")
-    level = table.pivot(index="as_of", columns="model", values="value_total_ratio")
+        heading = f"### fold as of {as_of}, {group.replace('_', '-')} customers ({customers:,})"
+        chosen = by_model.get(PRODUCT)
+        note = ""
+        if chosen is not None and "churn_head" in fold.columns:
+            note = (
+                f"\n\nmodel = churn head {chosen['churn_head']}, value head {chosen['value_head']}, level source"
+                f" {chosen['level_source']}, validation scheme {chosen['validation_scheme']}"
+            )
+        parts.append(f"{heading}\n\n{comparison_markdown(metrics)}{note}")
+    everyone = table[table["group"] == "all"]
+    level = everyone.pivot(index="as_of", columns="model", values="value_total_ratio")
     level = level[[m for m in MODELS if m in level.columns]]
     level.index = level.index.astype(str)
-    ok = ((level["lightgbm"] - 1.0).abs() <= LEVEL_TOLERANCE) if "lightgbm" in level else None
     summary = level.reset_index()
-    if ok is not None:
-        summary["lightgbm_within_10pct"] = ok.to_numpy()
+    for m in (PRODUCT, "btyd"):
+        if m in level:
+            summary[f"{m}_within_{LEVEL_TOLERANCE:.0%}"] = ((level[m] - 1.0).abs() <= LEVEL_TOLERANCE).to_numpy()
     parts.append("### level: total predicted / total actual value per fold\n\n" + evaluate.to_markdown_table(summary))
     return "\n\n".join(parts)
