@@ -2,8 +2,9 @@
 
 A request names customers either by ``customer_id`` alone (features read from the online store, computed by
 the kernel at the snapshot's as-of date) or with their own ``transactions`` inline (features computed by the
-same kernel, as of the request's ``as_of`` or today, UTC). Inline transactions go through the input contract:
-a broken row is a client error naming the field, never silently dropped.
+same kernel, as of the request's ``as_of`` or today, UTC). Inline transactions go through the input contract
+(:func:`~features.contract.prepare_transactions`, like a file): they may be order lines, summed per
+``transaction_id``; a broken row is a client error naming the field, never silently dropped.
 
 Configuration (environment): ``RETENTION_MODEL_URI`` (default ``models:/retention@champion``),
 ``RETENTION_STORE_URL`` (default: no store; id-only customers then get a per-customer error),
@@ -29,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import ContractError, parse_timestamps, to_date
-from features.kernel import NS_PER_DAY, PreparedTransactions, compute_feature_arrays, sort_prepared
+from features.contract import ContractError, parse_timestamps, prepare_transactions, row_rules, to_date
+from features.kernel import compute_feature_arrays, prepare
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
 from serving.ranking import CURRENT_VALUE_FEATURE, assign_segments, assign_tiers, reason_codes
@@ -123,83 +124,70 @@ def _ids_and_transactions(customers: Sequence[dict[str, Any]], limits: Limits) -
             )
 
 
+INLINE_FIELDS: tuple[str, ...] = (
+    "timestamp",
+    "amount",
+    "transaction_id",
+    "quantity",
+    "unit_price",
+    "line_id",
+    "category",
+    "channel",
+)
+"""Fields of an inline transaction (one line of an order, or a whole transaction), as in the input contract."""
+
+
+def _inline_frame(customers: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, list[int]]:
+    """The request's inline rows as a contract frame (``customer_id`` = request position) and each row's owner."""
+    owners: list[int] = []
+    values: dict[str, list[Any]] = {name: [] for name in INLINE_FIELDS}
+    for i, customer in enumerate(customers):
+        for tx in customer.get("transactions") or ():
+            owners.append(i)
+            for name, column in values.items():
+                column.append(tx.get(name))
+    frame = {"customer_id": pd.Series([str(i) for i in owners], dtype="str")}
+    frame["timestamp"] = pd.Series(values.pop("timestamp"), dtype="str")
+    frame.update({name: column for name, column in values.items() if any(v is not None for v in column)})
+    if "unit_price" not in frame and "amount" not in frame:
+        frame["amount"] = values["amount"]
+    return pd.DataFrame(frame), owners
+
+
+def _broken_row_error(frame: pd.DataFrame, owners: list[int], as_of: dt.date) -> RequestError:
+    """The client error naming the first inline row that breaks the contract (timestamp, amount or as_of)."""
+    rules = row_rules(frame, as_of=as_of)
+    k = int(np.flatnonzero((rules != "") & (rules != "duplicate_line"))[0])
+    i, j = _locate(owners, k)
+    where = f"customers[{i}].transactions[{j}]"
+    if rules[k] == "bad_amount":
+        return RequestError(
+            f"{where}.amount: no finite amount (send amount, or quantity and unit_price)", field=f"{where}.amount"
+        )
+    text = frame["timestamp"].iloc[k]
+    if rules[k] == "after_as_of":
+        ts = parse_timestamps(frame["timestamp"].iloc[k : k + 1]).iloc[0]
+        return RequestError(f"{where}.timestamp: {ts} is after as_of {as_of}", field=f"{where}.timestamp")
+    return RequestError(f"{where}.timestamp: '{text}' is not a date or datetime", field=f"{where}.timestamp")
+
+
 def inline_features(
     customers: Sequence[dict[str, Any]], as_of: dt.date, columns: Sequence[str]
 ) -> dict[int, np.ndarray]:
     """Feature vectors (model column order) of the customers that sent transactions, by request position.
 
-    The rows go straight into the kernel's :class:`~features.kernel.PreparedTransactions` (what
-    :func:`~features.kernel.prepare` makes of a contract frame): timestamps through the contract's parser,
-    ids and labels coded in plain Python. A request's few rows cost ~10x more through DataFrames.
+    The rows go through the input contract like a file's (:func:`~features.contract.prepare_transactions`): the
+    lines of one order (same ``transaction_id`` within one customer) are summed into one transaction at its
+    earliest line's time, an exact duplicate line is kept once, ``quantity × unit_price`` is the amount of a
+    line sent without one. A row that breaks any other rule is a client error naming its field.
     """
-    timestamps: list[Any] = []
-    amounts: list[float] = []
-    owners: list[int] = []
-    tx_ids: list[Any] = []
-    labels: dict[str, list[Any]] = {"category": [], "channel": []}
-    present = dict.fromkeys(labels, False)
-    for i, customer in enumerate(customers):
-        for tx in customer.get("transactions") or ():
-            timestamps.append(tx.get("timestamp"))
-            amounts.append(tx.get("amount"))
-            owners.append(i)
-            tx_ids.append(tx.get("transaction_id"))
-            for name, values in labels.items():
-                value = tx.get(name)
-                values.append(value)
-                if value is not None:
-                    present[name] = True
+    frame, owners = _inline_frame(customers)
     if not owners:
         return {}
-    raw = pd.Series(timestamps, dtype="str")
-    ts = parse_timestamps(raw)
-    ns = ts.to_numpy(dtype="datetime64[ns]")
-    bad = np.flatnonzero(np.isnat(ns))
-    if len(bad):
-        i, j = _locate(owners, bad[0])
-        raise RequestError(
-            f"customers[{i}].transactions[{j}].timestamp: '{raw.iloc[bad[0]]}' is not a date or datetime",
-            field=f"customers[{i}].transactions[{j}].timestamp",
-        )
-    late = np.flatnonzero(ns.astype("datetime64[D]") > np.datetime64(as_of, "D"))
-    if len(late):
-        i, j = _locate(owners, late[0])
-        raise RequestError(
-            f"customers[{i}].transactions[{j}].timestamp: {ts.iloc[late[0]]} is after as_of {as_of}",
-            field=f"customers[{i}].transactions[{j}].timestamp",
-        )
-    # a transaction id repeated inside one request is the same transaction: kept once, as in the contract
-    keep: list[int] = []
-    seen: set[Any] = set()
-    for k, tid in enumerate(tx_ids):
-        if tid is not None:
-            if tid in seen:
-                continue
-            seen.add(tid)
-        keep.append(k)
-    kept = np.asarray(keep, dtype=np.intp)
-    owner = np.asarray(owners, dtype=np.int64)[kept]
-    # customer codes in order of first appearance (the rows are grouped by customer already)
-    first = np.concatenate(([True], owner[1:] != owner[:-1]))
-    code = np.cumsum(first, dtype=np.int64) - 1
-    extra: dict[str, np.ndarray] = {}
-    for name, values in labels.items():
-        if present[name]:
-            codes: dict[str, int] = {}
-            extra[name] = np.asarray(
-                [codes.setdefault("" if values[k] is None else str(values[k]), len(codes)) for k in keep],
-                dtype=np.int64,
-            )
-    prep = sort_prepared(
-        PreparedTransactions(
-            owner[first].astype(str).astype(object),
-            code,
-            np.floor_divide(ns.view(np.int64)[kept], NS_PER_DAY),
-            np.asarray(amounts, dtype=np.float64)[kept],
-            **extra,
-        )
-    )
-    positions, arrays = compute_feature_arrays(prep, as_of)
+    tx, report = prepare_transactions(frame, as_of=as_of, allow_empty=True)
+    if report.rows_valid + report.rule_counts["duplicate_line"] < report.rows_read:
+        raise _broken_row_error(frame, owners, as_of)
+    positions, arrays = compute_feature_arrays(prepare(tx), as_of)
     n = len(positions)
     matrix = np.column_stack([arrays.get(c, np.full(n, np.nan)) for c in columns]) if n else np.empty((0, len(columns)))
     return {int(p): matrix[k] for k, p in enumerate(positions)}
