@@ -37,7 +37,8 @@ SCHEMES = ("temporal", "customer_grouped", "none")
 def build_dataset(prep: PreparedTransactions, cutoffs: list[dt.date], horizon_days: int) -> pd.DataFrame:
     """Features, labels and the BTYD prior for every (customer, cutoff).
 
-    A cutoff where BG/NBD + Gamma-Gamma cannot be fitted (no repeat purchase yet) is left out with a warning.
+    A cutoff where BG/NBD + Gamma-Gamma cannot be fitted (no repeat purchase yet) or predicts non-finite values is
+    left out with a warning.
     """
     frames = []
     for cutoff in cutoffs:
@@ -53,6 +54,9 @@ def build_dataset(prep: PreparedTransactions, cutoffs: list[dt.date], horizon_da
             progress.warn(f"cutoff {cutoff} left out: BG/NBD + Gamma-Gamma cannot be fitted there ({exc})")
             continue
         frame["btyd_churn"], frame["btyd_value"] = baselines.btyd_predict(prior, frame, horizon_days)
+        if not np.isfinite(frame[list(PRIOR_COLUMNS)].to_numpy()).all():
+            progress.warn(f"cutoff {cutoff} left out: BG/NBD + Gamma-Gamma predictions there are not finite ({prior})")
+            continue
         frames.append(frame)
     if not frames:
         return pd.DataFrame()

@@ -124,14 +124,8 @@ def train(
             version = registry.log_bundle(result.model, model_name, result.population)
         registry.set_alias(model_name, registry.CHALLENGER, version)
         v = result.valid_features
-        decision = registry.gate(
-            model_name,
-            result.metrics.get(PRODUCT),
-            v,
-            v["churned"].to_numpy(),
-            v["future_value"].to_numpy(),
-            force=force,
-        )
+        labels = [v[c].to_numpy() if c in v else np.zeros(0) for c in ("churned", "future_value")]
+        decision = registry.gate(model_name, result.metrics.get(PRODUCT), v, *labels, force=force)
         if decision.promoted:
             registry.set_alias(model_name, registry.CHAMPION, version)
         mlflow.log_dict(decision.to_dict(), "promotion.json")
