@@ -157,7 +157,12 @@ def run_one(scenario: str, history: int, horizon: int, customers: int, seed: int
         out.update(status="refused", message=str(exc), seconds=time.perf_counter() - t1)
         return out
     except Exception as exc:  # record and go on: one failing protocol must not hide the others
-        out.update(status="failed", message=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t1)
+        import traceback
+
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/site-packages/" not in f.filename][-3:]
+        chain = " > ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames)
+        message = f"{type(exc).__name__}: {exc} (at {chain})"
+        out.update(status="failed", message=message, seconds=time.perf_counter() - t1)
         return out
     labels, notes = _label_columns(table)
     numeric = set(table.select_dtypes("number").columns)
