@@ -50,6 +50,7 @@ from features.contract import (
     STRING_COLUMNS,
     ContractError,
     DataQualityReport,
+    needs_every_column,
     prepare_transactions,
     to_date,
 )
@@ -374,7 +375,14 @@ def _quote(name: str) -> str:
 
 
 def _contract_input_columns(names: list[str], columns: Mapping[str, str] | None) -> list[str]:
-    """The input columns the contract keeps (after renaming by ``columns``), in input order."""
+    """The input columns the contract reads (after renaming by ``columns``), in input order.
+
+    Every column when the contract compares whole rows (exact duplicate lines of an order, see
+    :func:`~features.contract.needs_every_column`): two products of one order may differ only in a column the
+    contract does not map.
+    """
+    if needs_every_column(names, columns):
+        return list(names)
     rename = {source: target for target, source in (columns or {}).items()}
     wanted = set(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
     return [name for name in names if rename.get(name, name) in wanted]
