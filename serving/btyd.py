@@ -24,26 +24,41 @@ Inputs follow the usual BTYD summary of a customer at a cutoff date:
 
 Only NumPy/SciPy are used (no ``lifetimes``/``pymc``).  Identical ``(frequency, recency, T)`` triples are
 aggregated with weights before optimising, so a million customers fit in about a second.
+
+Real logs put optima on the boundary (a wholesaler: ``a -> 0``, ``b`` in the thousands, "nobody ever leaves")
+or make the likelihood flat. Fits therefore optimise log-parameters within :data:`PARAM_BOUNDS` from several
+fixed starts, keep the best likelihood and never fail on such data: boundary optima, non-convergence and flat
+likelihoods are reported in a :class:`FitDiagnostics` (``BTYDModel.diagnostics``, serialised by ``to_dict``)
+and emitted through the :mod:`warnings` module as :class:`BTYDFitWarning`, with the parameters in the
+message. Predictions stay finite at the boundary. ``ValueError`` is raised only for invalid input or when
+nothing can be fitted.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import optimize, special
 
 __all__ = [
+    "PARAM_BOUNDS",
     "BGNBDParams",
+    "BTYDFitWarning",
     "BTYDModel",
+    "FitDiagnostics",
     "GammaGammaParams",
     "bgnbd_log_likelihood",
     "conditional_expected_spend",
     "expected_purchases",
     "fit_bgnbd",
+    "fit_bgnbd_with_diagnostics",
     "fit_gamma_gamma",
+    "fit_gamma_gamma_with_diagnostics",
     "gamma_gamma_log_likelihood",
     "probability_alive",
     "probability_no_purchase",
@@ -310,49 +325,291 @@ def _aggregate(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [s[starts] for s in srt], counts
 
 
-def _minimize(fun_grad, x0: np.ndarray) -> optimize.OptimizeResult:
-    """L-BFGS-B with the analytic gradient; Nelder-Mead (value only) if it fails."""
-    best: optimize.OptimizeResult | None = None
-    try:
-        res = optimize.minimize(
-            fun_grad, x0, jac=True, method="L-BFGS-B", options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9}
+# ----------------------------------------------------------------------------------------------------------
+# robust maximum likelihood: bounded multi-start search and its diagnostics
+# ----------------------------------------------------------------------------------------------------------
+
+PARAM_BOUNDS: tuple[float, float] = (1e-6, 1e6)
+"""Bounds of every fitted parameter in the optimiser's *scaled* units (time divided by the mean customer age,
+money divided by the mean spend; shapes ``r``, ``a``, ``b``, ``p``, ``q`` are unit-free). In the returned
+units the BG/NBD ``alpha`` lies in ``[1e-6, 1e6] x mean age`` days and the Gamma-Gamma ``v`` in
+``[1e-6, 1e6] x mean spend`` currency units."""
+
+_LOG_BOUNDS = (math.log(PARAM_BOUNDS[0]), math.log(PARAM_BOUNDS[1]))
+_MAX_STARTS = 4  # starting points tried at most (the first two suffice when they agree)
+_GTOL = 1e-5  # "small" gradient: max |d mean-NLL / d log-parameter| per customer
+_BOUNDARY_NATS = 1.92  # moving a parameter to its bound costs less than this total log-likelihood: boundary
+_NEAR_BOUND = math.log(10.0)  # ... or the parameter is within a factor 10 of the bound
+_FLAT_NATS = 0.1  # starts within this total log-likelihood of the best are "equally good"
+_FLAT_REL = math.log(1.1)  # ... and a flat likelihood if they disagree by more than 10% in a parameter
+
+
+class BTYDFitWarning(UserWarning):
+    """Emitted (through :mod:`warnings`) when a BTYD fit is on the boundary, did not converge or has a flat
+    likelihood. The parameters are returned anyway; the same text is in :attr:`FitDiagnostics.warnings`."""
+
+
+@dataclass(frozen=True)
+class FitDiagnostics:
+    """How a maximum-likelihood fit went. The parameters are returned whatever this says.
+
+    ``converged``
+        the best start's optimiser reported success, or its projected gradient (per customer, w.r.t. the
+        log-parameters) is below ``1e-5``;
+    ``boundary``
+        parameters whose optimum is at the edge of :data:`PARAM_BOUNDS`, as ``"name->0"`` / ``"name->inf"``
+        (e.g. ``"a->0"``: customers (almost) never drop out);
+    ``flat``
+        parameters that differ by more than 10% between starts whose log-likelihoods are within 0.1 of the
+        best: the data do not identify them;
+    ``starts``
+        number of starting points optimised;
+    ``log_likelihood``
+        total log-likelihood at the returned parameters (nats; minus ``n x penalty`` if penalised);
+    ``start_log_likelihoods``
+        the same at the end of each start, in order (``None`` for a start that failed);
+    ``warnings``
+        human-readable sentences, each with the fitted parameters (also emitted as :class:`BTYDFitWarning`).
+    """
+
+    converged: bool = True
+    boundary: tuple[str, ...] = ()
+    flat: tuple[str, ...] = ()
+    starts: int = 0
+    log_likelihood: float = math.nan
+    start_log_likelihoods: tuple[float | None, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable (non-finite numbers become ``None``)."""
+
+        def num(v: float | None) -> float | None:
+            return float(v) if v is not None and math.isfinite(v) else None
+
+        return {
+            "converged": bool(self.converged),
+            "boundary": list(self.boundary),
+            "flat": list(self.flat),
+            "starts": int(self.starts),
+            "log_likelihood": num(self.log_likelihood),
+            "start_log_likelihoods": [num(v) for v in self.start_log_likelihoods],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitDiagnostics:
+        ll = d.get("log_likelihood")
+        return cls(
+            converged=bool(d.get("converged", True)),
+            boundary=tuple(d.get("boundary", ())),
+            flat=tuple(d.get("flat", ())),
+            starts=int(d.get("starts", 0)),
+            log_likelihood=math.nan if ll is None else float(ll),
+            start_log_likelihoods=tuple(None if v is None else float(v) for v in d.get("start_log_likelihoods", ())),
+            warnings=tuple(d.get("warnings", ())),
         )
-        if np.isfinite(res.fun):
-            best = res
-            # "ABNORMAL" line-search ends are common at the optimum of a flat ridge: accept a tiny gradient
-            if res.success or float(np.max(np.abs(res.jac))) < 1e-6:
-                return res
-    except (FloatingPointError, ValueError, ArithmeticError):
-        pass
-    start = best.x if best is not None else x0
+
+
+def _emit(messages: tuple[str, ...]) -> None:
+    """The one place fit warnings leave the module: :mod:`warnings`, category :class:`BTYDFitWarning`, attributed
+    to the caller of the public fit function."""
+    for message in messages:
+        warnings.warn(message, BTYDFitWarning, stacklevel=5)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """End point of one local optimisation (log-parameters ``z``, objective ``value``)."""
+
+    z: np.ndarray
+    value: float
+    converged: bool
+
+
+def _projected_gradient(z: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """Gradient with the components pushing out of the box ``_LOG_BOUNDS`` at an active bound set to 0."""
+    lo, hi = _LOG_BOUNDS
+    out = np.where((z <= lo + 1e-9) & (grad > 0), 0.0, grad)
+    return np.where((z >= hi - 1e-9) & (out < 0), 0.0, out)
+
+
+def _local_fit(fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], z0: np.ndarray) -> _Run:
+    """Bounded L-BFGS-B over the log-parameters with the analytic gradient; if it neither reports success
+    nor reaches a small gradient, bounded Nelder-Mead (value only, capped) and L-BFGS-B again from there."""
+    bounds = [_LOG_BOUNDS] * z0.size
+    z0 = np.clip(z0, *_LOG_BOUNDS)
+
+    def lbfgsb(start: np.ndarray) -> _Run:
+        try:
+            res = optimize.minimize(
+                fun_grad,
+                start,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+            )
+        except (FloatingPointError, ValueError, ArithmeticError):
+            return _Run(start, math.inf, False)
+        if not np.isfinite(res.fun):
+            return _Run(res.x, math.inf, False)
+        small = float(np.max(np.abs(_projected_gradient(res.x, res.jac)))) < _GTOL
+        return _Run(res.x, float(res.fun), bool(res.success) or small)
+
+    run = lbfgsb(z0)
+    if run.converged:
+        return run
     res_nm = optimize.minimize(
         lambda z: fun_grad(z)[0],
-        start,
+        run.z if np.isfinite(run.value) else z0,
         method="Nelder-Mead",
-        options={"maxiter": 20_000, "xatol": 1e-8, "fatol": 1e-12, "adaptive": True},
+        bounds=bounds,
+        options={"maxfev": 300 * z0.size, "xatol": 1e-8, "fatol": 1e-12, "adaptive": True},
     )
-    if best is None or (np.isfinite(res_nm.fun) and res_nm.fun <= best.fun):
-        best = res_nm
-    if not np.isfinite(best.fun):
-        raise RuntimeError("maximum-likelihood optimisation failed: non-finite log-likelihood")
-    return best
+    if not np.isfinite(res_nm.fun):
+        return run
+    polished = lbfgsb(res_nm.x)
+    if polished.value <= min(run.value, float(res_nm.fun)):
+        return polished
+    if res_nm.fun < run.value:
+        return _Run(res_nm.x, float(res_nm.fun), False)
+    return run
 
 
-def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penalizer: float = 0.0) -> BGNBDParams:
-    """Maximum-likelihood BG/NBD fit. Time in DAYS (the returned ``alpha`` is a rate in days).
+def _agree(u: _Run, v: _Run, n: float) -> bool:
+    """Two end points are the same optimum: equally good and every parameter within 10%."""
+    return abs(u.value - v.value) * n < _FLAT_NATS and float(np.max(np.abs(u.z - v.z))) < _FLAT_REL
+
+
+def _multistart(
+    fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], starts: list[np.ndarray], n: float
+) -> tuple[_Run, list[_Run]]:
+    """Optimise from each start in order (deterministic) and return ``(best, all runs)``. Stops after the
+    second start if both converged to the same optimum; otherwise every start is tried."""
+    runs: list[_Run] = []
+    for z0 in starts:
+        runs.append(_local_fit(fun_grad, np.asarray(z0, dtype=np.float64)))
+        if len(runs) == 2 and runs[0].converged and runs[1].converged and _agree(runs[0], runs[1], n):
+            break
+    best = min(runs, key=lambda run: run.value)
+    if not np.isfinite(best.value):
+        raise RuntimeError("maximum-likelihood optimisation failed: non-finite log-likelihood from every start")
+    return best, runs
+
+
+def _boundary(fun: Callable[[np.ndarray], float], best: _Run, names: tuple[str, ...], n: float) -> tuple[str, ...]:
+    """Parameters at a bound: within a factor 10 of it, or setting that parameter alone to the bound lowers
+    the total log-likelihood by less than 1.92 nats (the 95% likelihood-ratio cut-off of one parameter)."""
+    found = []
+    for i, name in enumerate(names):
+        for bound, label in zip(_LOG_BOUNDS, ("0", "inf"), strict=True):
+            z = best.z.copy()
+            z[i] = bound
+            if abs(best.z[i] - bound) < _NEAR_BOUND or (fun(z) - best.value) * n < _BOUNDARY_NATS:
+                found.append(f"{name}->{label}")
+                break
+    return tuple(found)
+
+
+def _flat(best: _Run, runs: list[_Run], names: tuple[str, ...], boundary: tuple[str, ...], n: float) -> tuple[str, ...]:
+    """Parameters (not already at a bound) that differ by more than 10% between equally good starts."""
+    at_bound = {b.split("->")[0] for b in boundary}
+    good = [run for run in runs if (run.value - best.value) * n < _FLAT_NATS]
+    spread = np.ptp(np.array([run.z for run in good]), axis=0) if len(good) > 1 else np.zeros(len(names))
+    return tuple(name for name, s in zip(names, spread, strict=True) if s > _FLAT_REL and name not in at_bound)
+
+
+def _diagnose(
+    model: str,
+    fun_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    best: _Run,
+    runs: list[_Run],
+    names: tuple[str, ...],
+    n: float,
+    describe: str,
+    meanings: dict[str, str],
+    extra: tuple[str, ...] = (),
+    ll_offset: float = 0.0,
+) -> FitDiagnostics:
+    """Diagnostics of a multi-start fit; every warning is also emitted as a :class:`BTYDFitWarning`.
+
+    ``describe`` is the fitted parameters as text (in the caller's units), ``meanings`` maps
+    ``"name->0"``/``"name->inf"`` to what that boundary says about the customers, ``extra`` are further
+    model-specific warnings. ``ll_offset`` converts the optimiser's log-likelihood (rescaled units) to the
+    caller's units (the log-Jacobian of the rescaling)."""
+    boundary = _boundary(lambda z: fun_grad(z)[0], best, names, n)
+    flat = _flat(best, runs, names, boundary, n)
+    messages = []
+    for b in boundary:
+        what = meanings.get(b, "the parameter is at the edge of its allowed range")
+        messages.append(f"{model} fit: boundary optimum {b.replace('->', ' -> ')}: {what} ({describe})")
+    if flat:
+        messages.append(
+            f"{model} fit: flat likelihood: starts reached different {', '.join(flat)} at the same likelihood, "
+            f"the data do not identify them ({describe})"
+        )
+    if not best.converged:
+        messages.append(
+            f"{model} fit did not converge (gradient not small after {len(runs)} starts); "
+            f"returning the best parameters found ({describe})"
+        )
+    messages.extend(f"{model} fit: {e} ({describe})" for e in extra)
+    _emit(tuple(messages))
+    return FitDiagnostics(
+        converged=best.converged,
+        boundary=boundary,
+        flat=flat,
+        starts=len(runs),
+        log_likelihood=-best.value * n + ll_offset,
+        start_log_likelihoods=tuple(-run.value * n + ll_offset if np.isfinite(run.value) else None for run in runs),
+        warnings=tuple(messages),
+    )
+
+
+_BGNBD_NAMES = ("r", "alpha", "a", "b")
+_BGNBD_MEANINGS = {
+    "r->0": "purchase rates are extremely heterogeneous (most customers almost never buy, a few buy a lot)",
+    "r->inf": "purchase rates are (almost) the same for every customer",
+    "alpha->0": "the purchase-rate prior is extremely diffuse",
+    "alpha->inf": "purchase rates are (almost) the same for every customer or vanishingly small",
+    "a->0": "the fit says customers (almost) never drop out",
+    "a->inf": "the fit says customers (almost) always drop out right after a repeat purchase",
+    "b->0": "the fit says customers (almost) always drop out right after a repeat purchase",
+    "b->inf": "the dropout probability after a purchase is (almost) 0: customers (almost) never drop out",
+}
+
+
+def fit_bgnbd_with_diagnostics(
+    frequency: ArrayLike,
+    recency: ArrayLike,
+    T: ArrayLike,
+    *,
+    penalizer: float = 0.0,
+    max_starts: int = _MAX_STARTS,
+) -> tuple[BGNBDParams, FitDiagnostics]:
+    """Maximum-likelihood BG/NBD fit and its :class:`FitDiagnostics`. Time in DAYS (the returned ``alpha`` is
+    a rate in days).
 
     ``frequency`` = repeat purchase days, ``recency`` = days from first to last purchase, ``T`` = days from
     first purchase to the cutoff (may be 0). The objective is the mean negative log-likelihood per customer
     plus ``penalizer * (r^2 + a^2 + b^2)`` (``alpha`` carries the time unit and is not penalised). It is
-    minimised over log-parameters with L-BFGS-B and the analytic gradient (Nelder-Mead fallback), after
-    aggregating identical ``(frequency, recency, T)`` rows and rescaling time by the mean age.
+    minimised over log-parameters within :data:`PARAM_BOUNDS` (time rescaled by the mean age) by bounded
+    L-BFGS-B with the analytic gradient (Nelder-Mead fallback), from up to ``max_starts`` fixed starting
+    points (the first two suffice when they reach the same optimum); the best likelihood wins, after
+    aggregating identical ``(frequency, recency, T)`` rows.
+
+    A boundary optimum (e.g. ``a -> 0``: nobody ever drops out, as on real wholesale logs), non-convergence
+    or a flat likelihood is not an error: the parameters are returned, described in the diagnostics and
+    emitted as :class:`BTYDFitWarning` (with the parameters in the message).
 
     Raises ``ValueError`` for empty input, NaN/inf/negative values, non-integer ``frequency``,
-    ``recency > T``, ``recency > 0`` with ``frequency == 0``, a negative ``penalizer``, or when nobody made a
-    repeat purchase (the MLE does not exist then)."""
+    ``recency > T``, ``recency > 0`` with ``frequency == 0``, a negative ``penalizer``, ``max_starts < 1``, or
+    when nobody made a repeat purchase (the MLE does not exist then)."""
     x, tx, big_t = _check_summary(frequency, recency, T)
     if not (math.isfinite(penalizer) and penalizer >= 0):
         raise ValueError(f"penalizer must be finite and >= 0, got {penalizer!r}")
+    if max_starts < 1:
+        raise ValueError(f"max_starts must be >= 1, got {max_starts!r}")
     if not (x > 0).any():
         raise ValueError("cannot fit BG/NBD: no customer has a repeat purchase (all frequency == 0)")
     (ux, utx, ut), w = _aggregate(x, tx, big_t)
@@ -360,14 +617,35 @@ def fit_bgnbd(frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penaliz
     utx, ut = utx / scale, ut / scale
     data = _BGNBDData(ux, utx, ut, w)
 
-    # start: r = 1, alpha matched to the naive purchase rate, a = 1, b = 3 (in scaled time)
-    rate = _dot(w, ux) / max(_dot(w, ut), 1e-12)
-    r0, a0, b0 = 1.0, 1.0, 3.0
-    alpha0 = r0 / max(rate, 1e-6)
-    x0 = np.log([r0, alpha0, a0, b0])
-    res = _minimize(lambda z: _bgnbd_nll_and_grad(z, data, penalizer), x0)
-    r, alpha, a, b = np.exp(res.x)
-    return BGNBDParams(r=float(r), alpha=float(alpha * scale), a=float(a), b=float(b))
+    # starts (r, a, b), each with alpha matched to the naive purchase rate (in scaled time): the classical
+    # default, CDNOW-like heterogeneity, little dropout with homogeneous rates, heavy dropout
+    rate = max(_dot(w, ux) / max(_dot(w, ut), 1e-12), 1e-6)
+    starts = [
+        np.log([r0, r0 / rate, a0, b0])
+        for r0, a0, b0 in ((1.0, 1.0, 3.0), (0.25, 0.8, 2.5), (4.0, 0.1, 20.0), (1.0, 3.0, 1.0))
+    ]
+
+    def fun_grad(z: np.ndarray) -> tuple[float, np.ndarray]:
+        return _bgnbd_nll_and_grad(z, data, penalizer)
+
+    best, runs = _multistart(fun_grad, starts[:max_starts], data.n)
+    r, alpha, a, b = np.exp(best.z)
+    params = BGNBDParams(r=float(r), alpha=float(alpha * scale), a=float(a), b=float(b))
+    describe = f"r={params.r:.4g}, alpha={params.alpha:.4g} days, a={params.a:.4g}, b={params.b:.4g}"
+    # each repeat purchase day contributes one density factor in time: log-Jacobian -log(scale) back to days
+    ll_offset = -math.log(scale) * _dot(w, ux)
+    diagnostics = _diagnose(
+        "BG/NBD", fun_grad, best, runs, _BGNBD_NAMES, data.n, describe, _BGNBD_MEANINGS, ll_offset=ll_offset
+    )
+    return params, diagnostics
+
+
+def fit_bgnbd(
+    frequency: ArrayLike, recency: ArrayLike, T: ArrayLike, *, penalizer: float = 0.0, max_starts: int = _MAX_STARTS
+) -> BGNBDParams:
+    """Maximum-likelihood BG/NBD parameters (time in DAYS); see :func:`fit_bgnbd_with_diagnostics`, whose
+    warnings are emitted as :class:`BTYDFitWarning`."""
+    return fit_bgnbd_with_diagnostics(frequency, recency, T, penalizer=penalizer, max_starts=max_starts)[0]
 
 
 def probability_alive(params: BGNBDParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> np.ndarray:
@@ -394,22 +672,43 @@ def _check_horizon(t: ArrayLike, n: int) -> np.ndarray:
     return np.broadcast_to(tt, (n,)) if tt.ndim == 0 else _as_1d("t", tt)
 
 
+_CLOSED_FORM_MAX = 1e3  # a or b above this: expected purchases by quadrature (closed form cancels)
+
+
+def _tanh_sinh_rule(step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tanh-sinh (double-exponential) rule on ``(0, 1)``: nodes ``u``, ``1 - u`` (accurate near 1) and
+    weights summing to 1. Insensitive to endpoint singularities of the integrand."""
+    tau = np.arange(-3.2, 3.2 + step / 2, step)
+    s = math.pi / 2 * np.sinh(tau)
+    weights = step * math.pi / 4 * np.cosh(tau) / np.cosh(s) ** 2
+    return special.expit(2.0 * s), special.expit(-2.0 * s), weights / weights.sum()
+
+
 def _expected_purchases_quadrature(
-    params: BGNBDParams, t: np.ndarray, x: np.ndarray, big_t: np.ndarray, n_nodes: int = 64
+    params: BGNBDParams, t: np.ndarray, x: np.ndarray, big_t: np.ndarray, step: float = 0.1
 ) -> np.ndarray:
     """``E[Y(t) | alive, data] = E_p[(1 - ((alpha+T)/(alpha+T+p t))^(r+x)) / p]`` with
-    ``p ~ Beta(a, b+x)`` (the posterior given alive), by Gauss-Jacobi quadrature per distinct ``x``.
-    Valid for every ``a > 0`` (the hyp2f1 closed form is singular at ``a = 1``)."""
+    ``p ~ Beta(a, b+x)`` (the posterior given alive; the integrand tends to ``(r+x) t/(alpha+T)`` as
+    ``p -> 0``), integrated over the Beta quantile ``p = F^-1(u)`` by a tanh-sinh rule in ``u``, per
+    distinct ``x``. Valid for every ``a, b > 0`` including the boundary optima (``a -> 0``, ``b`` or ``a``
+    huge), where the Gauss-Jacobi nodes and the hyp2f1 closed form break down; relative error about 1e-7
+    with the default ``step``."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    u, one_minus_u, wq = _tanh_sinh_rule(step)
+    lower = u <= 0.5
     out = np.empty_like(t, dtype=np.float64)
     for xv in np.unique(x):
         m = x == xv
-        u, wq = special.roots_jacobi(n_nodes, b + xv - 1.0, a - 1.0)
-        pq = (1.0 + u) / 2.0
-        wq = wq / wq.sum()
-        at = (alpha + big_t[m])[:, None]
-        tt = t[m][:, None]
-        g = -np.expm1(-(r + xv) * np.log1p(pq[None, :] * tt / at)) / pq[None, :]
+        # upper half through the reflected Beta(b+x, a), so that p close to 1 keeps its precision
+        pq = np.where(
+            lower,
+            special.betaincinv(a, b + xv, np.where(lower, u, 0.5)),
+            1.0 - special.betaincinv(b + xv, a, np.where(lower, 0.5, one_minus_u)),
+        )
+        pq = np.nan_to_num(pq, nan=0.0)[None, :]
+        ratio = (t[m] / (alpha + big_t[m]))[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            g = np.where(pq > 0, -np.expm1(-(r + xv) * np.log1p(pq * ratio)) / pq, (r + xv) * ratio)
         out[m] = g @ wq
     return out
 
@@ -423,16 +722,17 @@ def expected_purchases(
     2F1(r+x, b+x; a+b+x-1; z)] / [1 + 1{x>0} a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)]``,
     ``z = t/(alpha+T+t)``. The hypergeometric term is evaluated via Euler's transformation,
     ``(1-z)^(r+x) 2F1(r+x, b+x; c; z) = (1-z)^(a-1) 2F1(a+b-1-r, a-1; c; z)``, which stays finite and accurate
-    for large frequency (the original series blows up like ``(1-z)^-(x+...)``). Near ``a = 1`` (0/0) or if
-    the closed form is not finite, the equivalent one-dimensional integral is used
-    (Gauss-Jacobi quadrature over the posterior dropout probability)."""
+    for large frequency (the original series blows up like ``(1-z)^-(x+...)``). Near ``a = 1`` (0/0), for
+    ``a`` or ``b`` above 1e3 (boundary optima, where the closed form cancels catastrophically) or if the closed
+    form is not finite, the equivalent one-dimensional integral over the posterior dropout probability is
+    used (:func:`_expected_purchases_quadrature`)."""
     x, tx, big_t = _check_summary(frequency, recency, T, allow_empty=True)
     tt = _check_horizon(t, x.size).astype(np.float64)
     if tt.size != x.size:
         raise ValueError(f"t must be a scalar or have one value per customer ({x.size}), got {tt.size}")
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     p_alive = probability_alive(params, x, tx, big_t)
-    if abs(a - 1.0) < 1e-6:
+    if abs(a - 1.0) < 1e-6 or max(a, b) > _CLOSED_FORM_MAX:
         cond = _expected_purchases_quadrature(params, tt, x, big_t)
     else:
         c = a + b + x - 1.0
@@ -542,17 +842,34 @@ def _gg_nll_and_grad(
     return value, grad
 
 
-def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaParams:
-    """Maximum-likelihood Gamma-Gamma fit on customers with ``frequency > 0`` and ``monetary > 0`` (money
-    in currency units; ``monetary`` = mean spend over the ``frequency`` repeat purchases). Others (one-time
-    buyers, non-positive or missing net spend) are ignored. Optimised over log-parameters (L-BFGS-B,
-    Nelder-Mead fallback) with money rescaled by its mean for conditioning.
+_GG_NAMES = ("p", "q", "v")
+_GG_MEANINGS = {
+    "p->0": "the spend of a customer's purchases is extremely variable",
+    "p->inf": "every purchase of a customer has (almost) the same amount",
+    "q->0": "customers' mean spends are extremely heterogeneous (population mean spend infinite)",
+    "q->inf": "customers' mean spends are (almost) the same",
+    "v->0": "the spend-rate prior is extremely concentrated near 0",
+    "v->inf": "customers' mean spends are (almost) the same or vanishingly small",
+}
 
-    Raises ``ValueError`` on empty input, negative or non-integer ``frequency``, mismatched lengths, or
-    fewer than 2 usable customers."""
+
+def fit_gamma_gamma_with_diagnostics(
+    frequency: ArrayLike, monetary: ArrayLike, *, max_starts: int = _MAX_STARTS
+) -> tuple[GammaGammaParams, FitDiagnostics]:
+    """Maximum-likelihood Gamma-Gamma fit and its :class:`FitDiagnostics`, on customers with
+    ``frequency > 0`` and ``monetary > 0`` (money in currency units; ``monetary`` = mean spend over the
+    ``frequency`` repeat purchases). Others (one-time buyers, non-positive or missing net spend) are ignored.
+    Optimised over log-parameters within :data:`PARAM_BOUNDS` (money rescaled by its mean) from up to
+    ``max_starts`` fixed starts, as :func:`fit_bgnbd_with_diagnostics`; boundary optima, non-convergence, a
+    flat likelihood and ``q <= 1`` (infinite population mean spend) are warnings, not errors.
+
+    Raises ``ValueError`` on empty input, negative or non-integer ``frequency``, mismatched lengths,
+    ``max_starts < 1``, or fewer than 2 usable customers."""
     x, m = _check_monetary(frequency, monetary)
     if x.size == 0:
         raise ValueError("empty input: need at least one customer (frequency, monetary)")
+    if max_starts < 1:
+        raise ValueError(f"max_starts must be >= 1, got {max_starts!r}")
     ok = (x > 0) & np.isfinite(m) & (m > 0)
     if ok.sum() < 2:
         raise ValueError(
@@ -561,16 +878,36 @@ def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike) -> GammaGammaPara
     x, m = x[ok], m[ok]
     scale = float(m.mean())
     ms = m / scale
-    # start: method of moments on the between-customer dispersion of the mean spend
-    p0, q0 = 2.0, 3.0
-    v0 = (q0 - 1.0) / p0  # population mean (scaled) = 1
+    # starts (p, q), each with v matching the (scaled) population mean p v / (q - 1) = 1
+    starts = [np.log([p0, q0, (q0 - 1.0) / p0]) for p0, q0 in ((2.0, 3.0), (1.0, 10.0), (10.0, 1.5), (0.5, 2.0))]
     xu, xinv, nx = np.unique(x, return_inverse=True, return_counts=True)
     sum_xlogxm = _dot(x, np.log(x * ms))
-    res = _minimize(
-        lambda z: _gg_nll_and_grad(z, xu, xinv, nx.astype(np.float64), x, ms, sum_xlogxm), np.log([p0, q0, v0])
+    nxf = nx.astype(np.float64)
+
+    def fun_grad(z: np.ndarray) -> tuple[float, np.ndarray]:
+        return _gg_nll_and_grad(z, xu, xinv, nxf, x, ms, sum_xlogxm)
+
+    best, runs = _multistart(fun_grad, starts[:max_starts], float(x.size))
+    p, q, v = np.exp(best.z)
+    params = GammaGammaParams(p=float(p), q=float(q), v=float(v * scale), mean_monetary=scale)
+    describe = f"p={params.p:.4g}, q={params.q:.4g}, v={params.v:.4g}"
+    extra = ()
+    if params.q <= 1.0:
+        extra = (
+            f"q <= 1: the population mean spend p v / (q - 1) is infinite; one-time buyers get the sample "
+            f"mean spend {scale:.4g} and repeat buyers their own mean spend",
+        )
+    n = float(x.size)  # one density factor in money per customer: log-Jacobian -log(scale) back to currency
+    diagnostics = _diagnose(
+        "Gamma-Gamma", fun_grad, best, runs, _GG_NAMES, n, describe, _GG_MEANINGS, extra, -math.log(scale) * n
     )
-    p, q, v = np.exp(res.x)
-    return GammaGammaParams(p=float(p), q=float(q), v=float(v * scale), mean_monetary=scale)
+    return params, diagnostics
+
+
+def fit_gamma_gamma(frequency: ArrayLike, monetary: ArrayLike, *, max_starts: int = _MAX_STARTS) -> GammaGammaParams:
+    """Maximum-likelihood Gamma-Gamma parameters (currency units); see
+    :func:`fit_gamma_gamma_with_diagnostics`, whose warnings are emitted as :class:`BTYDFitWarning`."""
+    return fit_gamma_gamma_with_diagnostics(frequency, monetary, max_starts=max_starts)[0]
 
 
 def conditional_expected_spend(params: GammaGammaParams, frequency: ArrayLike, monetary: ArrayLike) -> np.ndarray:
@@ -601,14 +938,39 @@ def conditional_expected_spend(params: GammaGammaParams, frequency: ArrayLike, m
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _spend_fallback(x: np.ndarray, m: np.ndarray) -> tuple[GammaGammaParams, FitDiagnostics]:
+    """Stand-in spend model when Gamma-Gamma cannot be fitted (fewer than 2 repeat buyers with positive
+    spend): ``q = 1`` selects "no shrinkage" in :func:`conditional_expected_spend` (repeat buyers keep their
+    own mean spend, others get the mean positive repeat spend, or 0 if there is none)."""
+    ok = (x > 0) & np.isfinite(m) & (m > 0)
+    mean = float(m[ok].mean()) if ok.any() else 0.0
+    message = (
+        f"Gamma-Gamma not fitted: {int(ok.sum())} customer(s) with a repeat purchase and positive spend (need 2); "
+        f"expected spend = own mean spend for repeat buyers, {mean:.4g} for the others (p=1, q=1, v=1)"
+    )
+    _emit((message,))
+    return GammaGammaParams(p=1.0, q=1.0, v=1.0, mean_monetary=mean), FitDiagnostics(
+        converged=False, starts=0, warnings=(message,)
+    )
+
+
 @dataclass
 class BTYDModel:
     """BG/NBD (purchases and dropout) + Gamma-Gamma (spend per purchase). Time unit: days; money:
-    currency units."""
+    currency units.
+
+    ``diagnostics`` maps ``"bgnbd"`` / ``"gamma_gamma"`` to the :class:`FitDiagnostics` of :meth:`fit`
+    (empty for a model built from parameters or loaded from a dict written before diagnostics existed)."""
 
     bgnbd: BGNBDParams
     gamma_gamma: GammaGammaParams
     time_unit: str = "days"
+    diagnostics: dict[str, FitDiagnostics] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every fit warning of both models (empty if the fits were clean)."""
+        return tuple(w for d in self.diagnostics.values() for w in d.warnings)
 
     @classmethod
     def fit(
@@ -620,15 +982,24 @@ class BTYDModel:
         *,
         penalizer: float = 0.0,
     ) -> BTYDModel:
-        """Fit both models on the BTYD summary (days, currency units) of customers with >= 1 purchase."""
+        """Fit both models on the BTYD summary (days, currency units) of customers with >= 1 purchase.
+
+        Boundary optima, non-convergence and flat likelihoods are warnings (:class:`BTYDFitWarning`, and
+        :attr:`warnings` / :attr:`diagnostics`), never errors. Raises ``ValueError`` on invalid input or
+        when nobody made a repeat purchase (no BG/NBD). If BG/NBD can be fitted but Gamma-Gamma cannot
+        (fewer than 2 repeat buyers with positive spend) the model degrades instead of raising: churn and
+        purchase predictions stay BG/NBD's, spend is not shrunk (see :func:`_spend_fallback`), and a warning
+        says so."""
         x, tx, big_t = _check_summary(frequency, recency, T)
         m = _as_1d("monetary", monetary)
         if m.size != x.size:
             raise ValueError(f"monetary must have one value per customer ({x.size}), got {m.size}")
-        return cls(
-            bgnbd=fit_bgnbd(x, tx, big_t, penalizer=penalizer),
-            gamma_gamma=fit_gamma_gamma(x, m),
-        )
+        bgnbd, bgnbd_diag = fit_bgnbd_with_diagnostics(x, tx, big_t, penalizer=penalizer)
+        if int(((x > 0) & np.isfinite(m) & (m > 0)).sum()) >= 2:
+            gamma_gamma, gg_diag = fit_gamma_gamma_with_diagnostics(x, m)
+        else:
+            gamma_gamma, gg_diag = _spend_fallback(x, m)
+        return cls(bgnbd=bgnbd, gamma_gamma=gamma_gamma, diagnostics={"bgnbd": bgnbd_diag, "gamma_gamma": gg_diag})
 
     def predict(
         self,
@@ -671,15 +1042,18 @@ class BTYDModel:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable ``{"time_unit", "bgnbd": {...}, "gamma_gamma": {...}}``."""
+        """JSON-serialisable ``{"time_unit", "bgnbd": {...}, "gamma_gamma": {...}, "diagnostics": {...}}``
+        (``diagnostics``: ``{"bgnbd": FitDiagnostics.to_dict(), "gamma_gamma": ...}``, possibly empty)."""
         return {
             "time_unit": self.time_unit,
             "bgnbd": self.bgnbd.to_dict(),
             "gamma_gamma": self.gamma_gamma.to_dict(),
+            "diagnostics": {k: v.to_dict() for k, v in self.diagnostics.items()},
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BTYDModel:
+        """Inverse of :meth:`to_dict`; dicts without ``diagnostics`` (older models) load with none."""
         unit = d.get("time_unit", "days")
         if unit != "days":
             raise ValueError(f"unsupported time_unit {unit!r} (expected 'days')")
@@ -687,6 +1061,7 @@ class BTYDModel:
             bgnbd=BGNBDParams.from_dict(d["bgnbd"]),
             gamma_gamma=GammaGammaParams.from_dict(d["gamma_gamma"]),
             time_unit=unit,
+            diagnostics={k: FitDiagnostics.from_dict(v) for k, v in (d.get("diagnostics") or {}).items()},
         )
 
 
