@@ -119,7 +119,7 @@ def test_noise_shares(frame: pd.DataFrame, unique: pd.DataFrame):
     zero = int((unique["amount"] == 0).sum())
     assert 0 < zero < 0.005 * len(unique)
     _, report = prepare_transactions(frame)
-    assert report.rule_counts["duplicate_transaction_id"] == len(frame) - len(unique)
+    assert report.rule_counts["duplicate_line"] == len(frame) - len(unique)
     assert report.rows_valid == len(unique)
     assert 0.01 < report.refund_share < 0.08
 
