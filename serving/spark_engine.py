@@ -65,7 +65,7 @@ from serving.batch import (
     split_in_memory,
 )
 from serving.drift import bin_shares
-from serving.model import BUNDLE_FILE, CHURN_FILE, VALUE_FILE, ScoringModel
+from serving.model import ScoringModel
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
 DEFAULT_MASTER = "local[2]"
@@ -173,7 +173,7 @@ class _Bundle:
     def of(cls, model: ScoringModel) -> _Bundle:
         with tempfile.TemporaryDirectory(prefix="retention-bundle-") as folder:
             model.save(folder)
-            files = {name: (Path(folder) / name).read_text() for name in (CHURN_FILE, VALUE_FILE, BUNDLE_FILE)}
+            files = {f.name: f.read_text() for f in Path(folder).iterdir() if f.is_file()}  # a BTYD head has no booster
         return cls(files, model.version)
 
 

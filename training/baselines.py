@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from serving.btyd import BTYDModel
+from serving.btyd import BTYDFitWarning, BTYDModel
 from serving.model import BTYD_COLUMNS, BUYER_COLUMN, btyd_scores
 
 
@@ -43,9 +45,15 @@ def btyd_summary(frame: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def fit_btyd(frame: pd.DataFrame) -> BTYDModel:
-    """Fit BG/NBD + Gamma-Gamma on customers with at least one purchase (``n_purchase_days > 0``)."""
+    """Fit BG/NBD + Gamma-Gamma on customers with at least one purchase (``n_purchase_days > 0``).
+
+    Fit warnings (boundary optimum, flat likelihood, non-convergence) are not printed here: they are in
+    ``model.warnings``, and the caller says which ones matter (the training run reports those at the as-of date).
+    """
     buyers = frame[frame[BUYER_COLUMN].to_numpy() > 0]
-    return BTYDModel.fit(*btyd_summary(buyers))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BTYDFitWarning)
+        return BTYDModel.fit(*btyd_summary(buyers))
 
 
 def btyd_predict(model: BTYDModel, frame: pd.DataFrame, horizon_days: int) -> tuple[np.ndarray, np.ndarray]:

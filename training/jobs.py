@@ -108,10 +108,11 @@ def train(
                 **{k: _param(v) for k, v in result.selection.items() if not isinstance(v, dict)},
                 **{f"churn_{k}": v for k, v in result.selection.get("churn_params", {}).items()},
                 **{f"value_{k}": v for k, v in result.selection.get("value_params", {}).items()},
-                **{f"btyd_{k}": v for k, v in _flat(result.btyd_params).items()},
+                **{f"btyd_{k}": v for k, v in _flat(result.btyd_params).items() if not k.startswith("diagnostics")},
             }
         )
         mlflow.log_dict({"choice": result.choice, "warnings": result.warnings}, "choice.json")
+        mlflow.log_dict(result.btyd_params, "btyd.json")
         for model, values in result.metrics.items():
             mlflow.log_metrics({f"{model}_{k}": float(v) for k, v in values.items() if np.isfinite(v)})
         dataset = mlflow.data.from_pandas(transactions.head(10_000), source=source, name="transactions")

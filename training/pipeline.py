@@ -147,8 +147,7 @@ def _fit_btyd_at_as_of(population: pd.DataFrame, as_of: dt.date) -> BTYDModel:
 
 
 def _btyd_warnings(model: BTYDModel, where: str) -> list[str]:
-    diagnostics = getattr(model, "diagnostics", None)
-    return [f"BTYD fit at {where}: {w}" for w in getattr(diagnostics, "warnings", ())]
+    return [f"BTYD fit at {where}: {w}" for w in model.warnings]
 
 
 def _split(data: pd.DataFrame, plan: TrainingPlan) -> tuple[pd.DataFrame, pd.DataFrame]:
