@@ -117,7 +117,9 @@ class BundleMeta:
     ``btyd_reference``: the population median of each :data:`BTYD_COLUMNS` feature at ``trained_as_of`` (the point
     BTYD reasons are measured from).
     ``calibrator_x``/``calibrator_y``: isotonic calibration knots (raw -> calibrated churn probability).
-    ``level_factor``: multiplies the raw value head so that the total forecast follows ``level_source``.
+    ``level_factor``: multiplies the raw value head so that its total at ``trained_as_of`` equals the total of the
+    level estimator ``level_source`` (``btyd``, ``run_rate`` or ``seasonal_run_rate``, see ``training.level``;
+    ``validation`` in format-1 bundles: the validation window's factor carried forward).
     ``tier_thresholds``: expected-value lower bounds per tier, highest tier first (currency units).
     ``segment_current_threshold``/``segment_future_value_threshold``: split points of the current x future
     value matrix (current value = net spend in the last 365 days).

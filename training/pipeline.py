@@ -13,9 +13,9 @@ Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :
    Each head's kind is chosen on these metrics (churn: AUC; value: normalized Gini); the product's model
    (``model`` in the metrics) is the chosen churn head with the chosen value head.
 5. Final calibrator (isotonic, all of ``V``), boosters refitted on every labeled cutoff with the selected rounds.
-6. The level: the total forecast at ``as_of`` follows either BTYD's total at ``as_of`` (it extrapolates an ageing
-   customer base) or the validation window's level factor carried forward, each times part of last year's
-   seasonal change when a year of history exists; see :func:`choose_level_source`.
+6. The level: the value head is scaled so that its total at ``as_of`` equals the total of the level estimator that
+   backtested best at the latest labeled cutoffs (BTYD, the recent run rate or last year's season; see
+   :mod:`training.level`): ranking comes from the heads, the level from something that extrapolates.
 7. Tier and segment thresholds from the scored population at ``as_of``.
 """
 
@@ -36,7 +36,7 @@ from serving.btyd import BTYDModel
 from serving.drift import reference_bins
 from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
 from serving.ranking import CURRENT_VALUE_FEATURE
-from training import baselines, heads
+from training import baselines, heads, level
 from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
 from training.evaluate import churn_metrics, value_metrics
 
@@ -46,9 +46,8 @@ CANDIDATES = ("lightgbm", "hybrid", "btyd")
 """The head kinds validation chooses from (the same names as :data:`serving.model.HEAD_KINDS`)."""
 MIN_CUSTOMERS = 20
 """Fewer customers with a purchase by the as-of date than this: nothing can be fitted (exit 2)."""
-LEVEL_SOURCES = ("auto", "btyd", "validation")
 LEVEL_TOLERANCE = 0.10
-"""BTYD's total must have been within 1 +- 10% of the actual total at ``V`` for ``auto`` to take its level."""
+"""The level a forecast should hold: total predicted / total actual within 1 +- 10% (backtests, scoreboard)."""
 
 TIER_NAMES = ("platinum", "gold", "silver", "bronze")
 TIER_TOP_SHARES = (0.05, 0.20, 0.50)
@@ -86,45 +85,9 @@ def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> 
     return out
 
 
-SEASONAL_WEIGHT = 0.5
-"""Share of last year's seasonal change applied to the level: ``factor = level x seasonal_factor ** w``.
-
-One earlier year measures the season together with that year's customer mix (younger, faster-changing cohorts)
-and the sampling noise of heavy-tailed spend, so the full factor over-corrects about as often as it corrects.
-Over 24 backtest folds of generated logs (5k and 20k customers, 3-5 seeds, folds at 2024-08-02/09-01/10-01,
-horizon 90) the level error (|total predicted / total actual - 1|) was, by weight 0 / 0.25 / 0.5 / 0.75 / 1:
-RMS 0.056 / 0.042 / **0.032** / 0.033 / 0.043 at 20k customers and 0.071 / 0.059 / **0.054** / 0.057 / 0.068
-at 5k; worst fold 0.095 / 0.075 / **0.053** / 0.059 / 0.076 at 20k (issue 3 note, session 2).
-"""
-
-
 def level_factor(pred: np.ndarray, actual: np.ndarray) -> float:
     total = float(np.sum(pred))
     return float(np.sum(actual)) / total if total > 0 else 1.0
-
-
-def seasonal_factor(prep: PreparedTransactions, as_of: dt.date, horizon_days: int) -> float:
-    """Last year's change in spend per existing customer from the validation window to the scoring window.
-
-    The level factor measured on the validation window ``(as_of - H, as_of]`` is carried to the scoring window
-    ``(as_of, as_of + H]``; when a year of history precedes them, the same two windows one year earlier tell how
-    much the season moves spend between them (e.g. a November/December peak). Spend per customer who existed at
-    each window's start, so the growth of the customer base does not count as season. 1.0 without that history.
-    """
-    from features.kernel import date_to_day
-
-    a = date_to_day(as_of) - 365
-    v = a - horizon_days
-    if v - horizon_days < int(prep.day.min()):
-        return 1.0
-
-    def spend_per_customer(start: int) -> float:
-        present = np.unique(prep.code[prep.day <= start])
-        window = (prep.day > start) & (prep.day <= start + horizon_days) & np.isin(prep.code, present)
-        return float(prep.amount[window].sum()) / max(len(present), 1)
-
-    before, after = spend_per_customer(v), spend_per_customer(a)
-    return after / before if before > 0 and after > 0 else 1.0
 
 
 def all_metrics(churned: np.ndarray, p: np.ndarray, actual: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -191,26 +154,30 @@ def _choose(metrics: dict[str, dict[str, float]], key: str, what: str) -> tuple[
     return chosen, f"{what}: {chosen} has the highest {key} at the validation cutoff ({detail})"
 
 
-def choose_level_source(requested: str, plan: TrainingPlan, btyd_ratio: float) -> tuple[str, str]:
-    """Where the total forecast at ``as_of`` comes from, and why.
-
-    ``btyd_ratio`` = BTYD's total forecast / actual total over ``V``'s window, BTYD fitted at ``V``. ``auto`` takes
-    BTYD's total when it held within ``LEVEL_TOLERANCE`` there, or when no temporal validation exists (a factor
-    measured on overlapping windows says nothing about drift); otherwise the validation window's level factor,
-    which carries a drift BTYD cannot see (falling purchase intensity, a changing mix) one horizon forward.
-    Chosen by backtest over the quality scoreboard's scenarios (benchmarks/results/quality.md).
-    """
-    if requested not in LEVEL_SOURCES:
-        raise ContractError(f"--level-source must be one of {', '.join(LEVEL_SOURCES)}, got '{requested}'")
-    if requested != "auto":
-        return requested, f"level: {requested}, as requested"
-    if plan.scheme != "temporal":
-        return "btyd", f"level: btyd, the {plan.scheme} scheme measures no drift over a whole horizon"
-    if abs(btyd_ratio - 1.0) <= LEVEL_TOLERANCE:
-        return "btyd", f"level: btyd, its total was {btyd_ratio:.3f} x the actual at {plan.validation_cutoff}"
-    return "validation", (
-        f"level: validation window, BTYD's total was {btyd_ratio:.3f} x the actual at {plan.validation_cutoff}"
-    )
+def choose_level(
+    prep: PreparedTransactions,
+    plan: TrainingPlan,
+    data: pd.DataFrame,
+    population: pd.DataFrame,
+    btyd_draft: BundleMeta,
+    requested: str,
+) -> level.LevelChoice:
+    """The total forecast at ``as_of``: every estimator of :mod:`training.level`, backtested at the latest labeled
+    cutoffs of ``data`` (their actual next-H-day totals and the BTYD fitted at each are already there)."""
+    horizon = plan.horizon_days
+    X_now = population[list(btyd_draft.feature_columns)].to_numpy(dtype=np.float64)
+    btyd_total = float(ScoringModel(None, None, btyd_draft).btyd_scores(X_now)[1].sum())
+    at_as_of = level.estimates(prep, date_to_day(plan.as_of), horizon, btyd_total)
+    backtests = []
+    if not data.empty:
+        totals = data.groupby("cutoff")[["future_value", "btyd_value"]].sum().sort_index()
+        for cutoff, row in totals.tail(level.BACKTEST_CUTOFFS).iterrows():
+            found = level.estimates(prep, date_to_day(cutoff), horizon, float(row["btyd_value"]))
+            backtests.append((found, float(row["future_value"])))
+    try:
+        return level.choose(requested, at_as_of, backtests)
+    except ValueError as exc:
+        raise ContractError(str(exc)) from exc
 
 
 def _btyd_reference(population: pd.DataFrame) -> dict[str, float]:
@@ -219,14 +186,12 @@ def _btyd_reference(population: pd.DataFrame) -> dict[str, float]:
     return {c: float(np.floor(np.median(buyers[c].to_numpy(dtype=np.float64)))) for c in BTYD_COLUMNS}
 
 
-def _finish(draft: BundleMeta, churn_booster, value_booster, population: pd.DataFrame, target_total: float | None):
-    """Level (``target_total`` of raw value at as-of, or ``draft.level_factor`` as is), tiers, segments, drift."""
+def _finish(draft: BundleMeta, churn_booster, value_booster, population: pd.DataFrame, target_total: float):
+    """Level (the raw value head's total at as-of scaled to ``target_total``), tiers, segments, drift reference."""
     columns = list(draft.feature_columns)
     X_now = population[columns].to_numpy(dtype=np.float64)
-    if target_total is not None:
-        raw_total = float(ScoringModel(churn_booster, value_booster, draft).raw_value(X_now).sum())
-        factor = target_total / raw_total if raw_total > 0 else 1.0
-        draft = dataclasses.replace(draft, level_factor=factor * draft.level_factor)
+    raw_total = float(ScoringModel(churn_booster, value_booster, draft).raw_value(X_now).sum())
+    draft = dataclasses.replace(draft, level_factor=target_total / raw_total if raw_total > 0 else 1.0)
     expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
     thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in TIER_TOP_SHARES), 0.0)
     meta = dataclasses.replace(
@@ -257,8 +222,8 @@ def fit_pipeline(
     Raises :class:`ContractError` only when nothing at all can be fitted (fewer than :data:`MIN_CUSTOMERS` buyers,
     no repeat purchase by ``as_of``) or for a bad option.
     """
-    if level_source not in LEVEL_SOURCES:
-        raise ContractError(f"--level-source must be one of {', '.join(LEVEL_SOURCES)}, got '{level_source}'")
+    if level_source not in level.SOURCES:
+        raise ContractError(f"--level-source must be one of {', '.join(level.SOURCES)}, got '{level_source}'")
     if date_to_day(as_of) < int(prep.day.min()):
         raise ContractError(f"cannot train at {as_of}: it is before the first transaction")
     columns = prep.columns
@@ -291,20 +256,30 @@ def fit_pipeline(
     if plan.cutoffs:
         with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
             data = build_dataset(prep, list(plan.cutoffs), horizon_days)
+    total = choose_level(prep, plan, data, population, draft, level_source)
     if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
-        return _btyd_only(draft, plan, population, btyd_now, warnings)
+        return _btyd_only(draft, plan, population, btyd_now, warnings, total)
     if plan.scheme != "temporal":
         warnings.append(f"validation scheme {plan.describe()}")
     fit = _Fit(prep, draft, plan, data, population, btyd_now, warnings)
-    return fit.supervised(level_source=level_source, tune=tune, seed=seed, num_threads=num_threads)
+    return fit.supervised(total, tune=tune, seed=seed, num_threads=num_threads)
 
 
-def _btyd_only(draft, plan, population, btyd_now, warnings) -> PipelineResult:
+def _level_selection(total: level.LevelChoice) -> dict[str, float]:
+    """The level's figures for the MLflow params: every estimate at as-of and its backtest error."""
+    return {
+        **{f"level_total_{name}": value for name, value in total.estimates.items()},
+        **{f"level_backtest_error_{name}": value for name, value in total.backtest_errors.items()},
+    }
+
+
+def _btyd_only(draft, plan, population, btyd_now, warnings, total: level.LevelChoice) -> PipelineResult:
     """A version with two BTYD heads: nothing could be labeled, so nothing is validated (the card says so)."""
     warnings = [*warnings, f"BTYD-only version: {plan.describe()}"]
     for w in warnings:
         progress.warn(w)
-    model = _finish(draft, None, None, population, target_total=None)
+    draft = dataclasses.replace(draft, level_source=total.source)
+    model = _finish(draft, None, None, population, target_total=total.total)
     why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
     return PipelineResult(
         model=model,
@@ -312,7 +287,7 @@ def _btyd_only(draft, plan, population, btyd_now, warnings) -> PipelineResult:
         validation=pd.DataFrame(columns=["customer_id", "cutoff", "churned", "future_value"]),
         metrics={},
         training_rows=0,
-        selection={"seasonal_factor": 1.0, "selection_rows": 0, "validation_rows": 0},
+        selection={"selection_rows": 0, "validation_rows": 0, **_level_selection(total)},
         btyd_params=btyd_now.to_dict(),
         importance=pd.DataFrame(columns=["feature", "churn_gain", "value_gain"]),
         valid_features=population.iloc[0:0],
@@ -320,11 +295,11 @@ def _btyd_only(draft, plan, population, btyd_now, warnings) -> PipelineResult:
         choice={
             "churn_head": "btyd",
             "value_head": "btyd",
-            "level_source": "btyd",
+            "level_source": total.source,
             "validation_scheme": plan.scheme,
             "why_churn": why,
             "why_value": why,
-            "why_level": "level: BTYD's own forecast",
+            "why_level": total.why,
         },
         warnings=warnings,
     )
@@ -342,7 +317,7 @@ class _Fit:
     btyd_now: BTYDModel
     warnings: list[str]
 
-    def supervised(self, *, level_source: str, tune: int, seed: int, num_threads: int) -> PipelineResult:
+    def supervised(self, total: level.LevelChoice, *, tune: int, seed: int, num_threads: int) -> PipelineResult:
         columns = list(self.draft.feature_columns)
         horizon = self.plan.horizon_days
         train, valid = _split(self.data, self.plan)
@@ -383,9 +358,6 @@ class _Fit:
                 final[head] = (
                     None if kind == "btyd" else heads.refit_head(self.data, columns, best[(head, kind)], kind=head)
                 )
-        btyd_ratio = level_factor(y_value, raw_value["btyd"])  # BTYD total / actual total at V
-        source, why_level = choose_level_source(level_source, self.plan, btyd_ratio)
-        season = seasonal_factor(self.prep, self.plan.as_of, horizon) ** SEASONAL_WEIGHT
         calib_x, calib_y = heads.fit_isotonic(raw_churn[churn_kind], y_churn)
         draft = dataclasses.replace(
             self.draft,
@@ -393,15 +365,9 @@ class _Fit:
             calibrator_y=tuple(calib_y.tolist()),
             churn_head=churn_kind,
             value_head=value_kind,
-            level_source=source,
+            level_source=total.source,
         )
-        if source == "validation":
-            draft = dataclasses.replace(draft, level_factor=level_factor(raw_value[value_kind], y_value) * season)
-            target = None
-        else:
-            X_now = self.population[columns].to_numpy(dtype=np.float64)
-            target = float(ScoringModel(None, None, self.draft).btyd_scores(X_now)[1].sum()) * season
-        model = _finish(draft, final["churn"], final["value"], self.population, target)
+        model = _finish(draft, final["churn"], final["value"], self.population, total.total)
         for w in self.warnings:
             progress.warn(w)
         gains = {
@@ -421,8 +387,7 @@ class _Fit:
                 **{f"{h}_{k}_rounds": best[(h, k)].best_iteration for h in ("churn", "value") for k in CANDIDATES[:2]},
                 "churn_params": _searched(best[("churn", churn_kind if churn_kind != "btyd" else "lightgbm")]),
                 "value_params": _searched(best[("value", value_kind if value_kind != "btyd" else "lightgbm")]),
-                "seasonal_factor": season ** (1.0 / SEASONAL_WEIGHT),
-                "btyd_level_ratio_at_validation": btyd_ratio,
+                **_level_selection(total),
                 "selection_rows": len(train),
                 "validation_rows": len(valid),
             },
@@ -433,11 +398,11 @@ class _Fit:
             choice={
                 "churn_head": churn_kind,
                 "value_head": value_kind,
-                "level_source": source,
+                "level_source": total.source,
                 "validation_scheme": self.plan.scheme,
                 "why_churn": why_churn,
                 "why_value": why_value,
-                "why_level": why_level,
+                "why_level": total.why,
             },
             warnings=self.warnings,
         )
