@@ -169,7 +169,8 @@ LevelSourceOpt = Annotated[
     str,
     typer.Option(
         "--level-source",
-        help="Where the total forecast comes from: auto (chosen on the validation window), btyd or validation.",
+        help="Where the total forecast comes from: auto (the estimator that backtests best), btyd_rebased, btyd,"
+        " run_rate or seasonal_run_rate (see training/level.py).",
     ),
 ]
 

@@ -6,6 +6,9 @@ of the customers present at cutoff ``c``, each using only transactions on or bef
 
 - ``btyd``: BG/NBD + Gamma-Gamma fitted at ``c`` (its sum of expected values). Extrapolates an ageing base from
   each customer's own purchase history; blind to seasons and to rates that decay with age.
+- ``btyd_rebased``: the same total times BTYD's own bias one horizon earlier, ``actual(c - H) / btyd(c - H)``
+  (BTYD fitted at ``c - H``, whose next H days are known at ``c``): BTYD's extrapolation with the error it has
+  been making carried forward. Needs a labeled cutoff at ``c - H``.
 - ``run_rate``: the spend of the last H days, ``S(c - H, c]``, times the *spend retention* measured one horizon
   earlier, ``rho(c - H)``, where ``rho(d) = S(d, d + H] of customers present at d / S(d - H, d]``. Carries the
   recent pace of decay (or growth) forward; needs ``2H`` days of history.
@@ -14,8 +17,8 @@ of the customers present at cutoff ``c``, each using only transactions on or bef
 
 ``choose`` backtests every estimator at the latest labeled cutoffs (where the actual next-H-day total is known by
 the as-of date) and keeps the one with the smallest mean absolute log error; when none can be backtested it keeps
-``btyd``, the classical model that extrapolates. Chosen this way on the quality scoreboard
-(benchmarks/results/quality.md), where no single estimator holds the level on every scenario.
+``btyd_rebased`` if the history allows it, else ``btyd``. No single estimator holds the level on every scenario of
+the quality scoreboard (benchmarks/results/quality.md); choosing by backtest does best there.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 
 from features.kernel import PreparedTransactions
 
-ESTIMATORS = ("btyd", "run_rate", "seasonal_run_rate")
+ESTIMATORS = ("btyd_rebased", "btyd", "run_rate", "seasonal_run_rate")
+"""In order of preference when nothing can be backtested or errors tie."""
 SOURCES = ("auto", *ESTIMATORS)
 """Values of ``--level-source``: ``auto`` chooses by backtest, the others force one estimator."""
 BACKTEST_CUTOFFS = 3
@@ -58,9 +62,24 @@ def spend_retention(prep: PreparedTransactions, day: int, horizon_days: int) -> 
     return spend(prep, day, day + horizon_days, present_at=day) / before
 
 
-def estimates(prep: PreparedTransactions, cutoff: int, horizon_days: int, btyd_total: float) -> dict[str, float]:
-    """Every estimator's total forecast for ``(cutoff, cutoff + H]`` (only those the history allows)."""
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """At one labeled cutoff: the actual total of the next H days and BTYD's total forecast (currency units)."""
+
+    actual: float
+    btyd: float
+
+
+def estimates(
+    prep: PreparedTransactions, cutoff: int, horizon_days: int, btyd_total: float, one_horizon_earlier: Totals | None
+) -> dict[str, float]:
+    """Every estimator's total forecast for ``(cutoff, cutoff + H]`` (only those the history allows).
+
+    ``one_horizon_earlier``: the totals at the labeled cutoff ``cutoff - H``, if there is one.
+    """
     out = {"btyd": btyd_total}
+    if one_horizon_earlier is not None and one_horizon_earlier.btyd > 0 and one_horizon_earlier.actual > 0:
+        out["btyd_rebased"] = btyd_total * one_horizon_earlier.actual / one_horizon_earlier.btyd
     recent = spend(prep, cutoff - horizon_days, cutoff)
     for name, anchor in (("run_rate", cutoff - horizon_days), ("seasonal_run_rate", cutoff - YEAR_DAYS)):
         rho = spend_retention(prep, anchor, horizon_days)
@@ -111,5 +130,6 @@ def choose(
             detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))
             why = f"level: {source}, the smallest mean |log error| backtested at {len(backtests)} cutoff(s) ({detail})"
         else:
-            source, why = "btyd", "level: btyd, no estimator could be backtested on this history"
+            source = next(n for n in ESTIMATORS if n in at_as_of)
+            why = f"level: {source}, no estimator could be backtested on this history"
     return LevelChoice(source, at_as_of[source], dict(at_as_of), mean_errors, why)

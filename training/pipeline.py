@@ -167,13 +167,18 @@ def choose_level(
     horizon = plan.horizon_days
     X_now = population[list(btyd_draft.feature_columns)].to_numpy(dtype=np.float64)
     btyd_total = float(ScoringModel(None, None, btyd_draft).btyd_scores(X_now)[1].sum())
-    at_as_of = level.estimates(prep, date_to_day(plan.as_of), horizon, btyd_total)
-    backtests = []
+    totals: dict[int, level.Totals] = {}
     if not data.empty:
-        totals = data.groupby("cutoff")[["future_value", "btyd_value"]].sum().sort_index()
-        for cutoff, row in totals.tail(level.BACKTEST_CUTOFFS).iterrows():
-            found = level.estimates(prep, date_to_day(cutoff), horizon, float(row["btyd_value"]))
-            backtests.append((found, float(row["future_value"])))
+        sums = data.groupby("cutoff")[["future_value", "btyd_value"]].sum()
+        totals = {
+            date_to_day(c): level.Totals(float(r["future_value"]), float(r["btyd_value"])) for c, r in sums.iterrows()
+        }
+    as_of = date_to_day(plan.as_of)
+    at_as_of = level.estimates(prep, as_of, horizon, btyd_total, totals.get(as_of - horizon))
+    backtests = [
+        (level.estimates(prep, day, horizon, totals[day].btyd, totals.get(day - horizon)), totals[day].actual)
+        for day in sorted(totals)[-level.BACKTEST_CUTOFFS :]
+    ]
     try:
         return level.choose(requested, at_as_of, backtests)
     except ValueError as exc:
