@@ -16,9 +16,11 @@ of the customers present at cutoff ``c``, each using only transactions on or bef
   ``rho(c - 365)``: a November peak follows the pattern of last November. Needs a year plus ``2H`` days.
 
 ``choose`` backtests every estimator at the latest labeled cutoffs (where the actual next-H-day total is known by
-the as-of date) and keeps the one with the smallest mean absolute log error; when none can be backtested it keeps
-``btyd_rebased`` if the history allows it, else ``btyd``. No single estimator holds the level on every scenario of
-the quality scoreboard (benchmarks/results/quality.md); choosing by backtest does best there.
+the as-of date) and keeps the one with the smallest mean absolute log error; ``btyd_rebased``, which needs two
+labeled horizons to be backtested, is also taken when it cannot be backtested but every estimator that can missed by
+more than 10%; when none can be backtested it keeps ``btyd_rebased`` if the history allows it, else ``btyd``. No
+single estimator holds the level on every scenario of the quality scoreboard (benchmarks/results/quality.md);
+choosing by backtest does best there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ ESTIMATORS = ("btyd_rebased", "btyd", "run_rate", "seasonal_run_rate")
 """In order of preference when nothing can be backtested or errors tie."""
 SOURCES = ("auto", *ESTIMATORS)
 """Values of ``--level-source``: ``auto`` chooses by backtest, the others force one estimator."""
+REBASE_ABOVE_ERROR = 0.10
+"""When ``btyd_rebased`` cannot be backtested, it is still preferred over estimators whose backtest error exceeds
+this (BTYD off by more than 10% is a bias worth correcting)."""
 BACKTEST_CUTOFFS = 3
 """How many of the latest labeled cutoffs the estimators are backtested on."""
 YEAR_DAYS = 365
@@ -119,12 +124,24 @@ def choose(
             if value > 0 and actual > 0:
                 errors.setdefault(name, []).append(abs(math.log(value / actual)))
     mean_errors = {name: float(np.mean(e)) for name, e in errors.items()}
+    eligible = {n: e for n, e in mean_errors.items() if n in at_as_of}
     if requested != "auto":
         if requested not in at_as_of:
             raise ValueError(f"--level-source {requested} needs more history than this log has")
         source, why = requested, f"level: {requested}, as requested"
+    elif (
+        "btyd_rebased" in at_as_of
+        and "btyd_rebased" not in eligible
+        and eligible.get("btyd", 0.0) > math.log(1.0 + REBASE_ABOVE_ERROR)
+        and min(eligible.values(), default=np.inf) > math.log(1.0 + REBASE_ABOVE_ERROR)
+    ):
+        source = "btyd_rebased"
+        errors_text = ", ".join(f"{n} {e:.3f}" for n, e in eligible.items())
+        why = (
+            f"level: btyd_rebased; it cannot be backtested on this history, and every estimator that can missed by"
+            f" more than {REBASE_ABOVE_ERROR:.0%} (mean |log error| {errors_text})"
+        )
     else:
-        eligible = {n: e for n, e in mean_errors.items() if n in at_as_of}
         if eligible:
             source = min(eligible, key=lambda n: (eligible[n], ESTIMATORS.index(n)))
             detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))

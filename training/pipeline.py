@@ -10,8 +10,8 @@ Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :
    on ``V`` (``tune`` parameter sets; churn chosen by AUC, value by normalized Gini).
 4. Honest validation metrics at ``V`` for lightgbm, hybrid, btyd and naive, side by side. Calibration and value
    level are *cross-fitted* on two halves of ``V``'s customers, so no customer's label calibrates its own score.
-   Each head's kind is chosen on these metrics (churn: AUC; value: normalized Gini); the product's model
-   (``model`` in the metrics) is the chosen churn head with the chosen value head.
+   Each head's kind is chosen on these metrics (see :func:`choose_head`); the product's model (``model`` in the
+   metrics) is the chosen churn head with the chosen value head.
 5. Final calibrator (isotonic, all of ``V``), boosters refitted on every labeled cutoff with the selected rounds.
 6. The level: the value head is scaled so that its total at ``as_of`` equals the total of the level estimator that
    backtested best at the latest labeled cutoffs (BTYD, the recent run rate or last year's season; see
@@ -146,12 +146,37 @@ def _select_heads(train, valid, columns, *, tune, seed, num_threads) -> dict[tup
     return best
 
 
-def _choose(metrics: dict[str, dict[str, float]], key: str, what: str) -> tuple[str, str]:
-    """The candidate with the highest ``key`` at ``V`` (ties go to the simpler one: btyd, lightgbm, hybrid)."""
-    order = ("btyd", "lightgbm", "hybrid")
-    chosen = max(order, key=lambda m: (metrics[m][key], -order.index(m)))
-    detail = ", ".join(f"{m} {metrics[m][key]:.4f}" for m in CANDIDATES)
-    return chosen, f"{what}: {chosen} has the highest {key} at the validation cutoff ({detail})"
+HEAD_GOALS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "churn": (("churn_auc",), ()),
+    "value": (("value_normalized_gini", "value_spearman", "value_top20_capture"), ("value_mae",)),
+}
+"""Per head: (metrics where higher is better, primary first; metrics where lower is better) -- the goal metrics."""
+
+
+def choose_head(metrics: dict[str, dict[str, float]], head: str) -> tuple[str, str]:
+    """The head kind to deploy, from the validation metrics at ``V``.
+
+    A supervised kind (lightgbm, hybrid) replaces BG/NBD + Gamma-Gamma only when it is at least as good as BTYD on
+    *every* goal metric of the head (churn: AUC; value: normalized Gini, Spearman, top-20% capture and MAE); among
+    those, the highest primary metric wins. One validation window is noisy, and a head that wins Gini by 0.001 while
+    losing Spearman by 0.03 is not better: the classical model stays unless it is beaten on all counts.
+    """
+    higher, lower = HEAD_GOALS[head]
+    primary = higher[0]
+
+    def dominates_btyd(kind: str) -> bool:
+        return all(metrics[kind][k] >= metrics["btyd"][k] for k in higher) and all(
+            metrics[kind][k] <= metrics["btyd"][k] for k in lower
+        )
+
+    eligible = ["btyd", *(k for k in ("lightgbm", "hybrid") if dominates_btyd(k))]
+    chosen = max(eligible, key=lambda k: (metrics[k][primary], -eligible.index(k)))
+    detail = ", ".join(f"{k} {metrics[k][primary]:.4f}" for k in CANDIDATES)
+    beaten = ", ".join(eligible[1:]) or "none"
+    return chosen, (
+        f"{head} head: {chosen}; at the validation cutoff BTYD is matched or beaten on every goal metric by: {beaten};"
+        f" {primary}: {detail}"
+    )
 
 
 def choose_level(
@@ -343,8 +368,8 @@ class _Fit:
             v = cross_fit(raw_value[name], y_value, folds, level_factor, lambda f, x: x * f)
             validation[f"{name}_churn"], validation[f"{name}_value"] = p, v
             metrics[name] = all_metrics(y_churn, p, y_value, v)
-        churn_kind, why_churn = _choose(metrics, "churn_auc", "churn head")
-        value_kind, why_value = _choose(metrics, "value_normalized_gini", "value head")
+        churn_kind, why_churn = choose_head(metrics, "churn")
+        value_kind, why_value = choose_head(metrics, "value")
         validation[f"{PRODUCT}_churn"] = validation[f"{churn_kind}_churn"]
         validation[f"{PRODUCT}_value"] = validation[f"{value_kind}_value"]
         metrics[PRODUCT] = all_metrics(
