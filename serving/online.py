@@ -151,7 +151,7 @@ def _inline_frame(customers: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, li
     frame.update({name: column for name, column in values.items() if any(v is not None for v in column)})
     if "unit_price" not in frame and "amount" not in frame:
         frame["amount"] = values["amount"]
-    return pd.DataFrame(frame), owners
+    return pd.DataFrame(frame, index=pd.RangeIndex(len(owners)), copy=False), owners
 
 
 def _broken_row_error(frame: pd.DataFrame, owners: list[int], as_of: dt.date) -> RequestError:
