@@ -122,6 +122,7 @@ def features(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.csv or .parquet).")],
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Write the point-in-time feature table of every customer at one as-of date."""
     from features.kernel import compute_features
@@ -129,7 +130,7 @@ def features(
 
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UserError(f"--out '{out}' must end in .csv or .parquet")
-    tx, _ = load(transactions, columns, as_of, strict)
+    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
     table = compute_features(tx, as_of)
     write_frame(table, out)
     _echo_err(f"wrote features of {len(table):,} customers as of {as_of} to {out}")
@@ -197,11 +198,12 @@ def train(
     level_source: LevelSourceOpt = "auto",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate."""
     from training.jobs import train as run_train
 
-    tx, quality_report = load(transactions, columns, as_of, strict)
+    tx, quality_report = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
     summary = run_train(
         tx,
         quality_report,
@@ -237,12 +239,13 @@ def backtest(
     level_source: LevelSourceOpt = "auto",
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Evaluate the whole pipeline at rolling cutoffs against the BG/NBD and naive baselines."""
     from training.jobs import backtest as run_backtest
     from training.report import backtest_markdown
 
-    tx, _ = load(transactions, columns, as_of, strict)
+    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
     table = run_backtest(
         tx,
         as_of=_as_of(as_of),
@@ -263,11 +266,12 @@ def btyd(
     as_of: AsOfOpt,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Fit the classical BG/NBD + Gamma-Gamma models alone and print their parameters as JSON."""
     from training.jobs import fit_btyd_only
 
-    tx, _ = load(transactions, columns, as_of, strict)
+    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
     typer.echo(json.dumps(fit_btyd_only(tx, _as_of(as_of)), indent=2))
 
 
@@ -329,6 +333,7 @@ def score(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
     from features.contract import parse_column_map
@@ -352,6 +357,7 @@ def score(
         top_k=top_k,
         partitions=partitions,
         spool_input=spool,
+        normalize_float_ids=normalize_ids,
     )
     typer.echo(summary.render())
     if record:
@@ -367,13 +373,14 @@ def materialize(
     store: StoreOpt = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
 ) -> None:
     """Write every customer's features at the as-of date to the online store (atomic snapshot swap)."""
     from features.kernel import compute_features
     from serving.store import open_store
 
     url = store or os.environ.get("RETENTION_STORE_URL") or _default_store_url()
-    tx, _ = load(transactions, columns, as_of, strict)
+    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
     table = compute_features(tx, as_of)
     feature_names = [c for c in table.columns if c not in ("customer_id", "cutoff")]
     target = open_store(url)

@@ -21,6 +21,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -36,7 +37,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features import progress
-from features.contract import ContractError, DataQualityReport, combine_reports, prepare_transactions, to_date
+from features.contract import (
+    RULES,
+    ContractError,
+    DataQualityReport,
+    combine_reports,
+    normalize_id_text,
+    prepare_transactions,
+    to_date,
+)
 from features.kernel import compute_feature_arrays, prepare
 from features.sources import is_sql_url, read_table, split_sql_url
 from serving.drift import PSI_WARNING, bin_shares, psi
@@ -59,6 +68,7 @@ OUTPUT_COLUMNS = (
 )
 DEFAULT_PARTITIONS = 8
 SPOOL_BYTES_ENV = "RETENTION_SPOOL_BYTES"
+log = logging.getLogger("retention.batch")
 
 
 @dataclasses.dataclass
@@ -75,14 +85,19 @@ def reason_text(reason: Mapping[str, Any]) -> str:
     return f"{reason['description']} = {value} ({reason['effect']})"
 
 
-def partition_of(customer_ids: pd.Series, partitions: int) -> np.ndarray:
+def partition_of(customer_ids: pd.Series, partitions: int, *, normalize_float_ids: bool = False) -> np.ndarray:
     """Stable partition number of each customer id (same id, same partition, on every engine).
+
+    ``normalize_float_ids``: hash the ids as the contract reads them then (``17850.0`` as ``17850``), so the rows
+    of one customer written both ways land in one partition.
 
     The hash is ``pd.util.hash_array`` of the ids as text (``categorize=True``: each distinct id is hashed once);
     the distinct ids are found on the column as it is (Arrow strings stay Arrow) rather than after turning every
     row into a Python object, which gives the same numbers in a fraction of the time.
     """
     ids = customer_ids.astype("str")
+    if normalize_float_ids:
+        ids = normalize_id_text(ids)
     codes, uniques = pd.factorize(ids, sort=False)
     hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), categorize=False)
     hashed = hashed.take(codes) if len(hashed) else np.zeros(len(codes), dtype=np.uint64)
@@ -141,9 +156,12 @@ def score_partition(
     *,
     columns: Mapping[str, str] | None = None,
     strict: bool = False,
+    normalize_float_ids: bool = False,
 ) -> PartitionResult:
     """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input."""
-    tx, report = prepare_transactions(raw, columns=columns, as_of=as_of, strict=strict, allow_empty=True)
+    tx, report = prepare_transactions(
+        raw, columns=columns, as_of=as_of, strict=strict, allow_empty=True, normalize_float_ids=normalize_float_ids
+    )
     ids, arrays = compute_feature_arrays(prepare(tx), as_of)
     names = model.feature_columns
     n = len(ids)
@@ -197,20 +215,27 @@ def _source_bytes(source: str) -> int:
 
 
 def split_in_memory(
-    source: str, columns: Mapping[str, str] | None, partitions: int
+    source: str, columns: Mapping[str, str] | None, partitions: int, *, normalize_float_ids: bool = False
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     raw = read_table(source, columns)
     id_column = (columns or {}).get("customer_id", "customer_id")
     if id_column not in raw.columns:
         raise ContractError(f"required column '{id_column}' is missing from the input")
-    part = partition_of(raw[id_column].fillna(""), partitions)
+    part = partition_of(raw[id_column].fillna(""), partitions, normalize_float_ids=normalize_float_ids)
     order = np.argsort(part, kind="stable")
     bounds = np.searchsorted(part[order], np.arange(partitions + 1))
     for p in range(partitions):
         yield p, raw.iloc[order[bounds[p] : bounds[p + 1]]].reset_index(drop=True)
 
 
-def spool(source: str, columns: Mapping[str, str] | None, partitions: int, folder: Path) -> list[Path]:
+def spool(
+    source: str,
+    columns: Mapping[str, str] | None,
+    partitions: int,
+    folder: Path,
+    *,
+    normalize_float_ids: bool = False,
+) -> list[Path]:
     """Stream the input batch by batch into ``partitions`` customer-disjoint Parquet files (bounded memory)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -238,7 +263,7 @@ def spool(source: str, columns: Mapping[str, str] | None, partitions: int, folde
             frame = batch.to_pandas()
             if id_column not in frame.columns:
                 raise ContractError(f"required column '{id_column}' is missing from the input")
-            part = partition_of(frame[id_column].fillna(""), partitions)
+            part = partition_of(frame[id_column].fillna(""), partitions, normalize_float_ids=normalize_float_ids)
             order = np.argsort(part, kind="stable")  # rows grouped by partition, input order kept within each
             table = pa.Table.from_pandas(frame, preserve_index=False).take(pa.array(order))
             bounds = np.searchsorted(part[order], np.arange(partitions + 1))
@@ -347,8 +372,14 @@ def run_score_job(
     top_k: int | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     spool_input: bool | None = None,
+    normalize_float_ids: bool = False,
 ) -> JobSummary:
-    """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``."""
+    """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
+
+    ``normalize_float_ids`` (CLI ``--normalize-ids``): ids an export turned into floats (``17850.0``) are read as
+    ``17850`` -- before the input is split, so one customer's rows stay in one partition (see
+    :mod:`features.contract`).
+    """
     start = time.perf_counter()
     as_of_date = to_date(as_of)
     assert as_of_date is not None
@@ -359,6 +390,8 @@ def run_score_job(
     if not is_sql_url(source) and not Path(source).exists():
         raise ContractError(f"input '{source}' does not exist")
     key_text = f"{as_of_date}|{model.version}|{_source_fingerprint(source)}|{partitions}|{json.dumps(columns or {})}"
+    if normalize_float_ids:
+        key_text += "|normalize-ids"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key
@@ -371,31 +404,29 @@ def run_score_job(
     def part_path(p: int) -> Path:
         return staging / f"part-{p:05d}.parquet"
 
-    done = {p for p in range(partitions) if part_path(p).exists() and part_path(p).with_suffix(".json").exists()}
+    saved = {p: _read_part(part_path(p)) for p in range(partitions)}
+    done = {p for p, result in saved.items() if result is not None}
     resumed = len(done)
     if len(done) < partitions:
         if spool_input is None:
             spool_input = _source_bytes(source) > int(os.environ.get(SPOOL_BYTES_ENV, 1 << 30))
         if spool_input and not is_sql_url(source):
             spool_dir = staging / "spool"
-            files = spool(source, columns, partitions, spool_dir)
+            files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)
             parts: Iterator[tuple[int, pd.DataFrame]] = (
                 (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
                 for p, f in enumerate(files)
                 if p not in done
             )
         else:
-            parts = ((p, raw) for p, raw in split_in_memory(source, columns, partitions) if p not in done)
+            split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
+            parts = ((p, raw) for p, raw in split if p not in done)
         for p, raw in progress.track(parts, "scoring partitions", total=partitions - len(done)):
-            result = _score_raw_part(raw, model, as_of_date, columns)
-            _write_part(result, part_path(p))
+            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids)
+            _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
         shutil.rmtree(staging / "spool", ignore_errors=True)
 
-    results = []
-    for p in range(partitions):
-        meta = json.loads(part_path(p).with_suffix(".json").read_text())
-        report = DataQualityReport(**meta["report"])
-        results.append(PartitionResult(pd.read_parquet(part_path(p)), report, meta["drift_counts"]))
+    results = [saved[p] for p in range(partitions)]
     summary = finish_job(
         results,
         model,
@@ -461,13 +492,36 @@ def finish_job(
 
 
 def _score_raw_part(
-    raw: pd.DataFrame, model: ScoringModel, as_of: dt.date, columns: Mapping[str, str] | None
+    raw: pd.DataFrame,
+    model: ScoringModel,
+    as_of: dt.date,
+    columns: Mapping[str, str] | None,
+    normalize_float_ids: bool = False,
 ) -> PartitionResult:
     """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
     if raw.empty and not len(raw.columns):  # a spool partition that received no row
         raw = pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "timestamp": [], "amount": []})
         columns = None
-    return score_partition(raw, model, as_of, columns=columns)
+    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
+
+
+def _read_part(path: Path) -> PartitionResult | None:
+    """A finished part saved by :func:`_write_part`, or None when it must be (re)computed: missing, unreadable, or
+    saved by another version of the contract (its report has other rules or fields, e.g. a part saved before the
+    rule ``duplicate_transaction_id`` became ``duplicate_line``)."""
+    meta_path = path.with_suffix(".json")
+    if not (path.exists() and meta_path.exists()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        fields = meta["report"]
+        if set(fields.get("rule_counts", ())) != set(RULES):
+            return None
+        report = DataQualityReport(**fields)
+        return PartitionResult(pd.read_parquet(path), report, meta["drift_counts"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # a torn or foreign file: recompute the part
+        log.info("recomputing partition %s: %s", path.name, exc)
+        return None
 
 
 def _write_part(result: PartitionResult, path: Path) -> None:

@@ -232,10 +232,10 @@ class _Layout:
                     frame[name] = frame[name].astype(dtype)
         return _ids_as_text(frame, set(self.id_sources))
 
-    def partition_ids(self, ids: pd.Series, partitions: int) -> np.ndarray:
-        """:func:`partition_of` of ids as the local reader would have typed them."""
+    def partition_ids(self, ids: pd.Series, partitions: int, normalize_float_ids: bool = False) -> np.ndarray:
+        """:func:`partition_of` of ids as the local reader would have typed them (and normalised, on request)."""
         frame = self.restore(pd.DataFrame({self.id_column: ids.reset_index(drop=True)}))
-        return partition_of(frame[self.id_column].fillna(""), partitions)
+        return partition_of(frame[self.id_column].fillna(""), partitions, normalize_float_ids=normalize_float_ids)
 
     def file_rank(self, paths: pd.Series) -> pd.Series:
         """Position of each row's file in the local reader's order (-1: unknown, then ordered by path)."""
@@ -444,9 +444,17 @@ def _read_files(spark: Any, source: str, columns: Mapping[str, str] | None) -> t
 # --- scoring one group ---------------------------------------------------------------------------------------------
 
 
-def _empty_result(model: ScoringModel, as_of: dt.date, raw: pd.DataFrame, columns: Mapping[str, str] | None):
+def _empty_result(
+    model: ScoringModel,
+    as_of: dt.date,
+    raw: pd.DataFrame,
+    columns: Mapping[str, str] | None,
+    normalize_float_ids: bool = False,
+):
     """What :func:`score_partition` gives for a part without any valid row (contract report, zero drift counts)."""
-    _, report = prepare_transactions(raw, columns=columns, as_of=as_of, allow_empty=True)
+    _, report = prepare_transactions(
+        raw, columns=columns, as_of=as_of, allow_empty=True, normalize_float_ids=normalize_float_ids
+    )
     reference = model.meta.feature_reference
     drift = {
         c: (bin_shares(np.empty(0), np.asarray(reference[c]["edges"])) * 0).tolist()
@@ -457,15 +465,19 @@ def _empty_result(model: ScoringModel, as_of: dt.date, raw: pd.DataFrame, column
 
 
 def _score_part(
-    raw: pd.DataFrame, model: ScoringModel, as_of: dt.date, columns: Mapping[str, str] | None
+    raw: pd.DataFrame,
+    model: ScoringModel,
+    as_of: dt.date,
+    columns: Mapping[str, str] | None,
+    normalize_float_ids: bool = False,
 ) -> PartitionResult:
     try:
-        return score_partition(raw, model, as_of, columns=columns)
+        return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
     except ContractError:
         raise
     except Exception:
         # the scorer cannot take zero customers (a part whose rows all break the contract): count them all the same
-        empty = _empty_result(model, as_of, raw, columns)
+        empty = _empty_result(model, as_of, raw, columns, normalize_float_ids)
         if empty.report.rows_valid == 0:
             return empty
         raise
@@ -506,10 +518,12 @@ def run_spark_job(
     top_k: int | None = None,
     partitions: int = DEFAULT_PARTITIONS,
     spool_input: bool | None = None,
+    normalize_float_ids: bool = False,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
     Same arguments, checks, rows and summary as :func:`serving.batch.run_score_job`; ``spool_input`` is ignored.
+    ``normalize_float_ids``: ids are normalised before the rows are grouped into partitions, as locally.
     """
     del spool_input  # Spark spills to disk on its own
     start = time.perf_counter()
@@ -532,7 +546,7 @@ def run_spark_job(
     restore_nanos = spark.conf.get(NANOS_AS_LONG, None)
     spark.conf.set(NANOS_AS_LONG, "true")
     try:
-        results = _run(spark, source, as_of_date, model, bundle, shipped, columns, partitions)
+        results = _run(spark, source, as_of_date, model, bundle, shipped, columns, partitions, normalize_float_ids)
     finally:
         if restore_nanos is None:
             spark.conf.unset(NANOS_AS_LONG)
@@ -555,36 +569,40 @@ def _run(
     shipped: Any,
     columns: dict[str, str],
     partitions: int,
+    normalize_float_ids: bool = False,
 ) -> list[PartitionResult]:
     """Score every partition on Spark; one :class:`PartitionResult` per partition number, in order."""
     from pyspark.sql import functions as F
 
     carrier: Any = shipped if shipped is not None else bundle  # only one of them travels with the functions
+    normalize = normalize_float_ids  # ids hashed for partitions as the contract reads them
 
     def worker_model() -> ScoringModel:
         return _worker_model(carrier if isinstance(carrier, _Bundle) else carrier.value)
 
     if is_sql_url(source):
         # the pandas reader on the driver, split exactly as the local engine splits it
-        parts: Iterator[tuple[int, pd.DataFrame]] = split_in_memory(source, columns, partitions)
+        parts: Iterator[tuple[int, pd.DataFrame]] = split_in_memory(
+            source, columns, partitions, normalize_float_ids=normalize_float_ids
+        )
         rows = [(p, pickle.dumps(raw, protocol=pickle.HIGHEST_PROTOCOL)) for p, raw in parts]
         empty_raw = pickle.loads(rows[0][1]).iloc[:0] if rows else pd.DataFrame()
-        _empty_result(model, as_of, empty_raw, columns)  # a missing required column fails here, on the driver
+        _empty_result(model, as_of, empty_raw, columns, normalize)  # a missing required column fails on the driver
         grouped = spark.createDataFrame(rows, f"{_PART} int, {_PAYLOAD} binary").repartition(partitions, _PART)
 
         def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
             part = int(pdf[_PART].iloc[0])
             raw = pickle.loads(pdf[_PAYLOAD].iloc[0])
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize))
 
     else:
         sdf, layout, keep = _read_files(spark, source, columns)
         empty_raw = pd.DataFrame({name: pd.Series([], dtype=object) for name in keep})
-        _empty_result(model, as_of, empty_raw, columns)  # a missing required column fails here, on the driver
+        _empty_result(model, as_of, empty_raw, columns, normalize)  # a missing required column fails on the driver
 
         @F.pandas_udf("int")  # type: ignore[call-overload]
         def partition_number(ids: pd.Series) -> pd.Series:
-            return pd.Series(layout.partition_ids(ids, partitions), dtype="int32")
+            return pd.Series(layout.partition_ids(ids, partitions, normalize), dtype="int32")
 
         grouped = sdf.withColumn(_PART, partition_number(F.col(_quote(layout.id_column))))
         grouped = grouped.repartition(partitions, _PART)
@@ -594,7 +612,7 @@ def _run(
             pdf[_ORDER[0]] = layout.file_rank(pdf[_FILE_PATH])
             pdf = pdf.sort_values([_ORDER[0], _FILE_PATH, *_ORDER[1:]], kind="stable")
             raw = layout.restore(pdf[keep].reset_index(drop=True))
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize))
 
     try:
         table = grouped.groupBy(_PART).applyInPandas(score_group, RESULT_SCHEMA).toArrow()
@@ -604,7 +622,7 @@ def _run(
     frame = frame.sort_values([_PART, _POS], kind="stable")
     meta = frame[frame[_POS] < 0]
     rows = frame[frame[_POS] >= 0]
-    empty = _empty_result(model, as_of, empty_raw, columns)
+    empty = _empty_result(model, as_of, empty_raw, columns, normalize)
     by_part = {int(p): group for p, group in rows.groupby(_PART, sort=False)}
     results = [empty] * partitions
     for part, text in zip(meta[_PART].tolist(), meta[_META].tolist(), strict=True):

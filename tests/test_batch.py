@@ -215,3 +215,65 @@ def test_more_partitions_than_customers_and_ids_as_text(workspace, tmp_path) -> 
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(out, dtype={"customer_id": str})
     assert sorted(table["customer_id"]) == ["00042", "0042"]
+
+
+def _small_source(workspace, tmp_path: Path) -> Path:
+    tx = pd.read_parquet(workspace.transactions)
+    keep = tx["customer_id"].isin(tx["customer_id"].unique()[:200])
+    path = tmp_path / "small.parquet"
+    tx[keep].to_parquet(path, index=False)
+    return path
+
+
+def test_resume_recomputes_parts_saved_by_an_older_contract(workspace, tmp_path, monkeypatch) -> None:
+    """A part whose saved report has other rules (saved before ``duplicate_transaction_id`` became
+    ``duplicate_line``) or is torn is computed again; the other parts are resumed."""
+    import json
+    import types
+
+    from serving import batch
+    from serving.loader import load_model
+
+    for name, value in workspace.env.items():
+        monkeypatch.setenv(name, value)
+    model = load_model("models:/retention@champion")
+    source = _small_source(workspace, tmp_path)
+    dest = tmp_path / "out" / "scores.parquet"
+    with monkeypatch.context() as patch:  # keep the staging folder of a finished job, as a killed job leaves it
+        patch.setattr(batch, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None))
+        first = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4)
+    expected = pd.read_parquet(dest)
+    [staging] = (dest.parent / ".scores.parquet.parts").iterdir()
+    old = staging / "part-00001.json"
+    meta = json.loads(old.read_text())
+    counts = meta["report"]["rule_counts"]
+    counts["duplicate_transaction_id"] = counts.pop("duplicate_line")
+    old.write_text(json.dumps(meta))
+    (staging / "part-00002.json").write_text('{"report": {')  # torn
+    dest.unlink()
+
+    again = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4)
+    assert again.resumed_partitions == 2
+    pd.testing.assert_frame_equal(pd.read_parquet(dest), expected)
+    assert again.report == first.report
+    assert not (dest.parent / ".scores.parquet.parts").exists()
+
+
+def test_normalize_ids_before_partitioning(workspace, tmp_path) -> None:
+    """``17850.0`` and ``17850`` hash to different partitions as written: normalised first, they are one customer."""
+    from serving.batch import partition_of
+
+    partitions = next(p for p in range(2, 64) if len(set(partition_of(pd.Series(["17850.0", "17850"]), p))) == 2)
+    source = tmp_path / "floats.csv"
+    source.write_text("customer_id,timestamp,amount\n17850.0,2024-01-01,10\n17850,2024-02-01,5\n13047.0,2024-01-03,7\n")
+    out = tmp_path / "floats.out.csv"
+    args = ("score", "-t", str(source), "--as-of", workspace.AS_OF, "--out", str(out), "--no-record")
+    args += ("--partitions", str(partitions))
+    plain = run_cli(*args, cwd=workspace.root, env=workspace.env)
+    assert plain.returncode == 0, plain.stderr
+    assert sorted(pd.read_csv(out, dtype={"customer_id": str})["customer_id"]) == ["13047.0", "17850", "17850.0"]
+    for extra in ((), ("--spool",)):
+        result = run_cli(*args, "--normalize-ids", *extra, cwd=workspace.root, env=workspace.env)
+        assert result.returncode == 0, result.stderr
+        assert sorted(pd.read_csv(out, dtype={"customer_id": str})["customer_id"]) == ["13047", "17850"]
+        assert "data quality: 3 valid of 3 rows" in result.stdout

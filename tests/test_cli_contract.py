@@ -141,3 +141,27 @@ def test_timezones_convert_to_utc_and_naive_is_utc(tmp_path: Path) -> None:
     text = "customer_id,timestamp,amount\na,2024-01-31T23:30:00-02:00,1\na,2024-01-31T23:30:00,1\na,2024-01-31,1\n"
     report = quality(write(tmp_path, text), "--as-of", "2024-01-31")
     assert report["rule_counts"]["after_as_of"] == 1 and report["rows_valid"] == 2
+
+
+FLOAT_IDS = "CustomerID,InvoiceDate,Amount\n17850.0,2024-01-01,10\n17850,2024-01-05,5\n13047.0,2024-01-03,7\n"
+FLOAT_MAP = "customer_id=CustomerID,timestamp=InvoiceDate,amount=Amount"
+
+
+@pytest.mark.parametrize("command", ["quality", "features", "train", "backtest", "btyd", "materialize", "score"])
+def test_every_command_that_reads_transactions_has_normalize_ids(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and "--normalize-ids" in result.stdout
+
+
+def test_features_with_normalize_ids_reads_float_ids_as_integers(tmp_path: Path) -> None:
+    path = write(tmp_path, FLOAT_IDS)
+    out = tmp_path / "features.csv"
+    args = ("features", "-t", str(path), "--as-of", "2024-01-31", "--columns", FLOAT_MAP, "--out", str(out))
+    plain = run_cli(*args)
+    assert plain.returncode == 0, plain.stderr
+    assert "--normalize-ids" in plain.stderr  # the report's warning says how
+    assert sorted(pd.read_csv(out, dtype={"customer_id": str})["customer_id"]) == ["13047.0", "17850", "17850.0"]
+    normalised = run_cli(*args, "--normalize-ids")
+    assert normalised.returncode == 0, normalised.stderr
+    table = pd.read_csv(out, dtype={"customer_id": str}).set_index("customer_id")
+    assert sorted(table.index) == ["13047", "17850"] and table.loc["17850", "n_transactions"] == 2
