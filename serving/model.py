@@ -71,10 +71,15 @@ CALIBRATION_TIE_BREAK = 1e-6
 """Slope added to the isotonic calibrator, so customers inside one isotonic step keep the head's order."""
 
 
-def calibrate(raw_churn: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray) -> np.ndarray:
+def calibrate(raw_churn: np.ndarray, knots_x: np.ndarray, knots_y: np.ndarray, shift: float = 0.0) -> np.ndarray:
     """Isotonic calibration (``np.interp`` over the knots) that keeps the raw ranking: an isotonic fit is flat
-    between knots, and those ties would cost AUC and top-k order for nothing (+1e-6 x raw breaks them)."""
-    return np.clip(np.interp(raw_churn, knots_x, knots_y) + CALIBRATION_TIE_BREAK * raw_churn, 0.0, 1.0)
+    between knots, and those ties would cost AUC and top-k order for nothing (+1e-6 x raw breaks them). ``shift``
+    (log-odds) then moves every probability so that their mean follows the churn rate expected at the as-of date."""
+    p = np.clip(np.interp(raw_churn, knots_x, knots_y) + CALIBRATION_TIE_BREAK * raw_churn, 0.0, 1.0)
+    if shift == 0.0:
+        return p
+    q = np.clip(p, 1e-9, 1.0 - 1e-9)
+    return 1.0 / (1.0 + np.exp(-(np.log(q) - np.log1p(-q) + shift)))
 
 
 def hybrid_churn(p_btyd: np.ndarray, trees: np.ndarray) -> np.ndarray:
@@ -146,6 +151,9 @@ class BundleMeta:
     btyd: dict[str, Any] | None = None
     btyd_reference: dict[str, float] = dataclasses.field(default_factory=dict)
     level_source: str = "validation"
+    churn_shift: float = 0.0
+    """Log-odds added to every calibrated churn probability (0 unless ``churn_rate_source`` moved the mean)."""
+    churn_rate_source: str = "recent"
     validation_scheme: str = "temporal"
     format_version: int = FORMAT_VERSION
 
@@ -247,7 +255,7 @@ class ScoringModel:
         return directory
 
     def calibrate(self, raw_churn: np.ndarray) -> np.ndarray:
-        return calibrate(raw_churn, self._calib_x, self._calib_y)
+        return calibrate(raw_churn, self._calib_x, self._calib_y, self.meta.churn_shift)
 
     def btyd_scores(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """BTYD's ``(P(no purchase), expected value)`` at the bundle's horizon (requires BTYD parameters)."""
@@ -325,6 +333,7 @@ class ScoringModel:
             "churn_head": self.meta.churn_head,
             "value_head": self.meta.value_head,
             "level_source": self.meta.level_source,
+            "churn_rate_source": self.meta.churn_rate_source,
             "validation_scheme": self.meta.validation_scheme,
             "margin": self.meta.margin,
             "discount_rate": self.meta.discount_rate,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -105,3 +106,31 @@ def test_churn_head_is_chosen_by_auc_among_those_not_below_btyd() -> None:
     assert choose_head(metrics, "churn")[0] == "hybrid"
     metrics["hybrid"]["churn_auc"] = metrics["lightgbm"]["churn_auc"] = 0.79
     assert choose_head(metrics, "churn")[0] == "btyd"
+
+
+def test_churn_rate_by_hand(prep) -> None:
+    # on Jan 12 a and b are present; in (Jan 12, Jan 22] only a buys (Jan 15)
+    assert level.churn_rate(prep, day("2024-01-12"), H) == pytest.approx(0.5)
+    # on Jan 22 c is present too; a (Jan 25) and b (Jan 28) buy, c does not
+    assert level.churn_rate(prep, day("2024-01-22"), H) == pytest.approx(1 / 3)
+
+
+def test_churn_estimates_by_hand(prep) -> None:
+    found = level.churn_estimates(prep, day("2024-01-22"), H, btyd_mean=0.4, btyd_mean_earlier=0.6)
+    # recent = the rate one horizon earlier (Jan 12); btyd_rebased = BTYD's mean moved by its error on Jan 12
+    rebased = 1 / (1 + math.exp(-(level.logit(0.4) + level.logit(0.5) - level.logit(0.6))))
+    assert found == pytest.approx({"recent": 0.5, "btyd_rebased": rebased})
+    assert rebased == pytest.approx(0.3077, abs=1e-4)
+
+
+def test_churn_rate_choice_and_shift() -> None:
+    backtests = [({"recent": 0.5, "btyd_rebased": 0.62}, 0.6)]
+    choice = level.choose_churn_rate("auto", {"recent": 0.5, "btyd_rebased": 0.7}, backtests)
+    assert (choice.source, choice.total) == ("btyd_rebased", 0.7)
+    assert level.choose_churn_rate("auto", {"recent": 0.5, "btyd_rebased": 0.7}, []).source == "recent"
+    assert level.choose_churn_rate("auto", {}, []).source == "none"
+    p = np.array([0.1, 0.2, 0.5, 0.9])
+    shift = level.shift_to_mean(p, 0.6)
+    moved = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + shift)))
+    assert moved.mean() == pytest.approx(0.6, abs=1e-9)
+    assert np.all(np.diff(moved) > 0), "the order of customers is kept"

@@ -103,6 +103,7 @@ def train(
                 "churn_head": result.choice["churn_head"],
                 "value_head": result.choice["value_head"],
                 "level_source": result.choice["level_source"],
+                "churn_rate_source": result.choice["churn_rate_source"],
                 "training_rows": result.training_rows,
                 "level_factor": round(result.model.meta.level_factor, 6),
                 **{k: _param(v) for k, v in result.selection.items() if not isinstance(v, dict)},

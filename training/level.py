@@ -106,47 +106,154 @@ class LevelChoice:
     why: str
 
 
+def log_error(forecast: float, actual: float) -> float | None:
+    """``|log(forecast / actual)|`` for totals; None when either is not positive."""
+    return abs(math.log(forecast / actual)) if forecast > 0 and actual > 0 else None
+
+
+def logit_error(forecast: float, actual: float) -> float | None:
+    """``|logit(forecast) - logit(actual)|`` for rates; None outside (0, 1)."""
+    if not (0 < forecast < 1 and 0 < actual < 1):
+        return None
+    return abs(logit(forecast) - logit(actual))
+
+
+def logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
 def choose(
     requested: str,
     at_as_of: dict[str, float],
     backtests: list[tuple[dict[str, float], float]],
+    *,
+    what: str = "level",
+    order: tuple[str, ...] = ESTIMATORS,
+    error=log_error,
+    rebase_above: float | None = REBASE_ABOVE_ERROR,
 ) -> LevelChoice:
-    """Pick the level estimator: ``requested`` if forced, else the best by backtest.
+    """Pick an estimator: ``requested`` if forced, else the best by backtest.
 
-    ``at_as_of``: :func:`estimates` at the as-of date. ``backtests``: for each backtested cutoff, its estimates and
-    the actual total of its next H days.
+    ``at_as_of``: every estimator's value at the as-of date. ``backtests``: for each backtested cutoff, the
+    estimators' values there and the actual value of its next H days. ``order``: preference when nothing can be
+    backtested or errors tie. ``rebase_above``: take ``btyd_rebased`` (when it cannot be backtested) over
+    estimators whose backtest error all exceed ``log(1 + rebase_above)``; None: never.
     """
-    if requested not in SOURCES:
-        raise ValueError(f"--level-source must be one of {', '.join(SOURCES)}, got '{requested}'")
+    if requested != "auto" and requested not in order:
+        raise ValueError(
+            f"--{what.replace(' ', '-')}-source must be one of auto, {', '.join(order)}, got '{requested}'"
+        )
     errors: dict[str, list[float]] = {}
     for found, actual in backtests:
         for name, value in found.items():
-            if value > 0 and actual > 0:
-                errors.setdefault(name, []).append(abs(math.log(value / actual)))
+            e = error(value, actual)
+            if e is not None:
+                errors.setdefault(name, []).append(e)
     mean_errors = {name: float(np.mean(e)) for name, e in errors.items()}
     eligible = {n: e for n, e in mean_errors.items() if n in at_as_of}
+    threshold = math.log(1.0 + rebase_above) if rebase_above is not None else np.inf
     if requested != "auto":
         if requested not in at_as_of:
-            raise ValueError(f"--level-source {requested} needs more history than this log has")
-        source, why = requested, f"level: {requested}, as requested"
+            raise ValueError(f"--{what.replace(' ', '-')}-source {requested} needs more history than this log has")
+        source, why = requested, f"{what}: {requested}, as requested"
     elif (
         "btyd_rebased" in at_as_of
         and "btyd_rebased" not in eligible
-        and eligible.get("btyd", 0.0) > math.log(1.0 + REBASE_ABOVE_ERROR)
-        and min(eligible.values(), default=np.inf) > math.log(1.0 + REBASE_ABOVE_ERROR)
+        and eligible.get("btyd", 0.0) > threshold
+        and min(eligible.values(), default=np.inf) > threshold
     ):
         source = "btyd_rebased"
         errors_text = ", ".join(f"{n} {e:.3f}" for n, e in eligible.items())
         why = (
-            f"level: btyd_rebased; it cannot be backtested on this history, and every estimator that can missed by"
-            f" more than {REBASE_ABOVE_ERROR:.0%} (mean |log error| {errors_text})"
+            f"{what}: btyd_rebased; it cannot be backtested on this history, and every estimator that can missed by"
+            f" more than {rebase_above:.0%} (mean backtest error {errors_text})"
         )
+    elif eligible:
+        source = min(eligible, key=lambda n: (eligible[n], order.index(n)))
+        detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))
+        why = f"{what}: {source}, the smallest mean backtest error at {len(backtests)} cutoff(s) ({detail})"
+    elif at_as_of:
+        source = next(n for n in order if n in at_as_of)
+        why = f"{what}: {source}, no estimator could be backtested on this history"
     else:
-        if eligible:
-            source = min(eligible, key=lambda n: (eligible[n], ESTIMATORS.index(n)))
-            detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))
-            why = f"level: {source}, the smallest mean |log error| backtested at {len(backtests)} cutoff(s) ({detail})"
-        else:
-            source = next(n for n in ESTIMATORS if n in at_as_of)
-            why = f"level: {source}, no estimator could be backtested on this history"
+        return LevelChoice("none", math.nan, {}, {}, f"{what}: none, the history allows no estimate")
     return LevelChoice(source, at_as_of[source], dict(at_as_of), mean_errors, why)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the churn rate: the same idea for P(no purchase in the next H days)
+# ----------------------------------------------------------------------------------------------------------------
+
+CHURN_ESTIMATORS = ("recent", "btyd_rebased", "seasonal")
+"""Estimators of the churn rate of the next H days (share of present customers with no purchase):
+
+- ``recent``: the rate observed at ``c - H`` (whose window ended by ``c``): what a calibration fitted one horizon
+  earlier carries forward. Chosen, the model's calibrated probabilities are left as they are.
+- ``btyd_rebased``: BTYD's mean P(no purchase) at ``c``, shifted in log-odds by BTYD's error at ``c - H``.
+- ``seasonal``: the recent rate shifted in log-odds by last year's change over the same season,
+  ``logit(rate(c - 365)) - logit(rate(c - H - 365))``.
+Chosen like the level; otherwise the calibrated probabilities are shifted by one log-odds constant so that their
+mean at the as-of date is the chosen rate (the ranking is untouched).
+"""
+
+
+def churn_rate(prep: PreparedTransactions, day: int, horizon_days: int) -> float | None:
+    """Share of the customers present at ``day`` with no purchase in ``(day, day + H]`` (None before any data)."""
+    present = np.zeros(prep.n_customers, dtype=bool)
+    present[prep.code[prep.day <= day]] = True
+    if not present.any():
+        return None
+    bought = np.zeros(prep.n_customers, dtype=bool)
+    window = (prep.day > day) & (prep.day <= day + horizon_days) & (prep.amount >= 0)
+    bought[prep.code[window]] = True
+    return float(1.0 - bought[present].mean())
+
+
+def churn_estimates(
+    prep: PreparedTransactions, cutoff: int, horizon_days: int, btyd_mean: float, btyd_mean_earlier: float | None
+) -> dict[str, float]:
+    """Every churn-rate estimator for ``(cutoff, cutoff + H]`` that the history allows (labels known at ``cutoff``)."""
+    out: dict[str, float] = {}
+    earlier = cutoff - horizon_days
+    if earlier < int(prep.day.min()):
+        return out
+    recent = churn_rate(prep, earlier, horizon_days)
+    if recent is None or not 0 < recent < 1:
+        return out
+    out["recent"] = recent
+    if btyd_mean_earlier is not None and 0 < btyd_mean < 1 and 0 < btyd_mean_earlier < 1:
+        out["btyd_rebased"] = _expit(logit(btyd_mean) + logit(recent) - logit(btyd_mean_earlier))
+    if earlier - YEAR_DAYS >= int(prep.day.min()):
+        then, before = (
+            churn_rate(prep, cutoff - YEAR_DAYS, horizon_days),
+            churn_rate(prep, earlier - YEAR_DAYS, horizon_days),
+        )
+        if then is not None and before is not None and 0 < then < 1 and 0 < before < 1:
+            out["seasonal"] = _expit(logit(recent) + logit(then) - logit(before))
+    return out
+
+
+def _expit(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def choose_churn_rate(
+    requested: str, at_as_of: dict[str, float], backtests: list[tuple[dict[str, float], float]]
+) -> LevelChoice:
+    """The churn-rate estimator, chosen by backtest (log-odds error), ``recent`` when nothing can be backtested."""
+    return choose(
+        requested, at_as_of, backtests, what="churn rate", order=CHURN_ESTIMATORS, error=logit_error, rebase_above=None
+    )
+
+
+def shift_to_mean(p: np.ndarray, target: float) -> float:
+    """The log-odds shift ``d`` with ``mean(expit(logit(p) + d)) == target`` (bisection; ``p`` in (0, 1))."""
+    z = np.log(np.clip(p, 1e-9, 1 - 1e-9)) - np.log1p(-np.clip(p, 1e-9, 1 - 1e-9))
+    lo, hi = -20.0, 20.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if float(np.mean(1.0 / (1.0 + np.exp(-(z + mid))))) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2

@@ -210,18 +210,60 @@ def choose_level(
         raise ContractError(str(exc)) from exc
 
 
+def choose_churn_rate(
+    prep: PreparedTransactions, plan: TrainingPlan, data: pd.DataFrame, population: pd.DataFrame, btyd_draft: BundleMeta
+) -> level.LevelChoice:
+    """The churn rate at ``as_of``: the estimators of :data:`training.level.CHURN_ESTIMATORS`, backtested at the
+    latest labeled cutoffs of ``data`` (their observed churn rates and BTYD's mean churn probability there)."""
+    horizon = plan.horizon_days
+    X_now = population[list(btyd_draft.feature_columns)].to_numpy(dtype=np.float64)
+    btyd_now = float(ScoringModel(None, None, btyd_draft).btyd_scores(X_now)[0].mean())
+    rates: dict[int, tuple[float, float]] = {}
+    if not data.empty:
+        means = data.groupby("cutoff")[["churned", "btyd_churn"]].mean()
+        rates = {date_to_day(c): (float(r["churned"]), float(r["btyd_churn"])) for c, r in means.iterrows()}
+
+    def btyd_at(day: int) -> float | None:
+        return rates[day][1] if day in rates else None
+
+    as_of = date_to_day(plan.as_of)
+    at_as_of = level.churn_estimates(prep, as_of, horizon, btyd_now, btyd_at(as_of - horizon))
+    backtests = [
+        (level.churn_estimates(prep, day, horizon, rates[day][1], btyd_at(day - horizon)), rates[day][0])
+        for day in sorted(rates)[-level.BACKTEST_CUTOFFS :]
+    ]
+    return level.choose_churn_rate("auto", at_as_of, backtests)
+
+
 def _btyd_reference(population: pd.DataFrame) -> dict[str, float]:
     """Median BTYD summary of the customers with a purchase (whole days: a valid summary point)."""
     buyers = population[population["n_purchase_days"] > 0]
     return {c: float(np.floor(np.median(buyers[c].to_numpy(dtype=np.float64)))) for c in BTYD_COLUMNS}
 
 
-def _finish(draft: BundleMeta, churn_booster, value_booster, population: pd.DataFrame, target_total: float):
-    """Level (the raw value head's total at as-of scaled to ``target_total``), tiers, segments, drift reference."""
+def _finish(
+    draft: BundleMeta,
+    churn_booster,
+    value_booster,
+    population: pd.DataFrame,
+    target_total: float,
+    churn: level.LevelChoice,
+):
+    """Level (the raw value head's total at as-of scaled to ``target_total``), the churn rate (probabilities shifted
+    to ``churn``'s rate unless it is ``recent`` or ``none``), tiers, segments, drift reference."""
     columns = list(draft.feature_columns)
     X_now = population[columns].to_numpy(dtype=np.float64)
-    raw_total = float(ScoringModel(churn_booster, value_booster, draft).raw_value(X_now).sum())
-    draft = dataclasses.replace(draft, level_factor=target_total / raw_total if raw_total > 0 else 1.0)
+    model = ScoringModel(churn_booster, value_booster, draft)
+    raw_total = float(model.raw_value(X_now).sum())
+    shift = 0.0
+    if churn.source not in ("recent", "none"):
+        shift = level.shift_to_mean(model.calibrate(model.raw_churn(X_now)), churn.total)
+    draft = dataclasses.replace(
+        draft,
+        level_factor=target_total / raw_total if raw_total > 0 else 1.0,
+        churn_shift=shift,
+        churn_rate_source=churn.source,
+    )
     expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
     thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in TIER_TOP_SHARES), 0.0)
     meta = dataclasses.replace(
@@ -287,29 +329,34 @@ def fit_pipeline(
         with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
             data = build_dataset(prep, list(plan.cutoffs), horizon_days)
     total = choose_level(prep, plan, data, population, draft, level_source)
+    churn = choose_churn_rate(prep, plan, data, population, draft)
     if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
-        return _btyd_only(draft, plan, population, btyd_now, warnings, total)
+        return _btyd_only(draft, plan, population, btyd_now, warnings, total, churn)
     if plan.scheme != "temporal":
         warnings.append(f"validation scheme {plan.describe()}")
     fit = _Fit(prep, draft, plan, data, population, btyd_now, warnings)
-    return fit.supervised(total, tune=tune, seed=seed, num_threads=num_threads)
+    return fit.supervised(total, churn, tune=tune, seed=seed, num_threads=num_threads)
 
 
-def _level_selection(total: level.LevelChoice) -> dict[str, float]:
-    """The level's figures for the MLflow params: every estimate at as-of and its backtest error."""
+def _level_selection(total: level.LevelChoice, churn: level.LevelChoice) -> dict[str, float]:
+    """The level's and churn rate's figures for the MLflow params: every estimate at as-of and its backtest error."""
     return {
         **{f"level_total_{name}": value for name, value in total.estimates.items()},
         **{f"level_backtest_error_{name}": value for name, value in total.backtest_errors.items()},
+        **{f"churn_rate_{name}": value for name, value in churn.estimates.items()},
+        **{f"churn_rate_backtest_error_{name}": value for name, value in churn.backtest_errors.items()},
     }
 
 
-def _btyd_only(draft, plan, population, btyd_now, warnings, total: level.LevelChoice) -> PipelineResult:
+def _btyd_only(
+    draft, plan, population, btyd_now, warnings, total: level.LevelChoice, churn: level.LevelChoice
+) -> PipelineResult:
     """A version with two BTYD heads: nothing could be labeled, so nothing is validated (the card says so)."""
     warnings = [*warnings, f"BTYD-only version: {plan.describe()}"]
     for w in warnings:
         progress.warn(w)
     draft = dataclasses.replace(draft, level_source=total.source)
-    model = _finish(draft, None, None, population, target_total=total.total)
+    model = _finish(draft, None, None, population, total.total, churn)
     why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
     return PipelineResult(
         model=model,
@@ -317,7 +364,7 @@ def _btyd_only(draft, plan, population, btyd_now, warnings, total: level.LevelCh
         validation=pd.DataFrame(columns=["customer_id", "cutoff", "churned", "future_value"]),
         metrics={},
         training_rows=0,
-        selection={"selection_rows": 0, "validation_rows": 0, **_level_selection(total)},
+        selection={"selection_rows": 0, "validation_rows": 0, **_level_selection(total, churn)},
         btyd_params=btyd_now.to_dict(),
         importance=pd.DataFrame(columns=["feature", "churn_gain", "value_gain"]),
         valid_features=population.iloc[0:0],
@@ -330,6 +377,8 @@ def _btyd_only(draft, plan, population, btyd_now, warnings, total: level.LevelCh
             "why_churn": why,
             "why_value": why,
             "why_level": total.why,
+            "churn_rate_source": churn.source,
+            "why_churn_rate": churn.why,
         },
         warnings=warnings,
     )
@@ -347,7 +396,9 @@ class _Fit:
     btyd_now: BTYDModel
     warnings: list[str]
 
-    def supervised(self, total: level.LevelChoice, *, tune: int, seed: int, num_threads: int) -> PipelineResult:
+    def supervised(
+        self, total: level.LevelChoice, churn: level.LevelChoice, *, tune: int, seed: int, num_threads: int
+    ) -> PipelineResult:
         columns = list(self.draft.feature_columns)
         horizon = self.plan.horizon_days
         train, valid = _split(self.data, self.plan)
@@ -397,7 +448,7 @@ class _Fit:
             value_head=value_kind,
             level_source=total.source,
         )
-        model = _finish(draft, final["churn"], final["value"], self.population, total.total)
+        model = _finish(draft, final["churn"], final["value"], self.population, total.total, churn)
         for w in self.warnings:
             progress.warn(w)
         gains = {
@@ -417,7 +468,7 @@ class _Fit:
                 **{f"{h}_{k}_rounds": best[(h, k)].best_iteration for h in ("churn", "value") for k in CANDIDATES[:2]},
                 "churn_params": _searched(best[("churn", churn_kind if churn_kind != "btyd" else "lightgbm")]),
                 "value_params": _searched(best[("value", value_kind if value_kind != "btyd" else "lightgbm")]),
-                **_level_selection(total),
+                **_level_selection(total, churn),
                 "selection_rows": len(train),
                 "validation_rows": len(valid),
             },
@@ -433,6 +484,8 @@ class _Fit:
                 "why_churn": why_churn,
                 "why_value": why_value,
                 "why_level": total.why,
+                "churn_rate_source": churn.source,
+                "why_churn_rate": churn.why,
             },
             warnings=self.warnings,
         )

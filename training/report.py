@@ -47,6 +47,7 @@ def comparison_markdown(metrics: dict[str, dict[str, float]], choice: dict[str, 
         f"- {choice['why_churn']}",
         f"- {choice['why_value']}",
         f"- {choice['why_level']}",
+        f"- {choice['why_churn_rate']}",
     ]
     return table_text + "\n\n" + "\n".join(lines)
 
