@@ -19,7 +19,8 @@ So ``rows_read == rows_valid + sum(rule counts)`` always holds; ``rows_valid`` c
 
 Line amount: ``amount`` when it is mapped; otherwise ``quantity × unit_price`` when ``unit_price`` is mapped
 (a ``quantity`` column is then required). When both ``amount`` and ``unit_price`` are mapped, **``amount``
-wins** (a source's line total may hold discounts) and is cross-checked: lines where it differs from
+wins** where a line has one (a source's line total may hold discounts; a line with an empty ``amount`` is
+``quantity × unit_price``) and is cross-checked: lines where it differs from
 ``quantity × unit_price`` by more than half a cent are counted in ``price_mismatch_lines`` and named in a
 warning (they stay valid). Zero amounts are valid purchases; negative amounts (so negative quantities, e.g. a
 cancellation invoice ``C536379``) are returns/refunds: valid lines that reduce net spend.
@@ -328,6 +329,14 @@ def _as_string(values: pd.Series, *, normalize_float_ids: bool = False) -> pd.Se
     return text
 
 
+def normalize_id_text(ids: pd.Series) -> pd.Series:
+    """Ids as ``normalize_float_ids`` reads them: text, ``"17850.0"`` (or the float 17850.0) as ``"17850"``.
+
+    Engines that split the input by customer hash these, so that ``17850.0`` and ``17850`` land in one part.
+    """
+    return _as_string(ids, normalize_float_ids=True)
+
+
 def _present(text: pd.Series, *, strip: bool = False) -> np.ndarray:
     """Rows holding a non-empty value (``strip``: a value that is not only white space)."""
     values = _arrow(text)
@@ -401,7 +410,12 @@ def _line_amounts(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, n
     if "unit_price" in frame.columns:
         priced = quantity * _numbers(frame["unit_price"])  # type: ignore[operator]
     if "amount" in frame.columns:
-        return _numbers(frame["amount"]), priced, quantity
+        amount = _numbers(frame["amount"])
+        if priced is not None:  # a line without an amount (empty, not garbage) is quantity × unit_price
+            missing = frame["amount"].isna().to_numpy()
+            if missing.any():
+                amount = np.where(missing, priced, amount)
+        return amount, priced, quantity
     return priced, priced, quantity  # type: ignore[return-value]
 
 

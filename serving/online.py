@@ -151,6 +151,8 @@ def _inline_frame(customers: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, li
     frame.update({name: column for name, column in values.items() if any(v is not None for v in column)})
     if "unit_price" not in frame and "amount" not in frame:
         frame["amount"] = values["amount"]
+    if "unit_price" in frame and "quantity" not in frame:  # each line without one is then named, not the request
+        frame["quantity"] = values["quantity"]
     return pd.DataFrame(frame, index=pd.RangeIndex(len(owners)), copy=False), owners
 
 
@@ -161,8 +163,13 @@ def _broken_row_error(frame: pd.DataFrame, owners: list[int], as_of: dt.date) ->
     i, j = _locate(owners, k)
     where = f"customers[{i}].transactions[{j}]"
     if rules[k] == "bad_amount":
+        row = frame.iloc[k]
+        given = {name for name in ("amount", "quantity", "unit_price") if name in frame and pd.notna(row[name])}
+        name = "amount"
+        if "amount" not in given and given & {"quantity", "unit_price"}:
+            name = "unit_price" if "quantity" in given else "quantity"  # the half of a priced line that is missing
         return RequestError(
-            f"{where}.amount: no finite amount (send amount, or quantity and unit_price)", field=f"{where}.amount"
+            f"{where}.{name}: no line amount (send amount, or quantity and unit_price)", field=f"{where}.{name}"
         )
     text = frame["timestamp"].iloc[k]
     if rules[k] == "after_as_of":

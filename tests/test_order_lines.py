@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from features.contract import ContractError, prepare_transactions, row_rules
 from features.kernel import compute_features, feature_columns
-from serving.online import inline_features
+from serving.online import RequestError, inline_features
 
 AS_OF = dt.date(2024, 1, 31)
 LINES_CSV = """InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice,CustomerID
@@ -160,6 +160,37 @@ def test_line_id_repeats_are_duplicates_and_bad_lines_are_counted() -> None:
     assert tx[["customer_id", "amount"]].values.tolist() == [["a", 5.5], ["b", 7.0]]
     assert report.rule_counts["duplicate_line"] == 1 and report.rule_counts["bad_amount"] == 1
     assert row_rules(raw).tolist() == ["", "", "duplicate_line", "bad_amount", ""]
+
+
+def test_a_line_without_an_amount_is_quantity_times_unit_price() -> None:
+    raw = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "a"],
+            "timestamp": ["2024-01-02", "2024-01-02", "2024-01-03"],
+            "transaction_id": ["o1", "o1", "o2"],
+            "amount": [9.0, None, None],  # the first line's amount wins, the others have none
+            "quantity": [2, 3, None],
+            "unit_price": [5.0, 1.5, 4.0],
+        }
+    )
+    tx, report = prepare_transactions(raw)
+    assert tx["amount"].tolist() == [13.5]  # 9 + 3 x 1.5; o2 has neither amount nor quantity
+    assert report.rule_counts["bad_amount"] == 1 and report.price_mismatch_lines == 1
+
+
+def test_inline_lines_may_mix_amounts_and_prices() -> None:
+    whole = [{"timestamp": "2024-01-05", "amount": 25.0, "transaction_id": "o1"}]
+    lines = [
+        {"timestamp": "2024-01-05", "transaction_id": "o1", "quantity": 2.0, "unit_price": 7.5},
+        {"timestamp": "2024-01-05", "transaction_id": "o1", "amount": 10.0},
+    ]
+    columns = feature_columns()
+    a = inline_features([{"customer_id": "x", "transactions": whole}], AS_OF, columns)[0]
+    b = inline_features([{"customer_id": "x", "transactions": lines}], AS_OF, columns)[0]
+    np.testing.assert_array_equal(a, b)
+    half = [{"timestamp": "2024-01-05", "transaction_id": "o1", "unit_price": 7.5}, *lines]
+    with pytest.raises(RequestError, match=r"customers\[0\]\.transactions\[0\]\.quantity: no line amount"):
+        inline_features([{"customer_id": "x", "transactions": half}], AS_OF, columns)
 
 
 def test_unit_price_without_quantity_is_one_sentence() -> None:
