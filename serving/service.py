@@ -90,13 +90,26 @@ SERVICE_CONFIG: dict[str, Any] = {
 
 
 class Transaction(BaseModel):
-    """One transaction of the customer, as in the input contract (money in currency units, timestamps UTC)."""
+    """One transaction of the customer, or one line of an order, as in the input contract (money in currency
+    units, timestamps UTC). Lines sharing a ``transaction_id`` are summed into one order (at its earliest line's
+    time); a line's amount is ``amount``, or ``quantity × unit_price`` when it has no ``amount``."""
 
     model_config = ConfigDict(extra="forbid")
     timestamp: Annotated[str, Field(min_length=1, description="ISO 8601 date or datetime; naive = UTC")]
-    amount: Annotated[float, Field(allow_inf_nan=False, description="Negative for refunds")]
-    transaction_id: str | None = None
-    quantity: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    amount: (
+        Annotated[
+            float,
+            Field(
+                allow_inf_nan=False,
+                description="Line or transaction amount, negative for refunds; optional with quantity and unit_price",
+            ),
+        ]
+        | None
+    ) = None
+    transaction_id: Annotated[str | None, Field(description="Order id: lines sharing it are one order")] = None
+    quantity: Annotated[float, Field(allow_inf_nan=False, description="Negative for returns")] | None = None
+    unit_price: Annotated[float, Field(allow_inf_nan=False, description="Amount = quantity × unit_price")] | None = None
+    line_id: Annotated[str | None, Field(description="Line within the order: a repeated one is a duplicate")] = None
     category: str | None = None
     channel: str | None = None
 

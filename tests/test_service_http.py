@@ -158,6 +158,57 @@ def test_rank_sorts_by_value_at_risk_with_top_k(server, known_ids) -> None:
     assert body["errors"] == [{"customer_id": "nobody", "error": "unknown customer_id: not in the online store"}]
 
 
+def test_inline_order_lines_give_the_answer_of_the_same_transactions(server, known_ids, workspace) -> None:
+    """One customer's purchases sent once as transactions and once as priced order lines (each transaction split
+    into two lines, ``quantity × unit_price``, in shuffled order, plus an exact copy): the same scores."""
+    import random
+
+    import pandas as pd
+
+    tx = pd.read_parquet(workspace.transactions)
+    mine = tx[tx["customer_id"] == known_ids[2]].drop_duplicates()
+    mine = mine[mine["timestamp"].dt.date <= pd.Timestamp(workspace.AS_OF).date()]
+    as_transactions, as_lines = [], []
+    for t, a, i in zip(mine["timestamp"], mine["amount"], mine["transaction_id"], strict=True):
+        when = t.isoformat()
+        as_transactions.append({"timestamp": when, "amount": float(a), "transaction_id": i})
+        half = round(float(a) / 2, 2)
+        as_lines.append({"timestamp": when, "transaction_id": i, "line_id": "1", "quantity": 2.0, "unit_price": half})
+        rest = float(a) - 2 * half  # the rest of the amount, as an amount
+        as_lines.append({"timestamp": when, "transaction_id": i, "line_id": "2", "amount": rest})
+    as_lines.append(dict(as_lines[0]))  # the same line twice: a duplicate, kept once
+    random.Random(7).shuffle(as_lines)
+
+    def predict(transactions):
+        body = {"customers": [{"customer_id": known_ids[2], "transactions": transactions}], "as_of": workspace.AS_OF}
+        response = server.post("/predict", body)
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]
+
+    whole, lines = predict(as_transactions), predict(as_lines)
+    assert "error" not in whole and len(as_lines) == 2 * len(as_transactions) + 1
+    assert lines["churn_probability"] == pytest.approx(whole["churn_probability"], abs=1e-9)
+    assert lines["expected_value"] == pytest.approx(whole["expected_value"], abs=1e-6)
+    assert (lines["tier"], lines["segment"], lines["reasons"]) == (whole["tier"], whole["segment"], whole["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "field"),
+    [
+        ({"timestamp": "2024-01-02", "quantity": 2}, 422, "customers[0].transactions[1].unit_price"),
+        ({"timestamp": "2024-01-02", "unit_price": 2.5}, 422, "customers[0].transactions[1].quantity"),
+        ({"timestamp": "2024-01-02"}, 422, "customers[0].transactions[1].amount"),
+        ({"timestamp": "2024-01-02", "quantity": 1, "unit_price": "x"}, 400, "customers[0].transactions[1].unit_price"),
+        ({"timestamp": "2024-01-02", "amount": 1, "sku": "A"}, 400, "customers[0].transactions[1].sku"),
+    ],
+)
+def test_a_bad_order_line_is_a_4xx_naming_its_field(server, line, status, field) -> None:
+    """The schema rejects types and unknown fields (400), the contract a line without an amount (422)."""
+    good = {"timestamp": "2024-01-01", "transaction_id": "o1", "quantity": 1, "unit_price": 3.0}
+    body = {"customers": [{"customer_id": "a", "transactions": [good, {"transaction_id": "o1", **line}]}]}
+    assert assert_error_shape(server.post("/predict", body), status)["field"] == field
+
+
 @pytest.mark.parametrize(
     ("body", "status", "names"),
     [
