@@ -293,3 +293,25 @@ def test_parquet_footers_through_the_jvm(spark, data):
     assert [f.removeprefix("file:") for f in remote_files] == local_files
     assert remote_footers == local_footers
     assert remote_footers[0].nanos == {"timestamp": "ns"}  # pandas writes nanoseconds: Spark reads them as longs
+
+
+def test_normalize_ids_before_partitioning(spark, data):
+    """``17850.0`` and ``17850`` fall in different partitions as written; normalised first, both engines see one
+    customer (in one partition)."""
+    from serving.batch import partition_of
+
+    partitions = next(p for p in range(2, 64) if len(set(partition_of(pd.Series(["17850.0", "17850"]), p))) == 2)
+    path = data["root"] / "float_ids.csv"
+    pd.DataFrame(
+        {
+            "customer_id": ["17850.0", "17850", "13047.0", "13047.0"],
+            "timestamp": ["2024-01-02", "2024-01-20", "2024-01-03", "2024-01-03"],
+            "amount": [10.0, 5.5, 99.0, 99.0],
+        }
+    ).to_csv(path, index=False)
+    local, local_rows, remote, remote_rows = run_both(
+        spark, data, str(path), "float_ids", partitions=partitions, normalize_float_ids=True
+    )
+    assert sorted(remote_rows["customer_id"]) == sorted(local_rows["customer_id"]) == ["13047", "17850"]
+    pd.testing.assert_frame_equal(remote_rows, local_rows)
+    assert remote.report == local.report and remote.report.customers == 2 and remote.report.float_like_ids == 0
