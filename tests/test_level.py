@@ -119,7 +119,7 @@ def test_churn_estimates_by_hand(prep) -> None:
     found = level.churn_estimates(prep, day("2024-01-22"), H, btyd_mean=0.4, btyd_mean_earlier=0.6)
     # recent = the rate one horizon earlier (Jan 12); btyd_rebased = BTYD's mean moved by its error on Jan 12
     rebased = 1 / (1 + math.exp(-(level.logit(0.4) + level.logit(0.5) - level.logit(0.6))))
-    assert found == pytest.approx({"recent": 0.5, "btyd_rebased": rebased})
+    assert found == pytest.approx({"recent": 0.5, "btyd_rebased": rebased, "btyd": 0.4})
     assert rebased == pytest.approx(0.3077, abs=1e-4)
 
 

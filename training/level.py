@@ -184,12 +184,13 @@ def choose(
 # the churn rate: the same idea for P(no purchase in the next H days)
 # ----------------------------------------------------------------------------------------------------------------
 
-CHURN_ESTIMATORS = ("recent", "btyd_rebased", "seasonal")
+CHURN_ESTIMATORS = ("recent", "btyd_rebased", "btyd", "seasonal")
 """Estimators of the churn rate of the next H days (share of present customers with no purchase):
 
 - ``recent``: the rate observed at ``c - H`` (whose window ended by ``c``): what a calibration fitted one horizon
   earlier carries forward. Chosen, the model's calibrated probabilities are left as they are.
 - ``btyd_rebased``: BTYD's mean P(no purchase) at ``c``, shifted in log-odds by BTYD's error at ``c - H``.
+- ``btyd``: BTYD's mean P(no purchase) at ``c`` as it is.
 - ``seasonal``: the recent rate shifted in log-odds by last year's change over the same season,
   ``logit(rate(c - 365)) - logit(rate(c - H - 365))``.
 Chosen like the level; otherwise the calibrated probabilities are shifted by one log-odds constant so that their
@@ -221,6 +222,8 @@ def churn_estimates(
     if recent is None or not 0 < recent < 1:
         return out
     out["recent"] = recent
+    if 0 < btyd_mean < 1:
+        out["btyd"] = btyd_mean
     if btyd_mean_earlier is not None and 0 < btyd_mean < 1 and 0 < btyd_mean_earlier < 1:
         out["btyd_rebased"] = _expit(logit(btyd_mean) + logit(recent) - logit(btyd_mean_earlier))
     if earlier - YEAR_DAYS >= int(prep.day.min()):
