@@ -72,9 +72,9 @@ def phase_fit(args) -> None:
         setattr(owner, name, timed_call)
 
     wrap(pipeline, "build_dataset", "features and labels at the training cutoffs")
-    wrap(pipeline.heads, "fit_head", "LightGBM selection fits (early stopping), both heads")
-    wrap(pipeline.baselines, "fit_btyd", "BG/NBD + Gamma-Gamma baseline")
-    wrap(pipeline.heads, "refit_head", "LightGBM refits on all rows, both heads")
+    wrap(pipeline.heads, "fit_head", "LightGBM selection fits (early stopping), lightgbm + hybrid, both heads")
+    wrap(pipeline.baselines, "fit_btyd", "BG/NBD + Gamma-Gamma fits (every cutoff, inside the features stage, + as-of)")
+    wrap(pipeline.heads, "refit_head", "LightGBM refits on all rows, the chosen heads")
     wrap(pipeline, "compute_features", "features at the as-of date (tiers, drift reference)")
     print(
         STAGE_PREFIX
@@ -97,9 +97,10 @@ def phase_fit(args) -> None:
             "customers": int(prep.n_customers),
             "training_rows": result.training_rows,
             "cutoffs": len(result.plan.cutoffs),
-            "churn_rounds": result.selection["churn_rounds"],
-            "value_rounds": result.selection["value_rounds"],
-            "auc": result.metrics["lightgbm"].get("churn_auc"),
+            "churn_rounds": result.selection.get(f"churn_{result.choice['churn_head']}_rounds", 0),
+            "value_rounds": result.selection.get(f"value_{result.choice['value_head']}_rounds", 0),
+            "heads": f"{result.choice['churn_head']} / {result.choice['value_head']}",
+            "auc": result.metrics["model"].get("churn_auc"),
             **s_read.as_dict("read_"),
             **s_contract.as_dict("contract_"),
             **s_prep.as_dict("prepare_"),
@@ -157,7 +158,7 @@ def main() -> None:
                     label,
                     result["rows"],
                     result["training_rows"],
-                    f"{result['churn_rounds']} / {result['value_rounds']}",
+                    f"{result['heads']}: {result['churn_rounds']} / {result['value_rounds']}",
                     result["contract_seconds"] + result["read_seconds"],
                     result["prepare_seconds"],
                     result["fit_seconds"],
@@ -201,7 +202,7 @@ def main() -> None:
             "data",
             "transactions",
             "training rows",
-            "rounds churn / value",
+            "chosen heads: rounds churn / value",
             "read + contract s",
             "prepare s",
             "fit_pipeline s",
