@@ -8,7 +8,7 @@ history length before the as-of date and a horizon H), and every seed:
    are counted and dropped there, duplicates kept once) and ``features.kernel.prepare``;
 3. call ``training.jobs.evaluate_fold(prep, as_of, H, seed)`` with ``as_of`` = the last day of the history: it
    trains the product's model with data up to ``as_of`` only, scores every customer with a transaction on or before
-   ``as_of`` and compares the product's model ("lightgbm"), BG/NBD + Gamma-Gamma ("btyd") and naive with the true
+   ``as_of`` and compares the product's model ("model"), BG/NBD + Gamma-Gamma ("btyd") and naive with the true
    next H days. Whatever rows it returns (extra models, per-segment rows) are printed; a
    ``features.contract.ContractError`` (e.g. history too short for the training design) is recorded as "refused".
 
@@ -43,7 +43,7 @@ DEFAULT_PROTOCOLS = ("6m-h90", "9m-h90", "12m-h90", "12m-h182", "24m-h90")
 QUICK_PROTOCOLS = ("6m-h90", "12m-h90")
 DEFAULT_CUSTOMERS = 6_000
 QUICK_CUSTOMERS = 800
-PRODUCT, BTYD = "lightgbm", "btyd"  # the product's model is "lightgbm" (or training.pipeline.PRODUCT when set)
+BTYD = "btyd"
 LEVEL_TOLERANCE = 0.10
 # metrics shown first, in this order (the rest follow as evaluate_fold returns them)
 KEY_METRICS = (
@@ -235,19 +235,10 @@ def _verdict(product: float, btyd: float, higher: bool) -> str:
 
 
 def product_name(table: dict[str, Any]) -> str:
-    """The row of the product's model: "lightgbm", else ``training.pipeline.PRODUCT``, else the first other model."""
-    if PRODUCT in table:
-        return PRODUCT
-    try:
-        from training import pipeline
+    """The row of the product's model (``training.pipeline.PRODUCT``)."""
+    from training.pipeline import PRODUCT
 
-        named = getattr(pipeline, "PRODUCT", None)
-    except ImportError:
-        named = None
-    if named in table:
-        return str(named)
-    others = [label for label in table if " / " not in label and label not in (BTYD, "naive")]
-    return others[0] if others else PRODUCT
+    return PRODUCT
 
 
 def summary_row(table: dict[str, dict[str, float]]) -> list[str]:
@@ -298,14 +289,14 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, started: dt.
         "",
         "Each protocol generates history + horizon days of the scenario from its first day, puts the as-of date on "
         "the last day of the history and calls `training.jobs.evaluate_fold(prep, as_of, H, seed)`: the product's "
-        '"lightgbm" model is trained with data up to the as-of date only and every model is scored on the true next '
+        '"model" is trained with data up to the as-of date only and every model is scored on the true next '
         "H days (churn = no purchase, value = net spend, refunds included). Level = total predicted / total actual.",
         "",
         "## Summary: the product's model against BG/NBD + Gamma-Gamma (btyd)",
         "",
-        'The product\'s model is the "lightgbm" row (or the product row `evaluate_fold` names). Cells: better or '
-        'equal? (product / btyd); MAE: no worse?; level ok: the product within ±10% where btyd is ("btyd off": '
-        "btyd itself is outside ±10%). All customers scored at the as-of date.",
+        'The product\'s model is the "model" row (the heads and level source it chose are listed per protocol). '
+        "Cells: better or equal? (product / btyd); MAE: no worse?; level ok: the product within ±10% where btyd is "
+        '("btyd off": btyd itself is outside ±10%). All customers scored at the as-of date.',
         "",
     ]
     headers = [
