@@ -134,3 +134,13 @@ def test_churn_rate_choice_and_shift() -> None:
     moved = 1 / (1 + np.exp(-(np.log(p / (1 - p)) + shift)))
     assert moved.mean() == pytest.approx(0.6, abs=1e-9)
     assert np.all(np.diff(moved) > 0), "the order of customers is kept"
+
+
+def test_last_years_season_wins_when_it_backtests_within_ten_percent() -> None:
+    at_as_of = {"btyd_rebased": 80.0, "seasonal_run_rate": 103.0}
+    # summer backtests: the rebased BTYD is closer there, but the window ahead is the peak that last year foresees
+    backtests = [({"btyd_rebased": 101.0, "seasonal_run_rate": 106.0}, 100.0)]
+    assert level.choose("auto", at_as_of, backtests).source == "seasonal_run_rate"
+    # a season that backtests badly (12% off) does not win on that ground
+    backtests = [({"btyd_rebased": 101.0, "seasonal_run_rate": 112.0}, 100.0)]
+    assert level.choose("auto", at_as_of, backtests).source == "btyd_rebased"

@@ -16,11 +16,12 @@ of the customers present at cutoff ``c``, each using only transactions on or bef
   ``rho(c - 365)``: a November peak follows the pattern of last November. Needs a year plus ``2H`` days.
 
 ``choose`` backtests every estimator at the latest labeled cutoffs (where the actual next-H-day total is known by
-the as-of date) and keeps the one with the smallest mean absolute log error; ``btyd_rebased``, which needs two
-labeled horizons to be backtested, is also taken when it cannot be backtested but every estimator that can missed by
-more than 10%; when none can be backtested it keeps ``btyd_rebased`` if the history allows it, else ``btyd``. No
-single estimator holds the level on every scenario of the quality scoreboard (benchmarks/results/quality.md);
-choosing by backtest does best there.
+the as-of date) and keeps the one with the smallest mean absolute log error -- except that ``seasonal_run_rate``
+wins whenever it backtests within 10% (the latest windows may lie in another season than the one ahead);
+``btyd_rebased``, which needs two labeled horizons to be backtested, is also taken when it cannot be backtested but
+every estimator that can missed by more than 10%; when none can be backtested it keeps ``btyd_rebased`` if the
+history allows it, else ``btyd``. No single estimator holds the level on every scenario of the quality scoreboard
+(benchmarks/results/quality.md); choosing by backtest does best there.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ SOURCES = ("auto", *ESTIMATORS)
 REBASE_ABOVE_ERROR = 0.10
 """When ``btyd_rebased`` cannot be backtested, it is still preferred over estimators whose backtest error exceeds
 this (BTYD off by more than 10% is a bias worth correcting)."""
+SEASONAL_WITHIN = math.log(1.10)
+"""Backtest error (|log ratio| for totals, |logit difference| for rates) under which last year's season wins."""
 BACKTEST_CUTOFFS = 3
 """How many of the latest labeled cutoffs the estimators are backtested on."""
 YEAR_DAYS = 365
@@ -131,13 +134,17 @@ def choose(
     order: tuple[str, ...] = ESTIMATORS,
     error=log_error,
     rebase_above: float | None = REBASE_ABOVE_ERROR,
+    seasonal: str | None = "seasonal_run_rate",
 ) -> LevelChoice:
     """Pick an estimator: ``requested`` if forced, else the best by backtest.
 
     ``at_as_of``: every estimator's value at the as-of date. ``backtests``: for each backtested cutoff, the
     estimators' values there and the actual value of its next H days. ``order``: preference when nothing can be
     backtested or errors tie. ``rebase_above``: take ``btyd_rebased`` (when it cannot be backtested) over
-    estimators whose backtest error all exceed ``log(1 + rebase_above)``; None: never.
+    estimators whose backtest error all exceed ``log(1 + rebase_above)``; None: never. ``seasonal``: the estimator
+    that follows last year's season; it is taken whenever it backtests within ``SEASONAL_WITHIN`` even if another
+    backtests better, because the backtested windows are the latest ones and may lie in another season than the
+    window ahead (a summer backtest says nothing about the November peak that last year's season foresees).
     """
     if requested != "auto" and requested not in order:
         raise ValueError(
@@ -167,6 +174,13 @@ def choose(
         why = (
             f"{what}: btyd_rebased; it cannot be backtested on this history, and every estimator that can missed by"
             f" more than {rebase_above:.0%} (mean backtest error {errors_text})"
+        )
+    elif seasonal is not None and seasonal in eligible and eligible[seasonal] <= SEASONAL_WITHIN:
+        source = seasonal
+        detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))
+        why = (
+            f"{what}: {seasonal}, last year's season backtested within {SEASONAL_WITHIN:.3f} at {len(backtests)}"
+            f" cutoff(s), and the window ahead may be in another season than those ({detail})"
         )
     elif eligible:
         source = min(eligible, key=lambda n: (eligible[n], order.index(n)))
@@ -245,7 +259,14 @@ def choose_churn_rate(
 ) -> LevelChoice:
     """The churn-rate estimator, chosen by backtest (log-odds error), ``recent`` when nothing can be backtested."""
     return choose(
-        requested, at_as_of, backtests, what="churn rate", order=CHURN_ESTIMATORS, error=logit_error, rebase_above=None
+        requested,
+        at_as_of,
+        backtests,
+        what="churn rate",
+        order=CHURN_ESTIMATORS,
+        error=logit_error,
+        rebase_above=None,
+        seasonal="seasonal",
     )
 
 
