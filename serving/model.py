@@ -7,6 +7,16 @@ Layout of a bundle directory (written by ``training``, read here; serving never 
     bundle.json   feature list, horizon, training as-of date, head kinds, BG/NBD + Gamma-Gamma parameters at the
                   training as-of date, calibrator, value level factor and its source, margin, discount rate, tier
                   and segment thresholds, feature descriptions
+    manifest.json sha256 and size of every file above, and each booster's role: its file, LightGBM objective
+                  (``binary`` for churn, ``tweedie`` for value) and number of features (= the feature list)
+
+Integrity (:func:`verify_bundle`, called by :meth:`ScoringModel.load` before LightGBM parses anything): a
+truncated or edited file can crash the process that parses it (LightGBM segfaults or aborts), so every file's
+digest is checked against the manifest first, and each booster's header (objective, feature names) is read as
+text and checked against its role, which catches a churn/value swap even when the digests were recomputed. A
+bundle saved before manifests existed (no ``manifest.json``) passes the header checks only;
+:func:`serving.loader.load_model` parses every bundle in a child process first, so such a bundle (or anything
+the checks miss) can only crash the child.
 
 Each head is one of three kinds (:data:`HEAD_KINDS`), chosen per head on the validation window at training time:
 
@@ -42,6 +52,10 @@ from serving.btyd import BTYDModel
 BUNDLE_FILE = "bundle.json"
 CHURN_FILE = "churn.txt"
 VALUE_FILE = "value.txt"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_FORMAT = 1
+BOOSTER_OBJECTIVES = {"churn": ("binary",), "value": ("tweedie",)}
+"""The LightGBM objectives a booster may have in each role (the first word of its ``objective=`` line)."""
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 """Format 1 (before hybrid heads) loads as two ``lightgbm`` heads."""
@@ -189,6 +203,123 @@ class BundleMeta:
         return cls(**raw)
 
 
+class BundleIntegrityError(ValueError):
+    """A bundle file does not match its manifest or its role; the message names the file."""
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def booster_header(path: Path) -> dict[str, Any]:
+    """``objective``, ``feature_names`` and ``complete`` of a LightGBM text model, read as text (never parsed
+    by LightGBM). ``complete``: the file holds the ``end of trees`` marker that LightGBM writes after the trees."""
+    text = path.read_bytes()
+    if not text.startswith(b"tree\n"):
+        raise BundleIntegrityError(f"{path.name} is not a LightGBM text model (no 'tree' header)")
+    header: dict[str, Any] = {"objective": None, "feature_names": None}
+    for raw in text[: 1 << 20].split(b"\n"):
+        if raw.startswith(b"Tree="):
+            break
+        line = raw.decode("utf-8", "replace")
+        if line.startswith("objective="):
+            header["objective"] = line[len("objective=") :].strip()
+        elif line.startswith("feature_names="):
+            header["feature_names"] = tuple(line[len("feature_names=") :].split())
+    header["complete"] = b"\nend of trees\n" in text
+    return header
+
+
+def booster_role(name: str, file: str, header: dict[str, Any], feature_columns: tuple[str, ...]) -> dict[str, Any]:
+    """Check a booster header against its role (``churn`` or ``value``); returns the role's manifest entry."""
+    objective = (header["objective"] or "").split()
+    kind = objective[0] if objective else "none"
+    if kind not in BOOSTER_OBJECTIVES[name]:
+        raise BundleIntegrityError(
+            f"{file} has objective '{kind}' but the {name} head needs {' or '.join(BOOSTER_OBJECTIVES[name])}"
+            " (are churn.txt and value.txt swapped?)"
+        )
+    if header["feature_names"] != tuple(feature_columns):
+        count = len(header["feature_names"] or ())
+        raise BundleIntegrityError(
+            f"{file} has {count} features that do not match the bundle's {len(feature_columns)} features"
+        )
+    if not header["complete"]:
+        raise BundleIntegrityError(f"{file} is truncated (no 'end of trees' marker)")
+    return {"file": file, "objective": kind, "num_features": len(feature_columns)}
+
+
+def _booster_files(meta: BundleMeta) -> list[tuple[str, str]]:
+    return [
+        (n, f)
+        for n, f, k in (("churn", CHURN_FILE, meta.churn_head), ("value", VALUE_FILE, meta.value_head))
+        if k != "btyd"
+    ]
+
+
+def write_manifest(directory: Path, meta: BundleMeta) -> dict[str, Any]:
+    """Write ``manifest.json``: digests of the bundle files and the boosters' roles (after the files)."""
+    files = [BUNDLE_FILE, *(f for _, f in _booster_files(meta))]
+    manifest = {
+        "manifest_format": MANIFEST_FORMAT,
+        "files": {f: {"sha256": file_digest(directory / f), "bytes": (directory / f).stat().st_size} for f in files},
+        "boosters": {
+            n: booster_role(n, f, booster_header(directory / f), meta.feature_columns) for n, f in _booster_files(meta)
+        },
+    }
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def verify_bundle(directory: str | Path) -> BundleMeta:
+    """Check a bundle directory before anything in it is parsed by LightGBM; returns its metadata.
+
+    With a manifest: every listed file exists with its recorded size and sha256, the manifest lists every
+    booster the metadata needs, and each booster's header matches its recorded role. Without one (a bundle
+    saved before manifests): the boosters' headers are checked against their roles only.
+    Raises :class:`BundleIntegrityError` naming the file.
+    """
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST_FILE
+    manifest: dict[str, Any] | None = None
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            listed = manifest["files"]
+            roles: dict[str, Any] = manifest["boosters"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BundleIntegrityError(f"{MANIFEST_FILE} is not a valid manifest ({exc})") from exc
+        for file, entry in listed.items():
+            path = directory / file
+            if not path.is_file():
+                raise BundleIntegrityError(f"{file} is listed in {MANIFEST_FILE} but missing")
+            if path.stat().st_size != entry.get("bytes") or file_digest(path) != entry.get("sha256"):
+                raise BundleIntegrityError(
+                    f"{file} does not match its sha256 in {MANIFEST_FILE} (changed or truncated)"
+                )
+        if BUNDLE_FILE not in listed:
+            raise BundleIntegrityError(f"{MANIFEST_FILE} does not list {BUNDLE_FILE}")
+    meta = BundleMeta.from_json((directory / BUNDLE_FILE).read_text())
+    for name, file in _booster_files(meta):
+        path = directory / file
+        if not path.is_file():
+            raise BundleIntegrityError(f"{file} is missing: the {name} head is '{getattr(meta, name + '_head')}'")
+        if manifest is not None and (file not in manifest["files"] or name not in roles):
+            raise BundleIntegrityError(f"{file} ({name} head) is not listed in {MANIFEST_FILE}")
+        role = booster_role(name, file, booster_header(path), meta.feature_columns)
+        if manifest is not None and roles[name] != role:
+            raise BundleIntegrityError(
+                f"{file} does not have the role recorded in {MANIFEST_FILE}: {role} vs {roles[name]}"
+            )
+    return meta
+
+
 @dataclasses.dataclass
 class Scores:
     """Per-customer model outputs, aligned with the input rows."""
@@ -233,7 +364,7 @@ class ScoringModel:
         import lightgbm as lgb
 
         directory = Path(directory)
-        meta = BundleMeta.from_json((directory / BUNDLE_FILE).read_text())
+        meta = verify_bundle(directory)  # before LightGBM parses anything: a damaged file can crash the process
         boosters = {}
         for name, file, kind in (("churn", CHURN_FILE, meta.churn_head), ("value", VALUE_FILE, meta.value_head)):
             if kind == "btyd":
@@ -252,6 +383,7 @@ class ScoringModel:
             if booster is not None:
                 booster.save_model(str(directory / file))
         (directory / BUNDLE_FILE).write_text(self.meta.to_json())
+        write_manifest(directory, self.meta)
         return directory
 
     def calibrate(self, raw_churn: np.ndarray) -> np.ndarray:

@@ -3,10 +3,14 @@
 
 Input: a DataFrame with the bundle's feature columns (and optionally ``customer_id``); output: one row per input
 row with ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment``.
+
+Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the logged model holds that file, the bundle
+artifact and MLmodel, and no ``python_model.pkl``; loading runs the file instead of unpickling anything.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -16,6 +20,9 @@ import pandas as pd
 from serving.loader import BUNDLE_ARTIFACT
 from serving.model import ScoringModel
 from serving.ranking import score_table
+
+MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+"""The models-from-code file passed to ``mlflow.pyfunc.log_model(python_model=...)``."""
 
 
 class RetentionPyfunc(mlflow.pyfunc.PythonModel):

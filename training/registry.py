@@ -30,7 +30,7 @@ def log_bundle(model: ScoringModel, model_name: str, input_example: pd.DataFrame
     import mlflow
     from mlflow.models import infer_signature
 
-    from serving.pyfunc import RetentionPyfunc
+    from serving.pyfunc import MODEL_CODE, RetentionPyfunc
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = model.save(Path(tmp) / BUNDLE_ARTIFACT)
@@ -43,7 +43,7 @@ def log_bundle(model: ScoringModel, model_name: str, input_example: pd.DataFrame
         requirements = [f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}", "numpy", "pandas"]
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=RetentionPyfunc(),
+            python_model=MODEL_CODE,  # models from code: nothing is pickled, the boosters stay native text
             artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
             signature=signature,
             input_example=example,
