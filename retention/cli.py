@@ -313,9 +313,12 @@ def serve(
         env["RETENTION_STORE_URL"] = store or os.environ["RETENTION_STORE_URL"]
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Retention", "--port", str(port)]
     command += ["--host", host]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, command, env)  # the server replaces this process: signals reach it directly
+    from serving.supervise import run
+
+    # this process stays the main one: SIGHUP to the PID it prints reloads the model in the worker (no restart)
+    status = run(command, env)
+    if status:
+        raise typer.Exit(status)
 
 
 @app.command()

@@ -5,7 +5,10 @@ Start with ``retention serve`` (or ``bentoml serve serving.service:Retention``).
 background at start-up, so ``/readyz`` answers 503 until it is loaded and 200 after. When
 ``RETENTION_API_KEY`` is set every route but health, metrics and docs needs it (``Authorization: Bearer KEY``
 or ``X-API-Key: KEY``) and answers 401 without it. ``SIGHUP`` or ``POST /admin/reload`` reloads the model
-reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving.
+reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving. Every version is
+loaded and scored once in a child process first (:func:`serving.loader.check_in_child`) and its files are checked
+against the bundle's manifest, so a damaged file can only crash the child; a champion that cannot load at start-up
+leaves the service up (``/livez`` 200) with ``/readyz`` and the prediction routes answering 503 with the reason.
 
 Latency (measured in ``benchmarks/bench_service.py``, results in ``benchmarks/results/service.md``):
 
@@ -381,12 +384,41 @@ def _open_store() -> Any | None:
     return open_store(url)
 
 
+_current: dict[str, ModelHolder] = {}
+"""The worker's model holder (set by the service's ``__init__``), read by :class:`ReadinessMiddleware`."""
+
+
+def not_ready_reason(holder: ModelHolder) -> str:
+    """Why no model answers: still loading, or the error of the last failed load (one sentence)."""
+    if holder.error is None:
+        return NOT_LOADED
+    return (
+        f"model is not loaded: {holder.reference} failed to load ({holder.error}); the service stays up, fix the"
+        " model and POST /admin/reload or send SIGHUP"
+    )
+
+
+class ReadinessMiddleware:
+    """``/readyz`` answers 503 in :func:`error_body`'s shape with the reason while no model is loaded."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        holder = _current.get("holder")
+        if scope["type"] == "http" and scope.get("path") == "/readyz" and holder is not None and holder.model is None:
+            await _send_bytes(send, 503, error_body(503, not_ready_reason(holder)))
+            return
+        await self.app(scope, receive, send)
+
+
 @bentoml.service(name="retention", **SERVICE_CONFIG)
 class Retention:
     """Churn probability, expected value, value at risk, tier, segment and reasons per customer."""
 
     def __init__(self) -> None:
         self.holder = ModelHolder(default_model_reference(DEFAULT_MODEL_URI), on_loaded=freeze_heap)
+        _current["holder"] = self.holder
         self.scorer = OnlineScorer(self.holder, _open_store(), Limits.from_env())
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="retention-score") if THREADS > 0 else None
         self._coalescer = RequestCoalescer(self.scorer, self._pool) if self._pool is not None else None
@@ -422,7 +454,7 @@ class Retention:
         self, customers: list[dict[str, Any]], as_of: str | None, top_k: int | None = None, *, ranked: bool = False
     ) -> Response:
         if not self.scorer.ready:
-            return _error_response(503, NOT_LOADED)
+            return _error_response(503, not_ready_reason(self.holder))
         try:
             if ranked:
                 check_top_k(top_k)
@@ -466,9 +498,10 @@ class Retention:
     async def model_info(self) -> dict[str, Any]:
         """Which model answers: version, horizon, training as-of date, tiers."""
         if self.holder.model is None:
-            return _error_response(503, NOT_LOADED)
+            return _error_response(503, not_ready_reason(self.holder))
         return _json_response(self.holder.model.describe())
 
 
 Retention.add_asgi_middleware(ErrorShapeMiddleware)
 Retention.add_asgi_middleware(GuardMiddleware)
+Retention.add_asgi_middleware(ReadinessMiddleware)

@@ -127,7 +127,14 @@ def train(
         registry.set_alias(model_name, registry.CHALLENGER, version)
         v = result.valid_features
         labels = [v[c].to_numpy() if c in v else np.zeros(0) for c in ("churned", "future_value")]
-        decision = registry.gate(model_name, result.metrics.get(PRODUCT), v, *labels, force=force)
+        validation = {
+            "validation_cutoff": str(result.plan.validation_cutoff),
+            "horizon_days": horizon_days,
+            "validation_scheme": result.plan.scheme,
+        }
+        decision = registry.gate(
+            model_name, result.metrics.get(PRODUCT), v, *labels, force=force, validation=validation
+        )
         if decision.promoted:
             registry.set_alias(model_name, registry.CHAMPION, version)
         mlflow.log_dict(decision.to_dict(), "promotion.json")

@@ -2,8 +2,15 @@
 
 Aliases, not stages: every training run registers a new version with alias ``challenger``; it becomes
 ``champion`` when it beats the current champion on *both* primary metrics (churn AUC and value normalized
-Gini) on the challenger's validation cutoff, or when there is no champion yet, or when forced. Serving and
-batch jobs load ``models:/NAME@champion``.
+Gini), or when there is no champion yet, or when forced. Serving and batch jobs load ``models:/NAME@champion``.
+
+Like with like: the challenger's metrics are those of its *selection* models on its validation cutoff V (trained
+only on cutoffs whose labels were known at V); the registered version is the final refit, which trained on V
+too. So the champion's registered model scored on the challenger's V rows would be favoured whenever it trained
+on V. When the champion's own training run validated on the same cutoff, horizon and scheme, the gate compares
+the two runs' recorded validation metrics (selection model vs selection model, neither trained on V); otherwise
+it scores the champion on the challenger's V rows and says in ``promotion.json`` (``comparison``) whether the
+champion had trained on them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from serving.loader import BUNDLE_ARTIFACT, ModelNotFound, load_model
 from serving.model import ScoringModel
 from training.evaluate import churn_metrics, value_metrics
 
+RECORDED_PREFIX = "model"
+"""The prefix of the product's validation metrics in a training run (``model_churn_auc``; ``pipeline.PRODUCT``)."""
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PRIMARY_METRICS = ("churn_auc", "value_normalized_gini")
@@ -60,6 +69,9 @@ class GateDecision:
     challenger: dict[str, float]
     champion: dict[str, float] | None
     champion_version: str | None
+    comparison: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What was compared: ``method`` (``recorded_validation`` or ``champion_scored_on_challenger_rows``), the
+    cutoff and horizon, and for the second method whether the champion had trained on those rows."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,6 +85,34 @@ def champion_version(model_name: str) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None
+
+
+def champion_record(model_name: str, version: str) -> dict[str, Any] | None:
+    """The champion's training run: its validation params and recorded product metrics (None when unknown)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        run = client.get_run(client.get_model_version(model_name, str(version)).run_id)
+    except (MlflowException, TypeError):
+        return None
+    metrics = {k: run.data.metrics.get(f"{RECORDED_PREFIX}_{k}") for k in PRIMARY_METRICS}
+    return {"run_id": run.info.run_id, "params": dict(run.data.params), "metrics": metrics}
+
+
+def _trained_through(params: dict[str, str]) -> str | None:
+    """The last day whose outcome a run's final refit saw (latest training cutoff + horizon), ISO date or None."""
+    import datetime as dt
+
+    try:
+        last = max(dt.date.fromisoformat(c) for c in params["cutoffs"].split(",") if c)
+        return str(last + dt.timedelta(days=int(params["horizon_days"])))
+    except (KeyError, ValueError):
+        return None
+
+
+VALIDATION_KEYS = ("validation_cutoff", "horizon_days", "validation_scheme")
 
 
 def score_primary(model: ScoringModel, features: pd.DataFrame, churned: np.ndarray, future_value: np.ndarray):
@@ -92,8 +132,13 @@ def gate(
     future_value: np.ndarray,
     *,
     force: bool = False,
+    validation: dict[str, Any] | None = None,
 ) -> GateDecision:
-    """Decide whether the challenger replaces the champion (on the challenger's validation rows).
+    """Decide whether the challenger replaces the champion, comparing like with like (see the module docstring).
+
+    ``validation``: the challenger's ``validation_cutoff``, ``horizon_days`` and ``validation_scheme``; when the
+    champion's training run recorded its validation metrics on the same three, those are compared, else the
+    champion is scored on ``validation_features`` (flagged when it trained on them).
 
     A challenger without validation metrics (a BTYD-only version: nothing could be labeled) cannot be compared:
     it becomes champion only when there is none yet or when forced, and otherwise waits for ``retention promote``.
@@ -106,18 +151,55 @@ def gate(
         return GateDecision(False, reason, {}, None, current)
     mine = {k: float(challenger_metrics[k]) for k in PRIMARY_METRICS}
     if current is None:
-        return GateDecision(True, "no champion yet", mine, None, None)
-    try:
-        champ = load_model(f"models:/{model_name}@{CHAMPION}")
-        theirs = score_primary(champ, validation_features, churned, future_value)
-    except (ModelNotFound, KeyError, ValueError) as exc:
-        return GateDecision(True, f"champion v{current} cannot score these rows ({exc})", mine, None, current)
+        return GateDecision(True, "no champion yet", mine, None, None, {"method": "none", "note": "no champion"})
+    record = champion_record(model_name, current)
+    mine_v = {k: str(v) for k, v in (validation or {}).items() if k in VALIDATION_KEYS}
+    theirs_v = {k: (record or {}).get("params", {}).get(k) for k in VALIDATION_KEYS}
+    recorded = (record or {}).get("metrics", {})
+    if (
+        len(mine_v) == len(VALIDATION_KEYS)
+        and mine_v == theirs_v
+        and all(recorded.get(k) is not None for k in PRIMARY_METRICS)
+    ):
+        theirs = {k: float(recorded[k]) for k in PRIMARY_METRICS}
+        comparison: dict[str, Any] = {
+            "method": "recorded_validation",
+            **mine_v,
+            "champion_run_id": record["run_id"],  # type: ignore[index]
+            "note": (
+                "both versions' selection models, each validated in its own training run on the same cutoff and"
+                " horizon (neither trained on it); the final refits are not compared"
+            ),
+        }
+    else:
+        try:
+            champ = load_model(f"models:/{model_name}@{CHAMPION}")
+            theirs = score_primary(champ, validation_features, churned, future_value)
+        except (ModelNotFound, KeyError, ValueError) as exc:
+            return GateDecision(True, f"champion v{current} cannot score these rows ({exc})", mine, None, current)
+        through = _trained_through((record or {}).get("params", {}))
+        cutoff = mine_v.get("validation_cutoff")
+        favoured = through is None or cutoff is None or through > cutoff
+        comparison = {
+            "method": "champion_scored_on_challenger_rows",
+            **mine_v,
+            "champion_validation": {k: v for k, v in theirs_v.items() if v is not None},
+            "champion_trained_through": through,
+            "champion_trained_on_these_rows": favoured,
+            "note": (
+                "champion favoured: it trained on these rows (or their outcome window)"
+                if favoured
+                else "the champion's training outcomes ended by the challenger's validation cutoff"
+            ),
+        }
     if force:
-        return GateDecision(True, "forced", mine, theirs, current)
+        return GateDecision(True, "forced", mine, theirs, current, comparison)
     better = all(mine[k] > theirs[k] for k in PRIMARY_METRICS)
     verdict = "beats" if better else "does not beat"
     detail = ", ".join(f"{k} {mine[k]:.4f} vs {theirs[k]:.4f}" for k in PRIMARY_METRICS)
-    return GateDecision(better, f"challenger {verdict} champion v{current} ({detail})", mine, theirs, current)
+    how = "recorded validation metrics" if comparison["method"] == "recorded_validation" else "scored on these rows"
+    reason = f"challenger {verdict} champion v{current} ({detail}; {how})"
+    return GateDecision(better, reason, mine, theirs, current, comparison)
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:
