@@ -100,6 +100,17 @@ _WHITESPACE = (
 _NAT = np.iinfo(np.int64).min
 _NS_MIN, _NS_MAX = pd.Timestamp.min.value, pd.Timestamp.max.value
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_DAY_NS = 86_400 * 1_000_000_000
+ISO_8601 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?$"
+)
+"""A strict ISO 8601 date or datetime (ASCII digits, ``T`` or a space between date and time, optional ``Z`` or
+offset): what the HTTP API accepts (:func:`iso_8601_mask`). Files keep the permissive :func:`parse_timestamps`."""
+ISO_8601_RE = re.compile(ISO_8601)
+TIMESTAMP_RANGE = f"{pd.Timestamp.min.ceil('s'):%Y-%m-%dT%H:%M:%S}Z .. {pd.Timestamp.max.floor('s'):%Y-%m-%dT%H:%M:%S}Z"
+"""The instants a timestamp may name (nanoseconds since 1970 in 64 bits): 1677-09-21T00:12:44Z ..
+2262-04-11T23:47:16Z; every whole day from 1677-09-22 to 2262-04-10 is inside."""
 
 
 class ContractError(ValueError):
@@ -284,6 +295,28 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
         mixed = pd.to_datetime(strings[retry], utc=True, errors="coerce", format="mixed")
         ns[retry] = _ns_or_nat(mixed.array)
     return _utc_series(ns, values.index)
+
+
+def iso_8601_mask(values: pd.Series) -> np.ndarray:
+    """True where a timestamp string is a strict ISO 8601 date or datetime (:data:`ISO_8601`; surrounding white
+    space is ignored, as by :func:`parse_timestamps`). Month-first or day-first dates (``06/01/2024``,
+    ``01-06-2024``), non-ASCII digits and control characters such as NUL are not."""
+    text = pc.utf8_trim(_arrow(values), characters=_WHITESPACE)
+    return _bools(pc.fill_null(pc.match_substring_regex(text, ISO_8601), False))
+
+
+def timestamp_problem(text: str) -> str:
+    """Why ``text`` is not an accepted timestamp, as the end of a sentence that starts with the value."""
+    stripped = text.strip()
+    if not ISO_8601_RE.fullmatch(stripped):
+        return "is not an ISO 8601 date or datetime (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS, optional offset)"
+    try:
+        dt.datetime.fromisoformat(stripped.replace(",", "."))
+    except ValueError:
+        return "is not a date or datetime"
+    if parse_timestamps(pd.Series([stripped], dtype="str")).isna().iloc[0]:
+        return f"is outside the supported range {TIMESTAMP_RANGE}"
+    return "is not a date or datetime"
 
 
 def _ns_or_nat(utc: Any) -> np.ndarray:
@@ -509,8 +542,8 @@ def _classify(
     ok &= ~duplicate
     after = np.zeros(len(frame), dtype=bool)
     if as_of_date is not None:
-        day = ns.view("datetime64[ns]").astype("datetime64[D]")
-        after = ok & (day > np.datetime64(as_of_date, "D"))
+        day = ns // _DAY_NS  # numpy's datetime64[ns] -> [D] cast overflows near the range ends (1677 -> 2262)
+        after = ok & (day > (as_of_date - dt.date(1970, 1, 1)).days)
     for number, broken in enumerate((null_id, bad_ts, bad_amount, duplicate, after), start=1):
         lines.rule[broken] = number
     if priced is not None and "amount" in frame.columns:
@@ -653,7 +686,7 @@ def prepare_transactions(
     line_amount = lines.amount[valid]
     gross = float(line_amount[line_amount > 0].sum())
     refunded = 0.0 - float(line_amount[line_amount < 0].sum())
-    days = lines.ns[valid].view("datetime64[ns]").astype("datetime64[D]")
+    days = (lines.ns[valid] // _DAY_NS).astype("datetime64[D]")
     ids = out["customer_id"].unique()
     report = DataQualityReport(
         rows_read=n,

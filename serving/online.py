@@ -30,7 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.contract import ContractError, parse_timestamps, prepare_transactions, row_rules, to_date
+from features.contract import (
+    ContractError,
+    iso_8601_mask,
+    parse_timestamps,
+    prepare_transactions,
+    row_rules,
+    timestamp_problem,
+    to_date,
+)
 from features.kernel import compute_feature_arrays, prepare
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
@@ -175,7 +183,26 @@ def _broken_row_error(frame: pd.DataFrame, owners: list[int], as_of: dt.date) ->
     if rules[k] == "after_as_of":
         ts = parse_timestamps(frame["timestamp"].iloc[k : k + 1]).iloc[0]
         return RequestError(f"{where}.timestamp: {ts} is after as_of {as_of}", field=f"{where}.timestamp")
-    return RequestError(f"{where}.timestamp: '{text}' is not a date or datetime", field=f"{where}.timestamp")
+    return RequestError(f"{where}.timestamp: {_quoted(text)} {timestamp_problem(text)}", field=f"{where}.timestamp")
+
+
+def _quoted(text: str, limit: int = 40) -> str:
+    """A client's value for an error sentence: quoted, control characters escaped, long values cut."""
+    shown = repr(text[:limit])[1:-1] + ("..." if len(text) > limit else "")
+    return f"'{shown}'"
+
+
+def _check_iso_timestamps(frame: pd.DataFrame, owners: list[int]) -> None:
+    """Over HTTP a timestamp is a strict ISO 8601 date or datetime (files keep the permissive contract parser):
+    ``06/01/2024``, ``01-06-2024``, full-width digits or a NUL are a 422 naming the field, never a guess."""
+    strict = iso_8601_mask(frame["timestamp"])
+    if strict.all():
+        return
+    k = int(np.flatnonzero(~strict)[0])
+    i, j = _locate(owners, k)
+    where = f"customers[{i}].transactions[{j}].timestamp"
+    text = str(frame["timestamp"].iloc[k])
+    raise RequestError(f"{where}: {_quoted(text)} {timestamp_problem(text)}", field=where)
 
 
 def inline_features(
@@ -191,6 +218,7 @@ def inline_features(
     frame, owners = _inline_frame(customers)
     if not owners:
         return {}
+    _check_iso_timestamps(frame, owners)
     tx, report = prepare_transactions(frame, as_of=as_of, allow_empty=True)
     if report.rows_valid + report.rule_counts["duplicate_line"] < report.rows_read:
         raise _broken_row_error(frame, owners, as_of)
@@ -270,6 +298,8 @@ class OnlineScorer:
         Raises :class:`RequestError` (413 over a limit, 422 for an ``as_of`` that is not a date).
         """
         _ids_and_transactions(customers, self.limits)
+        if as_of and not iso_8601_mask(pd.Series([as_of], dtype="str"))[0]:
+            raise RequestError(f"as_of: {_quoted(as_of)} {timestamp_problem(as_of)}", field="as_of")
         try:
             return to_date(as_of) if as_of else None
         except ContractError as exc:

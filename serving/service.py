@@ -4,7 +4,9 @@
 Start with ``retention serve`` (or ``bentoml serve serving.service:Retention``). The model loads in the
 background at start-up, so ``/readyz`` answers 503 until it is loaded and 200 after. When
 ``RETENTION_API_KEY`` is set every route but health, metrics and docs needs it (``Authorization: Bearer KEY``
-or ``X-API-Key: KEY``) and answers 401 without it. ``SIGHUP`` or ``POST /admin/reload`` reloads the model
+or ``X-API-Key: KEY``) and answers 401 without it. ``/admin/reload`` also needs
+``X-Admin-Key: RETENTION_ADMIN_KEY`` (403 without it, and to everyone when no admin key is set). ``SIGHUP`` or
+``POST /admin/reload`` reloads the model
 reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving. Every version is
 loaded and scored once in a child process first (:func:`serving.loader.check_in_child`) and its files are checked
 against the bundle's manifest, so a damaged file can only crash the child; a champion that cannot load at start-up
@@ -37,7 +39,9 @@ import hmac
 import json
 import logging
 import os
+import re
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
@@ -103,6 +107,7 @@ class Transaction(BaseModel):
         Annotated[
             float,
             Field(
+                strict=True,  # true/false are not amounts (lax pydantic reads true as 1.0)
                 allow_inf_nan=False,
                 description="Line or transaction amount, negative for refunds; optional with quantity and unit_price",
             ),
@@ -110,8 +115,12 @@ class Transaction(BaseModel):
         | None
     ) = None
     transaction_id: Annotated[str | None, Field(description="Order id: lines sharing it are one order")] = None
-    quantity: Annotated[float, Field(allow_inf_nan=False, description="Negative for returns")] | None = None
-    unit_price: Annotated[float, Field(allow_inf_nan=False, description="Amount = quantity × unit_price")] | None = None
+    quantity: Annotated[float, Field(strict=True, allow_inf_nan=False, description="Negative for returns")] | None = (
+        None
+    )
+    unit_price: (
+        Annotated[float, Field(strict=True, allow_inf_nan=False, description="Amount = quantity × unit_price")] | None
+    ) = None
     line_id: Annotated[str | None, Field(description="Line within the order: a repeated one is a duplicate")] = None
     category: str | None = None
     channel: str | None = None
@@ -125,16 +134,55 @@ class Customer(BaseModel):
     transactions: list[Transaction] | None = None
 
 
+class PredictRequest(BaseModel):
+    """The body of ``/predict``: unknown top-level fields are a 400, like unknown fields of a customer."""
+
+    model_config = ConfigDict(extra="forbid")
+    customers: Annotated[list[Customer], Field(min_length=1)]
+    as_of: Annotated[
+        str | None, Field(description="ISO 8601 date (YYYY-MM-DD) features are computed at; default today, UTC")
+    ] = None
+
+
+class RankRequest(PredictRequest):
+    """The body of ``/rank``: ``/predict``'s and ``top_k``."""
+
+    top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
+
+
 def _config_api_key() -> str | None:
     return os.environ.get("RETENTION_API_KEY") or None
 
 
+def _config_admin_key() -> str | None:
+    return os.environ.get("RETENTION_ADMIN_KEY") or None
+
+
+ADMIN_ROUTES = ("/admin/",)
+WRONG_API_KEY = "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'"
+NO_ADMIN_KEY = "admin routes are disabled: set RETENTION_ADMIN_KEY on the server and send it as 'X-Admin-Key'"
+WRONG_ADMIN_KEY = "missing or wrong admin key: send RETENTION_ADMIN_KEY as 'X-Admin-Key'"
+
+
+def _is_json(content_type: bytes) -> bool:
+    """``application/json`` or a ``+json`` type, parameters (``; charset=utf-8``) ignored."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
 class GuardMiddleware:
-    """API key (when configured) and request body size limit, in front of every route."""
+    """In front of every API route: the API key (when configured), the admin key on ``/admin/*`` (always: the
+    routes are refused when none is configured), JSON bodies only (415) and the body size limit (413), counted
+    as the bytes arrive, so a chunked body without ``Content-Length`` is cut off at the limit too."""
 
     def __init__(self, app: Any, max_body_bytes: int | None = None):
         self.app = app
         self.api_key = _config_api_key()
+        self.admin_key = _config_admin_key()
         self.max_body = int(os.environ.get("RETENTION_MAX_BODY_BYTES", max_body_bytes or DEFAULT_MAX_BODY_BYTES))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -146,21 +194,93 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or ())
-        if self.api_key is not None and not self._authorized(headers):
-            await _reply(send, 401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
+        if self.api_key is not None and not _key_matches(_bearer_or_api_key(headers), self.api_key):
+            await _refuse(send, scope, 401, WRONG_API_KEY)
             return
+        if path.startswith(ADMIN_ROUTES):
+            if self.admin_key is None:
+                await _refuse(send, scope, 403, NO_ADMIN_KEY)
+                return
+            if not _key_matches(headers.get(b"x-admin-key", b""), self.admin_key):
+                await _refuse(send, scope, 403, WRONG_ADMIN_KEY)
+                return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _reply(send, 413, f"request body of {int(length)} bytes exceeds the limit of {self.max_body} bytes")
+            await _refuse(send, scope, 413, self._too_large(int(length)))
             return
-        await self.app(scope, receive, send)
+        content_type = headers.get(b"content-type")
+        if scope.get("method") == "POST" and content_type is not None and not _is_json(content_type):
+            media = content_type.split(b";", 1)[0].strip().decode("latin-1")[:80]
+            await _refuse(send, scope, 415, f"content type '{media}' is not supported: send 'application/json'")
+            return
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(receive)
+        except _BodyTooLarge as exc:
+            await _refuse(send, scope, 413, str(exc))
+            return
+        if body is None:  # the client went away before sending the whole body
+            return
+        await self.app(scope, _replay(body, receive), send)
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"x-api-key", b"")
-        auth = headers.get(b"authorization", b"")
-        if auth.lower().startswith(b"bearer "):
-            given = auth[7:].strip()
-        return hmac.compare_digest(given, self.api_key.encode())  # type: ignore[union-attr]
+    def _too_large(self, size: int, *, at_least: bool = False) -> str:
+        more = "more than " if at_least else ""
+        return f"request body of {more}{size} bytes exceeds the limit of {self.max_body} bytes"
+
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """The whole body, counted as it arrives; over the limit, stop reading (the rest is never held)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _BodyTooLarge(self._too_large(self.max_body, at_least=True))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A ``receive`` that hands the body read by :class:`GuardMiddleware` over in one message, then the rest."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return await receive()  # e.g. http.disconnect
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _bearer_or_api_key(headers: dict[bytes, bytes]) -> bytes:
+    given = headers.get(b"x-api-key", b"")
+    auth = headers.get(b"authorization", b"")
+    if auth.lower().startswith(b"bearer "):
+        given = auth[7:].strip()
+    return given
+
+
+def _key_matches(given: bytes, key: str) -> bool:
+    return hmac.compare_digest(given, key.encode())
+
+
+async def _refuse(send: Any, scope: dict, status: int, message: str) -> None:
+    """A client error answered by a middleware: one log line without client data, then the error shape."""
+    log_client_error(scope.get("method", ""), scope.get("path", ""), status)
+    await _reply(send, status, message)
+
+
+def log_client_error(method: str, path: str, status: int, field: str | None = None) -> None:
+    """One INFO line per client error (no traceback, no client data beyond the route and the field's path)."""
+    log.info("%s %s answered %d%s", method, path[:100], status, f" ({field})" if field else "")
 
 
 def error_body(status: int, message: str, field: str | None = None, detail: Any = None) -> bytes:
@@ -201,6 +321,15 @@ def _field_path(loc: Any) -> str:
     return path
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:file://)?(?:/[\w.@+~=-]+){2,}/?")
+
+
+def without_paths(text: str) -> str:
+    """``text`` with each absolute file path replaced by its last part (``/srv/models/7/churn.txt`` -> ``churn.txt``):
+    error answers never show the server's file system."""
+    return _ABSOLUTE_PATH.sub(lambda m: m[0].rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def normalize_error(status: int, body: bytes) -> bytes:
     """Rewrite an error body written by BentoML or Starlette into :func:`error_body`'s shape.
 
@@ -218,7 +347,10 @@ def normalize_error(status: int, body: bytes) -> bytes:
     if not isinstance(parsed, dict):
         return error_body(status, HTTPStatus(status).phrase)
     if "status" in parsed and isinstance(parsed.get("error"), str):
-        return body  # already in shape
+        if not _ABSOLUTE_PATH.search(parsed["error"]):
+            return body  # already in shape
+        parsed["error"] = without_paths(parsed["error"])
+        return json.dumps(parsed).encode()
     detail = parsed.get("detail")
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         first = detail[0]
@@ -258,6 +390,130 @@ class ErrorShapeMiddleware:
                 await _send_bytes(send, start["status"], body, list(start.get("headers") or ()))
 
         await self.app(scope, receive, shaped_send)
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The one shape of every error answer (see error_body).",
+    "required": ["error", "status"],
+    "additionalProperties": False,
+    "properties": {
+        "error": {"type": "string", "description": "One readable sentence; starts with the field's path if any"},
+        "status": {"type": "integer", "description": "The HTTP status again"},
+        "field": {"type": "string", "description": "Path of the offending input: customers[0].transactions[2].amount"},
+        "detail": {
+            "type": "array",
+            "description": "400 only: every problem the schema validator found",
+            "items": {
+                "type": "object",
+                "required": ["type", "loc", "msg", "field"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+ERROR_STATUSES: dict[int, str] = {
+    400: "The body does not match the schema (invalid JSON, unknown field, wrong type, missing field)",
+    401: "API key missing or wrong (when RETENTION_API_KEY is set)",
+    403: "Admin key missing or wrong, or no RETENTION_ADMIN_KEY configured",
+    405: "Wrong method",
+    409: "The new model version failed to load; the old one keeps serving",
+    413: "Body over RETENTION_MAX_BODY_BYTES, or too many customers or transactions",
+    415: "Content type other than application/json",
+    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date",
+    500: "Unexpected server error",
+    503: "The model is not loaded yet (retry when /readyz answers 200)",
+}
+ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
+    "/predict": (400, 401, 413, 415, 422, 500, 503),
+    "/rank": (400, 401, 413, 415, 422, 500, 503),
+    "/model": (401, 413, 415, 500, 503),
+    "/admin/reload": (401, 403, 409, 413, 415, 500),
+}
+REQUEST_MODELS: dict[str, type[BaseModel]] = {"/predict": PredictRequest, "/rank": RankRequest}
+
+
+def _openapi_30(schema: Any) -> Any:
+    """A pydantic JSON schema as OpenAPI 3.0 wants it: ``anyOf [X, null]`` -> X with ``nullable: true``."""
+    if isinstance(schema, list):
+        return [_openapi_30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _openapi_30(v) for k, v in schema.items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out.update(rest[0])
+        elif len(rest) == 1:
+            out["allOf"] = rest
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    return out
+
+
+def openapi_document(spec: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI document with what the service really answers: the request schemas of our models
+    (unknown fields refused, nullable fields marked ``nullable``; BentoML's own flattening drops the ``null``
+    of every optional field) and, per route, every error status it can answer in the one error shape."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for path, model in REQUEST_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = _openapi_30(definition)
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is not None:
+            content = {"application/json": {"schema": _openapi_30(schema)}}
+            operation["requestBody"] = {"required": True, "content": content}
+    for path, statuses in ROUTE_ERRORS.items():
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        responses = {k: v for k, v in operation.get("responses", {}).items() if str(k).startswith("2")}
+        for status in statuses:
+            responses[str(status)] = {
+                "description": ERROR_STATUSES[status],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        operation["responses"] = responses
+    return spec
+
+
+class OpenAPIMiddleware:
+    """Serves ``/docs.json`` as :func:`openapi_document` rewrites BentoML's (built once, then cached)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.document: bytes | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != "/docs.json" or scope.get("method") != "GET":
+            await self.app(scope, receive, send)
+            return
+        if self.document is None:
+            held: dict[str, Any] = {}
+            chunks: list[bytes] = []
+
+            async def capture(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    held["status"] = message["status"]
+                else:
+                    chunks.append(message.get("body", b""))
+
+            await self.app(scope, receive, capture)
+            if held.get("status") != 200:
+                await _reply(send, 500, "the OpenAPI document could not be generated")
+                return
+            self.document = json.dumps(openapi_document(json.loads(b"".join(chunks)))).encode()
+        await _send_bytes(send, 200, self.document)
 
 
 _EMPTY_CONTEXT = contextvars.Context()
@@ -347,8 +603,43 @@ def tune_runtime() -> None:
                 log.warning("BentoML's TimeoutMiddleware changed; its per-request timer is not patched")
         except ImportError:
             pass
+        quiet_client_errors()
         freeze_heap()
         _tuned_done = True
+
+
+def _client_error_status(exc: BaseException | None) -> int | None:
+    """The 4xx status BentoML answers ``exc`` with, or None for a server error."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError):
+        return 400
+    code = getattr(getattr(exc, "error_code", None), "value", None)
+    return code if isinstance(code, int) and 400 <= code < 500 else None
+
+
+def quiet_client_errors() -> None:
+    """BentoML logs every request it rejects (a body that does not match the schema, invalid JSON) as an ERROR
+    with a traceback that carries the client's data (pydantic's ``input_value=...``): 1,225 tracebacks in
+    30,014 log lines under Schemathesis. Client errors become one INFO line (:func:`log_client_error`); server
+    errors keep BentoML's ERROR with the traceback."""
+    try:
+        from _bentoml_impl.server import app as bentoml_app
+    except ImportError:  # another BentoML layout: leave it alone
+        return
+    original = getattr(bentoml_app, "log_exception", None)
+    if original is None or getattr(original, "_retention_quiet", False):
+        return
+
+    def log_exception(request: Any, exc_info: Any = True) -> None:
+        status = _client_error_status(sys.exc_info()[1])
+        if status is None:
+            original(request, exc_info)
+        else:
+            log_client_error(request.method, request.url.path, status)
+
+    log_exception._retention_quiet = True  # type: ignore[attr-defined]
+    bentoml_app.log_exception = log_exception
 
 
 def freeze_heap() -> None:
@@ -460,10 +751,11 @@ class Retention:
                 check_top_k(top_k)
             response = await self._predict(customers, as_of)
         except RequestError as exc:  # answered here: BentoML would log a traceback for each client error
+            log_client_error("POST", "/rank" if ranked else "/predict", exc.status, exc.field)
             return _error_response(exc.status, str(exc), exc.field)
         return _json_response(rank_response(response, top_k) if ranked else response)
 
-    @bentoml.api
+    @bentoml.api(input_spec=PredictRequest)
     async def predict(
         self,
         customers: Annotated[list[Customer], Field(min_length=1)],
@@ -472,7 +764,7 @@ class Retention:
         """Score customers in request order; unknown ids get an ``error`` entry instead of failing the request."""
         return await self._answer([c.model_dump(exclude_none=True) for c in customers], as_of)
 
-    @bentoml.api
+    @bentoml.api(input_spec=RankRequest)
     async def rank(
         self,
         customers: Annotated[list[Customer], Field(min_length=1)],
@@ -505,3 +797,4 @@ class Retention:
 Retention.add_asgi_middleware(ErrorShapeMiddleware)
 Retention.add_asgi_middleware(GuardMiddleware)
 Retention.add_asgi_middleware(ReadinessMiddleware)
+Retention.add_asgi_middleware(OpenAPIMiddleware)

@@ -33,9 +33,14 @@ class Server:
         return httpx.get(self.base + path, timeout=30, **kw)
 
 
+ADMIN_KEY = "admin-s3cret"
+"""``RETENTION_ADMIN_KEY`` of every test server (``/admin/reload`` is refused without one); send ``ADMIN``."""
+ADMIN = {"X-Admin-Key": ADMIN_KEY}
+
+
 def start_server(workspace, store_url: str | None, model: str, extra_env=None, wait_ready=True) -> Server:
     port = free_port()
-    env = {**os.environ, **workspace.env, **(extra_env or {})}
+    env = {**os.environ, **workspace.env, "RETENTION_ADMIN_KEY": ADMIN_KEY, **(extra_env or {})}
     env.pop("RETENTION_API_KEY", None) if "RETENTION_API_KEY" not in (extra_env or {}) else None
     args = [sys.executable, "-m", "retention", "serve", "--model", model, "--port", str(port)]
     if store_url:
@@ -292,7 +297,7 @@ def test_health_metrics_docs_and_reload(server) -> None:
     assert 'endpoint="/predict"' in metrics.text
     spec = server.get("/docs.json").json()
     assert "/predict" in spec["paths"] and "/rank" in spec["paths"]
-    reload = server.post("/admin/reload", {})
+    reload = server.post("/admin/reload", {}, headers=ADMIN)
     assert reload.status_code == 200 and reload.json()["model_version"] == "1"
     assert server.post("/model", {}).json()["model_version"] == "1"
 
