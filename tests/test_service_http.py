@@ -308,8 +308,15 @@ def test_readyz_is_503_while_no_model_is_loaded(workspace) -> None:
         assert s.get("/readyz").status_code == 503
         assert s.get("/livez").status_code == 200
         response = s.post("/predict", {"customers": [{"customer_id": "a"}]})
-        assert "not loaded yet" in assert_error_shape(response, 503)["error"]
+        assert "not loaded" in assert_error_shape(response, 503)["error"]
         assert_error_shape(s.post("/model", {}), 503)
+        deadline = time.monotonic() + 60  # the load fails: /readyz then says why, and the service stays up
+        while "failed to load" not in s.get("/readyz").text and time.monotonic() < deadline:
+            time.sleep(0.3)
+        reason = assert_error_shape(s.get("/readyz"), 503)["error"]
+        assert "models:/does-not-exist@champion failed to load" in reason and "ModelNotFound" in reason
+        assert reason in assert_error_shape(s.post("/predict", {"customers": [{"customer_id": "a"}]}), 503)["error"]
+        assert s.get("/livez").status_code == 200
     finally:
         stop(s)
 
@@ -330,7 +337,7 @@ def test_api_key_protects_every_prediction_route(workspace, store_url) -> None:
         stop(s)
 
 
-def test_schemathesis_finds_no_server_error(server) -> None:
+def test_schemathesis_finds_no_server_error(server, workspace) -> None:
     import schemathesis
     from hypothesis import HealthCheck, settings
 
@@ -358,6 +365,8 @@ def test_schemathesis_finds_no_server_error(server) -> None:
 
         check()
     assert not failures, failures[:3]
+    log = (workspace.root / f"server-{server.base.rsplit(':', 1)[1]}.log").read_text(errors="replace")
+    assert "Traceback" not in log and "Exception on /" not in log  # client errors are one quiet line, not an ERROR
 
 
 def test_failed_reload_keeps_the_old_version(workspace, tmp_path: Path) -> None:
