@@ -698,7 +698,8 @@ class ReadinessMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         holder = _current.get("holder")
         if scope["type"] == "http" and scope.get("path") == "/readyz" and holder is not None and holder.model is None:
-            await _send_bytes(send, 503, error_body(503, not_ready_reason(holder)))
+            # normalize_error: the shape (and care) of every error answer of the API routes
+            await _send_bytes(send, 503, normalize_error(503, error_body(503, not_ready_reason(holder))))
             return
         await self.app(scope, receive, send)
 

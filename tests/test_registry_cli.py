@@ -83,3 +83,19 @@ def test_gate_keeps_champion_when_challenger_is_worse(workspace, monkeypatch) ->
     mixed = {"churn_auc": theirs["churn_auc"] + 0.01, "value_normalized_gini": theirs["value_normalized_gini"] - 0.01}
     decision = registry.gate("retention", mixed, rows, churned, value)
     assert not decision.promoted and "does not beat" in decision.reason
+
+
+def test_promotion_json_says_what_was_compared_and_the_model_holds_no_pickle(workspace, monkeypatch) -> None:
+    from pathlib import Path
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.tracking_uri)
+    c = client(workspace)
+    version = c.get_model_version("retention", "1")
+    promotion = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/promotion.json")
+    assert promotion["promoted"] is True and promotion["comparison"] == {"method": "none", "note": "no champion"}
+    local = Path(mlflow.artifacts.download_artifacts("models:/retention/1"))
+    names = {p.name for p in local.rglob("*")}
+    assert "python_model.pkl" not in names and {"pyfunc_model.py", "manifest.json"} <= names
+    assert "model_churn_auc" in c.get_run(version.run_id).data.metrics  # what a later gate compares with
