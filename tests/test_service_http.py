@@ -337,7 +337,7 @@ def test_api_key_protects_every_prediction_route(workspace, store_url) -> None:
         stop(s)
 
 
-def test_schemathesis_finds_no_server_error(server) -> None:
+def test_schemathesis_finds_no_server_error(server, workspace) -> None:
     import schemathesis
     from hypothesis import HealthCheck, settings
 
@@ -365,6 +365,8 @@ def test_schemathesis_finds_no_server_error(server) -> None:
 
         check()
     assert not failures, failures[:3]
+    log = (workspace.root / f"server-{server.base.rsplit(':', 1)[1]}.log").read_text(errors="replace")
+    assert "Traceback" not in log and "Exception on /" not in log  # client errors are one quiet line, not an ERROR
 
 
 def test_failed_reload_keeps_the_old_version(workspace, tmp_path: Path) -> None:
