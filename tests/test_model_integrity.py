@@ -355,3 +355,15 @@ def test_retention_serve_prints_the_main_pid_that_reloads(tmp_path) -> None:
         assert _worker_pids(s) == workers  # reloaded in place: no worker restart
     finally:
         stop(s)
+
+
+def test_the_batch_cli_refuses_a_damaged_model_in_one_sentence(bundle, tmp_path) -> None:
+    from cli_util import run_cli
+
+    (bundle / MANIFEST_FILE).unlink()
+    abort_lightgbm(bundle / CHURN_FILE)
+    out = tmp_path / "scores.parquet"
+    args = ["score", "-t", str(tmp_path / "none.csv"), "--as-of", "2024-12-30", "--out", str(out), "--no-record"]
+    result = run_cli(*args, "--model", str(bundle))
+    assert result.returncode == 2, result.stderr
+    assert "crashed the process that loaded it" in result.stderr and not out.exists()
