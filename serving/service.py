@@ -64,6 +64,11 @@ from serving.online import (
 )
 
 log = logging.getLogger("retention.service")
+request_log = logging.getLogger("retention.requests")
+"""One INFO line per client error (:func:`log_client_error`); INFO even where the root logger is at WARNING, as
+BentoML sets it, so the line is in the server log (``RETENTION_CLIENT_ERROR_LOG=0`` leaves it at the root's level)."""
+if os.environ.get("RETENTION_CLIENT_ERROR_LOG", "1").strip().lower() not in ("0", "false", "no", "off"):
+    request_log.setLevel(logging.INFO)
 OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/docs", "/static_content")
 DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 THREADS = int(os.environ.get("RETENTION_SCORING_THREADS", "4"))
@@ -279,8 +284,9 @@ async def _refuse(send: Any, scope: dict, status: int, message: str) -> None:
 
 
 def log_client_error(method: str, path: str, status: int, field: str | None = None) -> None:
-    """One INFO line per client error (no traceback, no client data beyond the route and the field's path)."""
-    log.info("%s %s answered %d%s", method, path[:100], status, f" ({field})" if field else "")
+    """One INFO line per client error: no traceback, no client data (the route, the status and the offending
+    field's path or the validator's error type)."""
+    request_log.info("client error: %s %s answered %d%s", method, path[:100], status, f" ({field})" if field else "")
 
 
 def error_body(status: int, message: str, field: str | None = None, detail: Any = None) -> bytes:
@@ -632,11 +638,14 @@ def quiet_client_errors() -> None:
         return
 
     def log_exception(request: Any, exc_info: Any = True) -> None:
-        status = _client_error_status(sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        status = _client_error_status(exc)
         if status is None:
             original(request, exc_info)
-        else:
-            log_client_error(request.method, request.url.path, status)
+            return
+        problems = exc.errors() if hasattr(exc, "errors") and hasattr(exc, "error_count") else None
+        what = f"{len(problems)} schema problem(s), first {problems[0]['type']}" if problems else None
+        log_client_error(request.method, request.url.path, status, what)  # error types only: no client field names
 
     log_exception._retention_quiet = True  # type: ignore[attr-defined]
     bentoml_app.log_exception = log_exception

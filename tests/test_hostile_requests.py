@@ -325,6 +325,7 @@ def test_client_errors_leave_one_quiet_line_not_a_traceback(server, workspace) -
         ("/predict", {"customers": [], MARKER: 1}),
         ("/predict", inline({"timestamp": "2024-06-01", "amount": MARKER})),
     ]
+    before = server_log(workspace, server).count("client error: ")
     for path, body in bad:
         assert 400 <= post_json(server, path, body).status_code < 500
     for content in (b"{" + MARKER.encode(), MARKER.encode()):
@@ -332,5 +333,9 @@ def test_client_errors_leave_one_quiet_line_not_a_traceback(server, workspace) -
         assert response.status_code == 400
     httpx.post(server.base + "/predict", files={"f": (MARKER, MARKER.encode())})
     log = server_log(workspace, server)
+    assert log.count("client error: ") - before == len(bad) + 3  # one line per bad request
+    assert "client error: POST /predict answered 415" in log
+    assert "client error: POST /predict answered 400 (1 schema problem(s), first float_type)" in log
+    assert "client error: POST /predict answered 422 (customers[0].transactions[0].timestamp)" in log
     assert "Traceback" not in log and MARKER not in log
     assert "Exception on /" not in log  # BentoML's ERROR line for a request it failed
