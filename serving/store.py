@@ -41,6 +41,7 @@ import os
 import re
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 import warnings
@@ -184,6 +185,133 @@ def open_store(url: str) -> OnlineStore:
     if not _PREFIX_REDIS.fullmatch(prefix):
         raise ValueError(f"Redis key prefix {prefix!r} must match {_PREFIX_REDIS.pattern}")
     return RedisStore(conninfo, prefix)
+
+
+class StoreUnavailable(RuntimeError):
+    """The online store cannot be reached (down, restarting, network): the message names the store (no password).
+
+    The service answers by-id requests with 503 and this message; customers sent with their transactions need no
+    store and are still scored.
+    """
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the store's server or file cannot be reached (not a bug, not a bad request)."""
+    if isinstance(exc, StoreUnavailable | OSError | sqlite3.OperationalError):
+        return True
+    redis_mod = sys.modules.get("redis")
+    if redis_mod is not None and isinstance(
+        exc,
+        redis_mod.exceptions.ConnectionError
+        | redis_mod.exceptions.TimeoutError
+        | redis_mod.exceptions.BusyLoadingError,
+    ):
+        return True
+    pg = sys.modules.get("psycopg")
+    return pg is not None and isinstance(exc, pg.OperationalError)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password (for messages and /readyz)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+    return url
+
+
+class ResilientStore(OnlineStore):
+    """An :class:`OnlineStore` that starts without its server and comes back with it.
+
+    Opening does not fail when the server is unreachable (a malformed URL or a missing driver still raises at
+    once): reads raise :class:`StoreUnavailable` naming the store until it answers. After a failure, calls fail
+    fast for ``retry_s`` seconds, then the next call tries the server again (reconnecting); :meth:`health`
+    says whether the store answers (probing it at most every ``retry_s`` seconds).
+    """
+
+    def __init__(self, url: str, *, retry_s: float = 1.0, opener: Callable[[str], OnlineStore] | None = None) -> None:
+        self.url = url
+        self.name = redact_url(url)
+        self.retry_s = retry_s
+        self._opener = opener or open_store
+        self._lock = threading.Lock()
+        self._store: OnlineStore | None = None
+        self._error: str | None = None
+        self._retry_at = 0.0
+        self._checked_at = time.monotonic()
+        self._closed = False
+        with self._lock:
+            self._open_locked()
+
+    def __repr__(self) -> str:
+        return f"ResilientStore({self.name!r})"
+
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        self._error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        self._retry_at = time.monotonic() + self.retry_s
+        return self._unavailable()
+
+    def _unavailable(self) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the online store {self.name} is unavailable ({self._error}); customers sent by id cannot be scored"
+            " until it is back (customers sent with their transactions can)"
+        )
+
+    def _open_locked(self) -> None:
+        try:
+            self._store = self._opener(self.url)
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise
+            self._failed(exc)
+        else:
+            self._error = None
+        self._checked_at = time.monotonic()
+
+    def _call(self, operation: Callable[[OnlineStore], Any]) -> Any:
+        if self._closed:
+            raise RuntimeError("the online store is closed")
+        if self._error is not None and time.monotonic() < self._retry_at:
+            raise self._unavailable()
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None and time.monotonic() >= self._retry_at:
+                    self._open_locked()
+                store = self._store
+            if store is None:
+                raise self._unavailable()
+        try:
+            result = operation(store)
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                raise self._failed(exc) from exc
+            raise
+        self._error = None
+        self._checked_at = time.monotonic()
+        return result
+
+    def read_with_info(self, customer_ids: Sequence[str]) -> tuple[SnapshotInfo | None, dict[str, np.ndarray]]:
+        return self._call(lambda store: store.read_with_info(customer_ids))
+
+    def info(self) -> SnapshotInfo | None:
+        return self._call(lambda store: store.info())
+
+    def write_snapshot(self, features: pd.DataFrame, *, as_of: dt.date, feature_columns: Sequence[str]) -> SnapshotInfo:
+        return self._call(lambda store: store.write_snapshot(features, as_of=as_of, feature_columns=feature_columns))
+
+    def health(self) -> dict[str, Any]:
+        """``{"store": <url without password>, "available": bool, "error": reason or None}``; probes the store
+        (one metadata read) when the last answer is older than ``retry_s``."""
+        if time.monotonic() - self._checked_at >= self.retry_s or self._store is None:
+            with contextlib.suppress(StoreUnavailable):
+                self.info()
+        return {"store": self.name, "available": self._error is None, "error": self._error}
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -722,6 +850,22 @@ end
 return out
 """
 
+# Write pending (not yet published) values: ARGV[1] = TTL in ms, then key, value pairs. Each key expires unless
+# the writer publishes the snapshot (see _PERSIST_SCRIPT), so a writer killed mid-way leaves nothing for long.
+_PENDING_WRITE_SCRIPT = """
+local ttl = ARGV[1]
+for i = 2, #ARGV, 2 do redis.call('SET', ARGV[i], ARGV[i + 1], 'PX', ttl) end
+return (#ARGV - 1) / 2
+"""
+
+# Make pending values permanent before the switch: ARGV = keys. Returns how many were still there (an expired or
+# swept key is missing: the snapshot must not be published then).
+_PERSIST_SCRIPT = """
+local n = 0
+for i = 1, #ARGV do n = n + redis.call('PERSIST', ARGV[i]) end
+return n
+"""
+
 # One step of deleting a snapshot: SCAN from cursor ARGV[1] for keys matching ARGV[2] (COUNT ARGV[3]) and
 # UNLINK them, without shipping the keys to the client. Returns {next cursor, keys deleted}.
 _DELETE_SCRIPT = """
@@ -741,22 +885,30 @@ class RedisStore(OnlineStore):
     _BATCH_ROWS = 1_000  # key/value pairs per MSET
     _PIPELINE_COMMANDS = 10  # MSETs per round trip
     _DELETE_SCAN_COUNT = 2_000  # keyspace slots visited per deletion step (initially; adapts)
-    _ORPHAN_AGE_S = 3_600  # a snapshot still unpublished after this long is from a crashed writer
+    _ORPHAN_AGE_S = 120  # an unpublished snapshot whose writer gave no sign of life for this long is from a crash
+    _PENDING_TTL_MS = 3_600_000  # unpublished values expire after an hour, even when no later start or write sweeps
 
     def __init__(self, url: str, prefix: str = "retention") -> None:
         if not _PREFIX_REDIS.fullmatch(prefix):
             raise ValueError(f"Redis key prefix {prefix!r} must match {_PREFIX_REDIS.pattern}")
         self._redis_mod = _import_driver("redis", "redis", "Redis")
         self.prefix = prefix
-        self._client = self._redis_mod.Redis.from_url(url)
+        # a server that drops packets must not hold a request (or the start-up) for minutes; URL options win
+        self._client = self._redis_mod.Redis.from_url(url, socket_connect_timeout=5)
         self._current_key = f"{prefix}:current"
         self._registry_key = f"{prefix}:snapshots"  # snapshot id -> start time of its write
         self._snap_base = f"{prefix}:snap:"
         self._read_script = self._client.register_script(_READ_SCRIPT)
         self._delete_script = self._client.register_script(_DELETE_SCRIPT)
+        self._pending_script = self._client.register_script(_PENDING_WRITE_SCRIPT)
+        self._persist_script = self._client.register_script(_PERSIST_SCRIPT)
         self._known: SnapshotInfo | None = None
         self._closed = False
         self._client.ping()  # fail fast on a bad URL or an unreachable server
+        try:  # at start: snapshots of writers killed mid-way (kill -9 runs no cleanup) go now
+            self._delete_orphans(keep=None)
+        except Exception as exc:  # e.g. a read-only replica: the next write sweeps
+            warnings.warn(f"online store: could not sweep unpublished snapshots yet ({exc})", stacklevel=2)
 
     def __repr__(self) -> str:
         return f"RedisStore(prefix={self.prefix!r})"
@@ -796,21 +948,13 @@ class RedisStore(OnlineStore):
         info = snap.info
         sid = info.snapshot_id
         client = self._client
-        client.hset(self._registry_key, sid, str(time.time()))
+        self._delete_orphans(keep=None)  # before writing: what crashed writers left
+        client.hset(self._registry_key, sid, str(time.time()))  # the writer's heartbeat, renewed per round trip
         try:
             base = f"{self._snap_base}{sid}:".encode()
-            pipe = client.pipeline(transaction=False)
-            ids, blobs = snap.ids, snap.blobs
-            for start in range(0, len(ids), self._BATCH_ROWS):
-                args: list[bytes] = []
-                stop = start + self._BATCH_ROWS
-                for cid, blob in zip(ids[start:stop], blobs[start:stop], strict=True):
-                    args.append(base + cid.encode())
-                    args.append(blob)
-                pipe.execute_command("MSET", *args)
-                if len(pipe) >= self._PIPELINE_COMMANDS:
-                    pipe.execute()
-            pipe.execute()
+            keys = [base + cid.encode() for cid in snap.ids]
+            self._write_pending(sid, keys, snap.blobs)
+            self._persist(sid, keys)
             switch = client.pipeline(transaction=True)  # MULTI/EXEC: read the old pointer and set the new
             switch.hget(self._current_key, "id")
             switch.hset(self._current_key, mapping={"id": sid, "meta": info.to_json()})
@@ -826,6 +970,38 @@ class RedisStore(OnlineStore):
         except Exception as exc:  # the new snapshot is live; a later write removes the leftovers
             warnings.warn(f"online store: could not delete the previous snapshot yet ({exc})", stacklevel=2)
         return info
+
+    def _write_pending(self, snapshot_id: str, keys: list[bytes], blobs: list[bytes]) -> None:
+        """Write the values with a TTL (:data:`_PENDING_WRITE_SCRIPT`), renewing the writer's heartbeat."""
+        pipe = self._client.pipeline(transaction=False)
+        ttl = str(self._PENDING_TTL_MS)
+        for start in range(0, len(keys), self._BATCH_ROWS):
+            args: list[bytes | str] = [ttl]
+            stop = start + self._BATCH_ROWS
+            for key, blob in zip(keys[start:stop], blobs[start:stop], strict=True):
+                args.append(key)
+                args.append(blob)
+            self._pending_script(args=args, client=pipe)
+            if len(pipe) >= self._PIPELINE_COMMANDS:
+                pipe.hset(self._registry_key, snapshot_id, str(time.time()))
+                pipe.execute()
+        pipe.execute()
+
+    def _persist(self, snapshot_id: str, keys: list[bytes]) -> None:
+        """Make the pending values permanent; raise when some are gone (expired, or swept as a crashed write's)."""
+        pipe = self._client.pipeline(transaction=False)
+        kept = 0
+        for start in range(0, len(keys), self._BATCH_ROWS):
+            self._persist_script(args=keys[start : start + self._BATCH_ROWS], client=pipe)
+            if len(pipe) >= self._PIPELINE_COMMANDS:
+                kept += sum(int(n) for n in pipe.execute())
+                self._client.hset(self._registry_key, snapshot_id, str(time.time()))
+        kept += sum(int(n) for n in pipe.execute())
+        if kept != len(keys):
+            raise RuntimeError(
+                f"online store: {len(keys) - kept:,} of {len(keys):,} values of snapshot {snapshot_id} expired or were"
+                " swept before it could be published (the write stalled); nothing was published, write again"
+            )
 
     def _discard_unpublished(self, snapshot_id: str) -> None:
         """After a failed write: delete its keys unless the switch did happen (e.g. reply lost)."""
@@ -853,8 +1029,8 @@ class RedisStore(OnlineStore):
                 count = max(count // 2, self._DELETE_SCAN_COUNT // 2)
         self._client.hdel(self._registry_key, snapshot_id)
 
-    def _delete_orphans(self, keep: str) -> None:
-        """Delete snapshots left by crashed writers (never published, older than an hour)."""
+    def _delete_orphans(self, keep: str | None) -> None:
+        """Delete snapshots left by crashed writers: never published, no heartbeat for ``_ORPHAN_AGE_S``."""
         current = self._client.hget(self._current_key, "id")
         current_id = current.decode() if current is not None else None
         cutoff = time.time() - self._ORPHAN_AGE_S

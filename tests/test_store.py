@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -542,3 +543,136 @@ def test_postgres_switch_waits_for_a_long_reader_and_retries(postgres_url: str) 
         reader.close()
         store.close()
         _drop_postgres_tables(postgres_url, prefix)
+
+
+# ------------------------------------------------------------------------------ crashes and unreachable servers
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_redis_writer_killed_mid_write_leaves_expiring_values_swept_at_next_start(redis_url: str) -> None:
+    """kill -9 runs no cleanup: what it leaves has a TTL, and the next start (or write) sweeps it."""
+    import redis
+
+    from serving.store import RedisStore
+
+    prefix = f"test:store:{uuid.uuid4().hex[:12]}"
+    url = f"{redis_url}?prefix={prefix}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        crashed = open_store(url)
+        assert isinstance(crashed, RedisStore)
+        sid = "20240101t000000000000_deadbeef"
+        keys = [f"{prefix}:snap:{sid}:{i}".encode() for i in range(1_500)]
+        client.hset(f"{prefix}:snapshots", sid, str(time.time() - 300))  # last heartbeat five minutes ago
+        crashed._write_pending(sid, keys, [b"x" * 8] * len(keys))  # the values, then the process dies
+        ttl = client.pttl(keys[0])
+        assert 0 < ttl <= RedisStore._PENDING_TTL_MS
+        assert client.pttl(keys[-1]) > 0
+        assert _physical_snapshots(url) == {sid}
+        reopened = open_store(url)  # the next start
+        assert _physical_snapshots(url) == set()
+        assert client.hkeys(f"{prefix}:snapshots") == []
+        info = reopened.write_snapshot(_frame(["1", "2"], np.ones((2, 1)), ["f"]), as_of=DAY0, feature_columns=["f"])
+        assert client.pttl(f"{prefix}:snap:{info.snapshot_id}:1") == -1  # published values are permanent
+        assert set(reopened.read(["1", "2"])) == {"1", "2"}
+        reopened.close()
+        crashed.close()
+    finally:
+        client.close()
+        _delete_redis_keys(redis_url, prefix)
+
+
+def test_redis_write_refuses_to_publish_a_snapshot_whose_values_vanished(redis_url: str) -> None:
+    """A writer stalled past the sweep (its values deleted as a crashed write's) fails; nothing half is published."""
+    from serving.store import RedisStore
+
+    prefix = f"test:store:{uuid.uuid4().hex[:12]}"
+    store = open_store(f"{redis_url}?prefix={prefix}")
+    assert isinstance(store, RedisStore)
+    try:
+        first = store.write_snapshot(_frame(["1"], np.ones((1, 1)), ["f"]), as_of=DAY0, feature_columns=["f"])
+        original = store._persist
+
+        def swept_then_persist(sid: str, keys: list[bytes]) -> None:
+            store._client.delete(keys[0])
+            original(sid, keys)
+
+        store._persist = swept_then_persist  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match=r"1 of 2 values of snapshot .* nothing was published"):
+            store.write_snapshot(_frame(["1", "2"], np.zeros((2, 1)), ["f"]), as_of=DAY0, feature_columns=["f"])
+        assert store.info() == first
+        assert _physical_snapshots(f"{redis_url}?prefix={prefix}") == {first.snapshot_id}
+    finally:
+        store.close()
+        _delete_redis_keys(redis_url, prefix)
+
+
+@pytest.mark.parametrize("scheme", ["redis", "postgresql"])
+def test_unreachable_store_opens_and_names_itself(scheme: str) -> None:
+    from serving.store import ResilientStore, StoreUnavailable
+
+    port = _free_port()  # nothing listens there
+    url = f"redis://127.0.0.1:{port}/0" if scheme == "redis" else f"postgresql://u:secret@127.0.0.1:{port}/test"
+    store = ResilientStore(url, retry_s=60)
+    shown = url.replace(":secret@", ":***@")
+    with pytest.raises(StoreUnavailable, match=f"^the online store {re.escape(shown)} is unavailable"):
+        store.read(["1"])
+    health = store.health()
+    assert health["store"] == shown and health["available"] is False and health["error"]
+    assert "secret" not in str(health)
+    store.close()
+
+
+def test_resilient_store_still_refuses_a_bad_url() -> None:
+    from serving.store import ResilientStore
+
+    with pytest.raises(ValueError, match="unsupported online store URL scheme"):
+        ResilientStore("mysql://127.0.0.1/x")
+
+
+def test_resilient_store_reconnects_when_the_server_comes_back(tmp_path: Path) -> None:
+    """Down at start, up, down again, up again: reads follow the server (a redis-server this test starts and stops)."""
+    from serving.store import ResilientStore, StoreUnavailable
+
+    port = _free_port()
+    store = ResilientStore(f"redis://127.0.0.1:{port}/0", retry_s=0.0)
+    assert store.health()["available"] is False
+
+    def start() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while not store.health()["available"]:
+            assert time.monotonic() < deadline, "redis-server did not come up"
+            time.sleep(0.05)
+        return proc
+
+    def stop(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        proc.wait(20)
+
+    proc = start()
+    try:
+        info = store.write_snapshot(_frame(["a"], np.full((1, 1), 2.5), ["f"]), as_of=DAY0, feature_columns=["f"])
+        assert store.read_with_info(["a"])[0] == info
+        stop(proc)
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            store.read(["a"])
+        assert store.health()["available"] is False
+        proc = start()  # an empty server (no persistence): the store answers again, with nothing materialized
+        assert store.read_with_info(["a"]) == (None, {})
+        assert store.health() == {"store": f"redis://127.0.0.1:{port}/0", "available": True, "error": None}
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        store.close()
