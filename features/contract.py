@@ -10,10 +10,14 @@ breaks, in this order:
 
 1. ``null_customer_id`` -- customer id missing, empty or only white space;
 2. ``bad_timestamp``    -- timestamp missing or unparseable;
-3. ``bad_amount``       -- the line amount is missing, not a number, NaN or infinite;
-4. ``duplicate_line``   -- the row repeats an earlier valid row of the same order exactly (the same value in
+3. ``implausible_timestamp`` -- the line's UTC day is before the floor ``min_date`` (files, the batch job and the
+   CLI: ``MIN_DATE``, 1990-01-01, unless ``--min-date`` says otherwise; no floor when ``min_date`` is None, the
+   default of :func:`prepare_transactions`): a garbled value (a damaged Parquet file reads as dates in 1682)
+   rather than a purchase;
+4. ``bad_amount``       -- the line amount is missing, not a number, NaN or infinite;
+5. ``duplicate_line``   -- the row repeats an earlier valid row of the same order exactly (the same value in
    *every* input column, mapped or not), or repeats its ``line_id`` when one is mapped (kept once, the first);
-5. ``after_as_of``      -- the line's UTC day is after the as-of date (kept out of features).
+6. ``after_as_of``      -- the line's UTC day is after the as-of date (kept out of features).
 
 So ``rows_read == rows_valid + sum(rule counts)`` always holds; ``rows_valid`` counts valid *lines*.
 
@@ -80,12 +84,15 @@ TRANSACTION_COLUMNS: tuple[str, ...] = ("transaction_id", "quantity", "category"
 RULES: tuple[str, ...] = (
     "null_customer_id",
     "bad_timestamp",
+    "implausible_timestamp",
     "bad_amount",
     "duplicate_line",
     "after_as_of",
 )
-BROKEN_RULES: tuple[str, ...] = RULES[:4]
+BROKEN_RULES: tuple[str, ...] = RULES[:5]
 """Rules whose rows are errors under ``--strict`` (rows after the as-of date are merely out of scope)."""
+MIN_DATE = dt.date(1990, 1, 1)
+"""Default floor of plausible transaction days (``implausible_timestamp`` below it; CLI ``--min-date``)."""
 PRICE_TOLERANCE = 0.005
 ORDER_DECIMALS = 9
 """An order's amount (the sum of its lines) is rounded to this many decimals (float noise is not a refund)."""
@@ -232,9 +239,11 @@ def order_lines_warning(orders: int) -> str:
 def parse_column_map(spec: str | None) -> dict[str, str]:
     """Parse ``"customer_id=cust,timestamp=order_date"`` into ``{"customer_id": "cust", ...}``.
 
-    Keys are contract column names, values are the names in the input file.
+    Keys are contract column names, values are the names in the input file. ``None`` is no mapping; an empty
+    spec (``""``, ``","``), a contract column mapped twice or an input column mapped to two contract columns
+    raise :class:`ContractError`. Whether the input has the named columns is checked when it is read.
     """
-    if not spec:
+    if spec is None:
         return {}
     mapping: dict[str, str] = {}
     for item in spec.split(","):
@@ -250,8 +259,67 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
             raise ContractError(f"column mapping names unknown column '{key}' (known: {known})")
         if not value:
             raise ContractError(f"column mapping for '{key}' has no input column name")
+        if key in mapping:
+            raise ContractError(f"column mapping maps '{key}' twice ('{mapping[key]}' and '{value}'); map it once")
+        twice = [other for other, source in mapping.items() if source == value]
+        if twice:
+            raise ContractError(
+                f"column mapping maps input column '{value}' to both '{twice[0]}' and '{key}'; map it once"
+            )
         mapping[key] = value
+    if not mapping:
+        raise ContractError(
+            f"column mapping {spec!r} is empty; give contract_name=input_name pairs such as customer_id=cust"
+        )
     return mapping
+
+
+def parse_date_only(value: str, what: str = "as-of date") -> dt.date:
+    """A calendar date written ``YYYY-MM-DD`` (what the command line takes for ``--as-of``, ``--min-date``).
+
+    A datetime (``2024-12-30T10:00``), another format or an impossible day raise :class:`ContractError`.
+    """
+    text = str(value).strip()
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        raise ContractError(f"{what} '{value}' is not a date: expected YYYY-MM-DD (a calendar day, no time of day)")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise ContractError(f"{what} '{value}' is not a date: {exc}") from None
+
+
+FUTURE_AS_OF_TOLERANCE_DAYS = 31
+"""How many days an as-of date may lie after the last valid transaction (a late export, a quiet month)."""
+
+
+def future_as_of_problem(
+    last_date: str | dt.date | None, as_of: dt.date, tolerance_days: int = FUTURE_AS_OF_TOLERANCE_DAYS
+) -> str | None:
+    """The sentence refusing ``as_of`` when it lies after ``last_date`` (the last valid transaction's day) by more
+    than ``tolerance_days``, else None. Features as of a future day age every customer: all look churned."""
+    if last_date is None:
+        return None
+    last = dt.date.fromisoformat(str(last_date))
+    gap = (as_of - last).days
+    if gap <= tolerance_days:
+        return None
+    latest = last + dt.timedelta(days=tolerance_days)
+    return (
+        f"as-of date {as_of} is {gap:,} days after the last transaction ({last}), more than the tolerance of"
+        f" {tolerance_days} day(s), so every customer would look churned: use an as-of date up to {latest}"
+        " or pass --allow-future-as-of"
+    )
+
+
+def check_column_sources(names: Any, mapping: Mapping[str, str]) -> None:
+    """Raise :class:`ContractError` when a mapped input column is not among the input's column ``names``."""
+    present = set(names)
+    missing = [f"'{source}' (for {target})" for target, source in mapping.items() if source not in present]
+    if missing:
+        shown = ", ".join(str(name) for name in list(names)[:12])
+        raise ContractError(
+            f"--columns maps input column {', '.join(missing)}, which the input does not have (its columns: {shown})"
+        )
 
 
 def to_date(value: str | dt.date | pd.Timestamp | None) -> dt.date | None:
@@ -508,19 +576,32 @@ def _classify(
     columns: Mapping[str, str] | None,
     as_of_date: dt.date | None,
     normalize_float_ids: bool,
+    min_date: dt.date | None = None,
 ) -> _Lines:
     """Parse every row and give it its first broken rule (vectorised; see the module docstring for the rules)."""
     mapping = dict(columns or {})
-    frame = raw.rename(columns={source: target for target, source in mapping.items()}) if mapping else raw
+    frame = raw
+    if mapping:
+        check_column_sources(raw.columns, mapping)
+        renames = {source: target for target, source in mapping.items() if source != target}
+        # an unmapped input column named like a mapping's target is shadowed: kept (whole-row duplicates compare
+        # it) under another name, never a second column of the contract's name
+        shadowed = {name: f"{name} (unmapped input column)" for name in raw.columns if name in renames.values()}
+        shadowed = {name: new for name, new in shadowed.items() if name not in renames}
+        frame = raw.rename(columns={**shadowed, **renames})
     _check_columns(frame, mapping)
     customer = _as_string(frame["customer_id"], normalize_float_ids=normalize_float_ids)
     null_id = ~_present(customer, strip=True)
     timestamp = parse_timestamps(frame["timestamp"])
     ns = timestamp.array.asi8
     bad_ts = ~null_id & (ns == _NAT)
+    implausible = np.zeros(len(frame), dtype=bool)
+    if min_date is not None:
+        floor_day = (min_date - dt.date(1970, 1, 1)).days
+        implausible = ~null_id & ~bad_ts & (ns // _DAY_NS < floor_day)
     amount, priced, quantity = _line_amounts(frame)
-    bad_amount = ~null_id & ~bad_ts & ~np.isfinite(amount)
-    ok = ~(null_id | bad_ts | bad_amount)
+    bad_amount = ~null_id & ~bad_ts & ~implausible & ~np.isfinite(amount)
+    ok = ~(null_id | bad_ts | implausible | bad_amount)
     tx_id = None
     if "transaction_id" in frame.columns:
         tx_id = _as_string(frame["transaction_id"], normalize_float_ids=normalize_float_ids)
@@ -544,7 +625,7 @@ def _classify(
     if as_of_date is not None:
         day = ns // _DAY_NS  # numpy's datetime64[ns] -> [D] cast overflows near the range ends (1677 -> 2262)
         after = ok & (day > (as_of_date - dt.date(1970, 1, 1)).days)
-    for number, broken in enumerate((null_id, bad_ts, bad_amount, duplicate, after), start=1):
+    for number, broken in enumerate((null_id, bad_ts, implausible, bad_amount, duplicate, after), start=1):
         lines.rule[broken] = number
     if priced is not None and "amount" in frame.columns:
         differs = ~(np.abs(amount - priced) <= PRICE_TOLERANCE) & np.isfinite(priced)
@@ -558,9 +639,10 @@ def row_rules(
     columns: Mapping[str, str] | None = None,
     as_of: str | dt.date | None = None,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = None,
 ) -> np.ndarray:
     """The rule each input row breaks (``""``: a valid line), as an object array in input order."""
-    lines = _classify(raw, columns, to_date(as_of), normalize_float_ids)
+    lines = _classify(raw, columns, to_date(as_of), normalize_float_ids, min_date)
     names = np.asarray(("", *RULES), dtype=object)
     return names[lines.rule]
 
@@ -656,6 +738,7 @@ def prepare_transactions(
     strict: bool = False,
     allow_empty: bool = False,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = None,
 ) -> tuple[pd.DataFrame, DataQualityReport]:
     """Apply the contract to a raw frame of lines (``allow_empty``: a part of a larger input may hold none).
 
@@ -664,9 +747,10 @@ def prepare_transactions(
     present), in the order of each order's first line, and the data-quality report. Raises
     :class:`ContractError` when the input cannot be used at all, or under ``strict`` when any row breaks a rule
     or the input looks like order lines mapped as transactions. ``normalize_float_ids``: see the module docstring.
+    ``min_date``: lines before this day are ``implausible_timestamp`` (None: no floor).
     """
     as_of_date = to_date(as_of)
-    lines = _classify(raw, columns, as_of_date, normalize_float_ids)
+    lines = _classify(raw, columns, as_of_date, normalize_float_ids, min_date)
     n = len(lines.rule)
     tally = np.bincount(lines.rule, minlength=len(RULES) + 1)
     counts = {rule: int(tally[k + 1]) for k, rule in enumerate(RULES)}

@@ -8,6 +8,8 @@ the table or query is given in the URL's query string: ``postgresql://host/db?ta
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.contract import STRING_COLUMNS, ContractError
+from features.contract import MIN_DATE, STRING_COLUMNS, ContractError
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
@@ -52,9 +54,7 @@ def read_table(location: str | os.PathLike[str], columns: Mapping[str, str] | No
         raise ContractError(f"input '{location}' does not exist")
     try:
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".pq"))
-            if not files:
-                raise ContractError(f"directory '{location}' holds no .parquet files")
+            files = parquet_files(path)
             return _ids_as_text(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), id_sources)
         if path.suffix.lower() in (".parquet", ".pq"):
             return _ids_as_text(pd.read_parquet(path), id_sources)
@@ -68,6 +68,14 @@ def read_table(location: str | os.PathLike[str], columns: Mapping[str, str] | No
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContractError(f"cannot read '{location}': {first_line}") from exc
     raise ContractError(f"input '{location}' is neither .csv nor .parquet nor a directory of Parquet files")
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a directory source, in reading order (:class:`ContractError` when there are none)."""
+    files = sorted(p for p in Path(path).rglob("*") if p.suffix in (".parquet", ".pq"))
+    if not files:
+        raise ContractError(f"directory '{path}' holds no .parquet files")
+    return files
 
 
 def _ids_as_text(frame: pd.DataFrame, id_sources: set[str]) -> pd.DataFrame:
@@ -105,21 +113,29 @@ def _redact(location: str) -> str:
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a frame to ``.csv`` or ``.parquet`` atomically (temporary file in the same folder, then rename)."""
+    """Write a frame to ``.csv`` or ``.parquet`` atomically (temporary file in the same folder, then rename).
+
+    Raises :class:`ContractError` (one sentence) when the folder cannot be created or written.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet", ".pq"):
         raise ContractError(f"output '{path}' must end in .csv or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as exc:  # an unwritable or missing folder, a full disk: the user's to fix
+        blocked = next((p for p in path.parents if p.exists()), None)
+        reason = f"'{blocked}' is not a folder" if blocked is not None and not blocked.is_dir() else exc.strerror
+        raise ContractError(f"cannot write the output '{path}': {reason or exc}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -130,15 +146,17 @@ def load_transactions(
     as_of: str | None = None,
     strict: bool = False,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = MIN_DATE,
 ):
     """Read a source and apply the contract: ``(transactions, DataQualityReport)``, one row per order.
 
     ``normalize_float_ids``: read ids an export turned into floats (``17850.0``) as ``17850`` (see
-    :mod:`features.contract`); off by default, ids stay the text the source holds.
+    :mod:`features.contract`); off by default, ids stay the text the source holds. ``min_date``: lines before
+    this day are counted as ``implausible_timestamp`` (default 1990-01-01; None: no floor).
     """
     from features.contract import prepare_transactions
 
     raw = read_table(location, columns)
     return prepare_transactions(
-        raw, columns=columns, as_of=as_of, strict=strict, normalize_float_ids=normalize_float_ids
+        raw, columns=columns, as_of=as_of, strict=strict, normalize_float_ids=normalize_float_ids, min_date=min_date
     )

@@ -35,7 +35,38 @@ TransactionsOpt = Annotated[
         help="Transactions: .csv / .parquet file, a directory of Parquet files, or a SQL URL with ?table= or ?query=.",
     ),
 ]
-AsOfOpt = Annotated[str, typer.Option("--as-of", help="As-of date YYYY-MM-DD (UTC day, included).")]
+
+
+def _date_only(value: str | None) -> str | None:
+    """``--as-of`` / ``--min-date`` callback: a calendar date YYYY-MM-DD, else one sentence and exit 2."""
+    if value is None:
+        return None
+    from features.contract import parse_date_only
+
+    return str(parse_date_only(value))
+
+
+AsOfOpt = Annotated[
+    str, typer.Option("--as-of", help="As-of date YYYY-MM-DD (UTC day, included).", callback=_date_only)
+]
+AllowFutureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-future-as-of",
+        help="Accept an as-of date more than 31 days after the last transaction (refused by default: every"
+        " customer would look churned).",
+    ),
+]
+MinDateOpt = Annotated[
+    str,
+    typer.Option(
+        "--min-date",
+        help="Floor of plausible transaction dates, YYYY-MM-DD: earlier rows are counted as implausible_timestamp"
+        " (and fail --strict).",
+        callback=_date_only,
+    ),
+]
+DEFAULT_MIN_DATE = "1990-01-01"
 ColumnsOpt = Annotated[
     str | None,
     typer.Option(
@@ -66,18 +97,42 @@ def load(
     strict: bool,
     quiet: bool = False,
     normalize_ids: bool = False,
+    min_date: str = DEFAULT_MIN_DATE,
+    allow_future_as_of: bool | None = False,
 ):
-    """Read transactions through the contract and print the data-quality report to stderr."""
-    from features.contract import parse_column_map
+    """Read transactions through the contract and print the data-quality report to stderr.
+
+    ``allow_future_as_of``: False refuses an as-of date too far after the last transaction (:func:`check_as_of`),
+    None does not check (``quality`` only reports).
+    """
+    from features.contract import parse_column_map, parse_date_only
     from features.sources import load_transactions
 
     mapping = parse_column_map(columns)
     tx, report = load_transactions(
-        transactions, columns=mapping, as_of=as_of, strict=strict, normalize_float_ids=normalize_ids
+        transactions,
+        columns=mapping,
+        as_of=as_of,
+        strict=strict,
+        normalize_float_ids=normalize_ids,
+        min_date=parse_date_only(min_date, "--min-date"),
     )
     if not quiet:
         _echo_err(report.render())
+    if allow_future_as_of is not None:
+        check_as_of(report, as_of, allow_future_as_of)
     return tx, report
+
+
+def check_as_of(report, as_of: str | None, allow_future_as_of: bool) -> None:
+    """Refuse (exit 2) an as-of date more than the tolerance after the input's last valid transaction."""
+    from features.contract import future_as_of_problem, parse_date_only
+
+    if as_of is None or allow_future_as_of:
+        return
+    problem = future_as_of_problem(report.last_date, parse_date_only(as_of))
+    if problem:
+        raise UserError(problem)
 
 
 @app.command()
@@ -123,6 +178,8 @@ def features(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Write the point-in-time feature table of every customer at one as-of date."""
     from features.kernel import compute_features
@@ -130,7 +187,15 @@ def features(
 
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UserError(f"--out '{out}' must end in .csv or .parquet")
-    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
+    tx, _ = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=allow_future_as_of,
+    )
     table = compute_features(tx, as_of)
     write_frame(table, out)
     _echo_err(f"wrote features of {len(table):,} customers as of {as_of} to {out}")
@@ -139,18 +204,30 @@ def features(
 @app.command()
 def quality(
     transactions: TransactionsOpt,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Optional as-of date YYYY-MM-DD.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Optional as-of date YYYY-MM-DD.", callback=_date_only)
+    ] = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
 ) -> None:
     """Check a transaction (or order-line) file against the input contract and print the data-quality report.
 
     Counts lines, orders, exact duplicate lines and cancelled orders; warns when the input looks like order lines
     mapped as transactions (``--strict`` then fails).
     """
-    _, report = load(transactions, columns, as_of, strict, quiet=as_json, normalize_ids=normalize_ids)
+    _, report = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        quiet=as_json,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=None,
+    )
     if as_json:
         typer.echo(report.to_json())
 
@@ -199,11 +276,21 @@ def train(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate."""
     from training.jobs import train as run_train
 
-    tx, quality_report = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
+    tx, quality_report = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=allow_future_as_of,
+    )
     summary = run_train(
         tx,
         quality_report,
@@ -240,12 +327,22 @@ def backtest(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Evaluate the whole pipeline at rolling cutoffs against the BG/NBD and naive baselines."""
     from training.jobs import backtest as run_backtest
     from training.report import backtest_markdown
 
-    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
+    tx, _ = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=allow_future_as_of,
+    )
     table = run_backtest(
         tx,
         as_of=_as_of(as_of),
@@ -267,11 +364,21 @@ def btyd(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Fit the classical BG/NBD + Gamma-Gamma models alone and print their parameters as JSON."""
     from training.jobs import fit_btyd_only
 
-    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
+    tx, _ = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=allow_future_as_of,
+    )
     typer.echo(json.dumps(fit_btyd_only(tx, _as_of(as_of)), indent=2))
 
 
@@ -337,15 +444,17 @@ def score(
     strict: StrictOpt = False,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
-    from features.contract import parse_column_map
+    from features.contract import parse_column_map, parse_date_only
     from serving.loader import load_model
 
     if engine not in ("local", "spark"):
         raise UserError(f"--engine must be 'local' or 'spark', got '{engine}'")
-    scoring_model = load_model(model)
     mapping = parse_column_map(columns)
+    scoring_model = load_model(model)
     if engine == "spark":
         from serving.spark_engine import run_spark_job as run_job
     else:
@@ -361,6 +470,8 @@ def score(
         partitions=partitions,
         spool_input=spool,
         normalize_float_ids=normalize_ids,
+        min_date=parse_date_only(min_date, "--min-date"),
+        allow_future_as_of=allow_future_as_of,
     )
     typer.echo(summary.render())
     if record:
@@ -377,20 +488,38 @@ def materialize(
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Write every customer's features at the as-of date to the online store (atomic snapshot swap)."""
     from features.kernel import compute_features
     from serving.store import open_store
 
     url = store or os.environ.get("RETENTION_STORE_URL") or _default_store_url()
-    tx, _ = load(transactions, columns, as_of, strict, normalize_ids=normalize_ids)
+    tx, _ = load(
+        transactions,
+        columns,
+        as_of,
+        strict,
+        normalize_ids=normalize_ids,
+        min_date=min_date,
+        allow_future_as_of=allow_future_as_of,
+    )
     table = compute_features(tx, as_of)
     feature_names = [c for c in table.columns if c not in ("customer_id", "cutoff")]
-    target = open_store(url)
     try:
-        info = target.write_snapshot(table, as_of=_as_of(as_of), feature_columns=feature_names)
-    finally:
-        target.close()
+        target = open_store(url)
+        try:
+            info = target.write_snapshot(table, as_of=_as_of(as_of), feature_columns=feature_names)
+        finally:
+            target.close()
+    except Exception as exc:
+        from serving.store import is_unavailable_error, redact_url
+
+        if not is_unavailable_error(exc):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"the online store {redact_url(url)} cannot be reached ({reason}); nothing written") from None
     _echo_err(f"materialized {info.rows:,} customers as of {info.as_of} into {url}")
 
 

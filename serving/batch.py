@@ -17,6 +17,7 @@ fingerprint + partitions). The same job gives the same rows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -38,16 +39,19 @@ import pyarrow.compute as pc
 
 from features import progress
 from features.contract import (
+    BROKEN_RULES,
+    MIN_DATE,
     RULES,
     ContractError,
     DataQualityReport,
     combine_reports,
+    future_as_of_problem,
     normalize_id_text,
     prepare_transactions,
     to_date,
 )
 from features.kernel import compute_feature_arrays, prepare
-from features.sources import is_sql_url, read_table, split_sql_url
+from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel
 from serving.ranking import feature_matrix, pareto_share, rank, score_table
@@ -157,10 +161,17 @@ def score_partition(
     columns: Mapping[str, str] | None = None,
     strict: bool = False,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = MIN_DATE,
 ) -> PartitionResult:
     """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input."""
     tx, report = prepare_transactions(
-        raw, columns=columns, as_of=as_of, strict=strict, allow_empty=True, normalize_float_ids=normalize_float_ids
+        raw,
+        columns=columns,
+        as_of=as_of,
+        strict=strict,
+        allow_empty=True,
+        normalize_float_ids=normalize_float_ids,
+        min_date=min_date,
     )
     ids, arrays = compute_feature_arrays(prepare(tx), as_of)
     names = model.feature_columns
@@ -281,6 +292,37 @@ def spool(
 # --- output ------------------------------------------------------------------------------------------------------
 
 
+def check_output(dest: str) -> None:
+    """Raise :class:`ContractError` (one sentence) when ``dest`` cannot be written: checked before any scoring.
+
+    A file output's folder must exist or be creatable and take a file; a SQLite output's database folder must exist.
+    """
+    if is_sql_url(dest):
+        import sqlalchemy
+
+        url, _, _ = split_sql_url(dest, default_table="retention_scores")
+        try:
+            parsed = sqlalchemy.engine.make_url(url)
+        except sqlalchemy.exc.ArgumentError as exc:
+            raise ContractError(f"output URL '{dest}' is not a valid database URL: {exc}") from exc
+        database = parsed.database
+        if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+            folder = Path(database).parent
+            if not folder.is_dir():
+                raise ContractError(f"the folder '{folder}' of the SQLite output database '{database}' does not exist")
+        return
+    folder = Path(dest).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{Path(dest).name}.probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        blocked = next((p for p in folder.parents if p.exists()), None) if not folder.exists() else folder
+        reason = f"'{blocked}' is not a folder" if blocked is not None and not blocked.is_dir() else exc.strerror
+        raise ContractError(f"output folder '{folder}' is not writable: {reason or exc}") from None
+
+
 def write_output(frame: pd.DataFrame, dest: str) -> None:
     """Write atomically: temp file + rename, or staging table + swap in one transaction."""
     if is_sql_url(dest):
@@ -288,7 +330,10 @@ def write_output(frame: pd.DataFrame, dest: str) -> None:
         return
     from features.sources import write_frame
 
-    write_frame(frame, dest)
+    try:
+        write_frame(frame, dest)
+    except OSError as exc:
+        raise ContractError(f"cannot write the output '{dest}' ({exc.strerror or exc})") from None
 
 
 def _write_sql(frame: pd.DataFrame, dest: str) -> None:
@@ -306,6 +351,10 @@ def _write_sql(frame: pd.DataFrame, dest: str) -> None:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {preparer.quote(table)}"))
             conn.execute(sqlalchemy.text(f"ALTER TABLE {preparer.quote(staging)} RENAME TO {preparer.quote(table)}"))
+    except sqlalchemy.exc.OperationalError as exc:  # database unreachable or its file cannot be opened
+        with contextlib.suppress(Exception), engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(staging)}"))
+        raise ContractError(f"cannot write the output table to '{dest}': {str(exc.orig).splitlines()[0]}") from None
     except Exception:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(staging)}"))
@@ -340,6 +389,7 @@ class JobSummary:
     partitions: int
     resumed_partitions: int
     seconds: float
+    input_warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -358,6 +408,7 @@ class JobSummary:
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.report.rule_counts.items()),
         ]
         lines += [f"WARNING drift: {w}" for w in self.drift_warnings]
+        lines += [f"WARNING input: {w}" for w in self.input_warnings]
         return "\n".join(lines)
 
 
@@ -373,12 +424,16 @@ def run_score_job(
     partitions: int = DEFAULT_PARTITIONS,
     spool_input: bool | None = None,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = MIN_DATE,
+    allow_future_as_of: bool = False,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
 
     ``normalize_float_ids`` (CLI ``--normalize-ids``): ids an export turned into floats (``17850.0``) are read as
     ``17850`` -- before the input is split, so one customer's rows stay in one partition (see
-    :mod:`features.contract`).
+    :mod:`features.contract`). ``min_date``: floor of plausible transaction days (``implausible_timestamp``).
+    An ``as_of`` after the last valid transaction by more than the tolerance raises :class:`ContractError` unless
+    ``allow_future_as_of``. An output that cannot be written raises :class:`ContractError` before any scoring.
     """
     start = time.perf_counter()
     as_of_date = to_date(as_of)
@@ -389,9 +444,12 @@ def run_score_job(
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
     if not is_sql_url(source) and not Path(source).exists():
         raise ContractError(f"input '{source}' does not exist")
+    check_output(dest)
     key_text = f"{as_of_date}|{model.version}|{_source_fingerprint(source)}|{partitions}|{json.dumps(columns or {})}"
     if normalize_float_ids:
         key_text += "|normalize-ids"
+    if min_date != MIN_DATE:
+        key_text += f"|min-date={min_date}"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key
@@ -422,7 +480,7 @@ def run_score_job(
             split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
             parts = ((p, raw) for p, raw in split if p not in done)
         for p, raw in progress.track(parts, "scoring partitions", total=partitions - len(done)):
-            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids)
+            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date)
             _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
         shutil.rmtree(staging / "spool", ignore_errors=True)
 
@@ -437,6 +495,8 @@ def run_score_job(
         partitions=partitions,
         resumed=resumed,
         started=start,
+        allow_future_as_of=allow_future_as_of,
+        input_warnings=input_file_warnings(source, columns, min_date),
     )
     shutil.rmtree(root, ignore_errors=True)
     return summary
@@ -453,8 +513,11 @@ def finish_job(
     partitions: int,
     resumed: int,
     started: float,
+    allow_future_as_of: bool = False,
+    input_warnings: list[str] | None = None,
 ) -> JobSummary:
-    """Combine the partitions (every engine's), judge ``--strict``, rank globally, write atomically, summarise."""
+    """Combine the partitions (every engine's), judge ``--strict`` and the as-of date, rank globally, write
+    atomically, summarise (with a warning per input file or partition whose rows mostly break a rule)."""
     counts: dict[str, np.ndarray] = {}
     for result in results:
         for name, c in result.drift_counts.items():
@@ -463,7 +526,19 @@ def finish_job(
     if report.rows_valid == 0:
         raise ContractError(f"no valid transaction in the input ({report.rows_read} rows read)")
     if strict and report.rows_broken:
-        raise ContractError(f"--strict: {report.rows_broken} row(s) break the input contract")
+        broken = ", ".join(
+            f"{report.rule_counts[rule]} {rule.replace('_', ' ')}" for rule in BROKEN_RULES if report.rule_counts[rule]
+        )
+        raise ContractError(f"--strict: {report.rows_broken} row(s) break the input contract ({broken})")
+    future = future_as_of_problem(report.last_date, as_of)
+    if future and not allow_future_as_of:
+        raise ContractError(future)
+    notes = list(input_warnings or [])
+    for p, result in enumerate(results):
+        part = result.report
+        if part.rows_read and part.rows_broken * 2 > part.rows_read:
+            share = part.rows_broken / part.rows_read
+            notes.append(f"partition {p}: {part.rows_broken:,} of {part.rows_read:,} rows ({share:.0%}) break a rule")
     frames = [r.scores for r in results]
     all_scores = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
     ranked = finish_ranking(all_scores, model.version, as_of, top_k)
@@ -488,6 +563,7 @@ def finish_job(
         partitions=partitions,
         resumed_partitions=resumed,
         seconds=time.perf_counter() - started,
+        input_warnings=notes,
     )
 
 
@@ -497,12 +573,41 @@ def _score_raw_part(
     as_of: dt.date,
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = MIN_DATE,
 ) -> PartitionResult:
     """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
     if raw.empty and not len(raw.columns):  # a spool partition that received no row
         raw = pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "timestamp": [], "amount": []})
         columns = None
-    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
+    return score_partition(
+        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date
+    )
+
+
+def input_file_warnings(source: str, columns: Mapping[str, str] | None, min_date: dt.date | None) -> list[str]:
+    """One warning per file of a Parquet directory whose timestamps are mostly unreadable or before ``min_date``
+    (a corrupted file: its rows are counted under the rules, the warning says where they come from)."""
+    if is_sql_url(source) or not Path(source).is_dir():
+        return []
+    from features.contract import parse_timestamps
+
+    column = (columns or {}).get("timestamp", "timestamp")
+    floor = pd.Timestamp(min_date, tz="UTC") if min_date is not None else None
+    out = []
+    for path in parquet_files(Path(source)):
+        try:
+            values = pd.read_parquet(path, columns=[column])[column]
+        except Exception:  # a file the job could read whole but not by column: nothing to add
+            continue
+        stamps = parse_timestamps(values)
+        bad = int(stamps.isna().sum()) + (int((stamps < floor).sum()) if floor is not None else 0)
+        if len(stamps) and bad * 2 > len(stamps):
+            name = path.relative_to(source)
+            out.append(
+                f"input file '{name}': {bad:,} of {len(stamps):,} rows ({bad / len(stamps):.0%}) have a bad or"
+                " implausible timestamp; the file may be corrupted"
+            )
+    return out
 
 
 def _read_part(path: Path) -> PartitionResult | None:

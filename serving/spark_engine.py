@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import (
+    MIN_DATE,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
     STRING_COLUMNS,
@@ -59,7 +60,9 @@ from serving.batch import (
     DEFAULT_PARTITIONS,
     JobSummary,
     PartitionResult,
+    check_output,
     finish_job,
+    input_file_warnings,
     partition_of,
     score_partition,
     split_in_memory,
@@ -453,7 +456,7 @@ def _empty_result(
 ):
     """What :func:`score_partition` gives for a part without any valid row (contract report, zero drift counts)."""
     _, report = prepare_transactions(
-        raw, columns=columns, as_of=as_of, allow_empty=True, normalize_float_ids=normalize_float_ids
+        raw, columns=columns, as_of=as_of, allow_empty=True, normalize_float_ids=normalize_float_ids, min_date=MIN_DATE
     )
     reference = model.meta.feature_reference
     drift = {
@@ -519,13 +522,18 @@ def run_spark_job(
     partitions: int = DEFAULT_PARTITIONS,
     spool_input: bool | None = None,
     normalize_float_ids: bool = False,
+    min_date: dt.date | None = MIN_DATE,
+    allow_future_as_of: bool = False,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
     Same arguments, checks, rows and summary as :func:`serving.batch.run_score_job`; ``spool_input`` is ignored.
     ``normalize_float_ids``: ids are normalised before the rows are grouped into partitions, as locally.
+    ``min_date``: only the default floor (1990-01-01) on Spark so far.
     """
     del spool_input  # Spark spills to disk on its own
+    if min_date != MIN_DATE:
+        raise ContractError(f"--min-date other than {MIN_DATE} is not supported by the spark engine yet")
     start = time.perf_counter()
     as_of_date = to_date(as_of)
     assert as_of_date is not None
@@ -535,6 +543,7 @@ def run_spark_job(
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
     if not is_sql_url(source) and not _is_remote(source) and not Path(_local_path(source)).exists():
         raise ContractError(f"input '{source}' does not exist")
+    check_output(dest)
     columns = dict(columns or {})
 
     spark = spark_session()
@@ -556,7 +565,17 @@ def run_spark_job(
             shipped.unpersist()
 
     return finish_job(
-        results, model, as_of_date, dest, strict=strict, top_k=top_k, partitions=partitions, resumed=0, started=start
+        results,
+        model,
+        as_of_date,
+        dest,
+        strict=strict,
+        top_k=top_k,
+        partitions=partitions,
+        resumed=0,
+        started=start,
+        allow_future_as_of=allow_future_as_of,
+        input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
     )
 
 

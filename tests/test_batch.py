@@ -209,6 +209,7 @@ def test_more_partitions_than_customers_and_ids_as_text(workspace, tmp_path) -> 
         "--partitions",
         "8",
         "--no-record",
+        "--allow-future-as-of",  # the as-of date lies ten months after these two purchases
         cwd=workspace.root,
         env=workspace.env,
     )
@@ -268,7 +269,7 @@ def test_normalize_ids_before_partitioning(workspace, tmp_path) -> None:
     source.write_text("customer_id,timestamp,amount\n17850.0,2024-01-01,10\n17850,2024-02-01,5\n13047.0,2024-01-03,7\n")
     out = tmp_path / "floats.out.csv"
     args = ("score", "-t", str(source), "--as-of", workspace.AS_OF, "--out", str(out), "--no-record")
-    args += ("--partitions", str(partitions))
+    args += ("--partitions", str(partitions), "--allow-future-as-of")  # months after these purchases
     plain = run_cli(*args, cwd=workspace.root, env=workspace.env)
     assert plain.returncode == 0, plain.stderr
     assert sorted(pd.read_csv(out, dtype={"customer_id": str})["customer_id"]) == ["13047.0", "17850", "17850.0"]
@@ -277,3 +278,74 @@ def test_normalize_ids_before_partitioning(workspace, tmp_path) -> None:
         assert result.returncode == 0, result.stderr
         assert sorted(pd.read_csv(out, dtype={"customer_id": str})["customer_id"]) == ["13047", "17850"]
         assert "data quality: 3 valid of 3 rows" in result.stdout
+
+
+# --- issue 14: corrupted partitions, unwritable outputs, future as-of dates ---------------------------------------
+
+
+def test_a_corrupted_parquet_file_is_counted_and_named(workspace, tmp_path) -> None:
+    """One file of a Parquet directory reads as dates in 1682: counted as implausible_timestamp, named in a warning,
+    and --strict fails (it used to exit 0 and score with the garbled dates)."""
+    tx = pd.read_parquet(workspace.transactions)
+    ids = tx["customer_id"].unique()[:300]
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for k in range(3):
+        part = tx[tx["customer_id"].isin(ids[k::3])].reset_index(drop=True)
+        if k == 1:
+            part["timestamp"] = pd.Timestamp("1682-03-01", tz="UTC") + pd.to_timedelta(part.index, unit="h")
+            garbled = len(part)
+        part.to_parquet(folder / f"part-{k}.parquet", index=False)
+    out = tmp_path / "scores.csv"
+    args = ("score", "-t", str(folder), "--as-of", workspace.AS_OF, "--out", str(out), "--no-record")
+    result = run_cli(*args, cwd=workspace.root, env=workspace.env)
+    assert result.returncode == 0, result.stderr
+    assert f"implausible timestamp {garbled:,}" in result.stdout
+    assert f"WARNING input: input file 'part-1.parquet': {garbled:,} of {garbled:,} rows (100%)" in result.stdout
+    assert "part-0.parquet" not in result.stdout and "part-2.parquet" not in result.stdout
+    scored = pd.read_csv(out, dtype={"customer_id": str})
+    assert not set(scored["customer_id"]) & set(ids[1::3])  # no garbled customer was scored
+    strict = run_cli(*args, "--strict", cwd=workspace.root, env=workspace.env)
+    assert strict.returncode == 2, strict.stderr
+    assert f"{garbled} implausible timestamp" in strict.stderr and "Traceback" not in strict.stderr
+
+
+@pytest.mark.parametrize(
+    "out",
+    ["{tmp}/a-file/scores.csv", "sqlite:///{tmp}/no/such/folder/scores.db?table=retention_scores"],
+    ids=["file-under-a-file", "sqlite-folder-missing"],
+)
+def test_an_output_that_cannot_be_written_exits_2_before_scoring(workspace, tmp_path, out: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    dest = out.format(tmp=tmp_path)
+    result = run_cli(
+        "score", "-t", str(workspace.transactions), "--as-of", workspace.AS_OF, "--out", dest, "--no-record",
+        cwd=workspace.root, env=workspace.env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    if dest.startswith("sqlite"):
+        assert errors[0] == (
+            f"error: the folder '{tmp_path}/no/such/folder' of the SQLite output database "
+            f"'{tmp_path}/no/such/folder/scores.db' does not exist"
+        )
+    else:
+        assert (
+            errors[0]
+            == f"error: output folder '{tmp_path}/a-file' is not writable: '{tmp_path}/a-file' is not a folder"
+        )
+    assert "scoring partitions" not in result.stderr
+
+
+def test_score_refuses_a_future_as_of_date(workspace, tmp_path) -> None:
+    out = tmp_path / "scores.csv"
+    for as_of in ("2030-01-01", "9999-12-31"):
+        result = run_cli(
+            "score", "-t", str(workspace.transactions), "--as-of", as_of, "--out", str(out), "--no-record",
+            cwd=workspace.root, env=workspace.env,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert f"error: as-of date {as_of} is" in result.stderr and "--allow-future-as-of" in result.stderr
+        assert not out.exists()
