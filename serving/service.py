@@ -62,6 +62,7 @@ from serving.online import (
     check_top_k,
     rank_response,
 )
+from serving.store import StoreUnavailable
 
 log = logging.getLogger("retention.service")
 request_log = logging.getLogger("retention.requests")
@@ -676,12 +677,40 @@ def _json_response(content: dict[str, Any]) -> Response:
 
 
 def _open_store() -> Any | None:
+    """The online store, or None. It never stops the start-up: while its server is unreachable, by-id requests
+    answer 503 naming it, /readyz reports it, inline customers are scored; it reconnects when the server is back."""
     url = os.environ.get("RETENTION_STORE_URL")
     if not url:
         return None
-    from serving.store import open_store
+    from serving.store import ResilientStore
 
-    return open_store(url)
+    store = _stores["store"] = ResilientStore(url)
+    error = store.health()["error"]
+    if error:
+        log.warning("starting without the online store %s: %s", store.name, error)
+    return store
+
+
+_stores: dict[str, Any] = {}
+"""The worker's online store (set by :func:`_open_store`), read by :class:`StoreReadinessMiddleware`."""
+
+
+class StoreReadinessMiddleware:
+    """``/readyz`` answers 200 with ``{"status": "degraded", "store": {...}}`` while the online store is unreachable
+    and the model is loaded: inline scoring works, by-id requests answer 503 naming the store."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        store, holder = _stores.get("store"), _current.get("holder")
+        if scope["type"] == "http" and scope.get("path") == "/readyz" and store is not None and holder is not None:
+            health = await asyncio.to_thread(store.health)
+            if not health["available"] and holder.model is not None:
+                body = json.dumps({"status": "degraded", "store": health}).encode()
+                await _send_bytes(send, 200, body)
+                return
+        await self.app(scope, receive, send)
 
 
 _current: dict[str, ModelHolder] = {}
@@ -760,6 +789,9 @@ class Retention:
             if ranked:
                 check_top_k(top_k)
             response = await self._predict(customers, as_of)
+        except StoreUnavailable as exc:  # by-id customers need the online store: 503 naming it, no traceback
+            log.warning("%s", exc)
+            return _error_response(503, str(exc))
         except RequestError as exc:  # answered here: BentoML would log a traceback for each client error
             log_client_error("POST", "/rank" if ranked else "/predict", exc.status, exc.field)
             return _error_response(exc.status, str(exc), exc.field)
@@ -807,4 +839,5 @@ class Retention:
 Retention.add_asgi_middleware(ErrorShapeMiddleware)
 Retention.add_asgi_middleware(GuardMiddleware)
 Retention.add_asgi_middleware(ReadinessMiddleware)
+Retention.add_asgi_middleware(StoreReadinessMiddleware)
 Retention.add_asgi_middleware(OpenAPIMiddleware)
