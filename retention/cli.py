@@ -6,6 +6,7 @@ Each command imports what it needs when it runs, so ``retention --help`` does no
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -291,6 +292,13 @@ def train(
         min_date=min_date,
         allow_future_as_of=allow_future_as_of,
     )
+    last = quality_report.last_date
+    label_start = _as_of(as_of) - dt.timedelta(days=horizon_days)
+    if last is not None and dt.date.fromisoformat(last) <= label_start:
+        raise UserError(
+            f"no transaction in the {horizon_days} days before the as-of date {as_of} (the last is on {last}): every"
+            " training label would say churned; use an as-of date closer to the data"
+        )
     summary = run_train(
         tx,
         quality_report,

@@ -64,6 +64,15 @@ def test_train_with_a_future_as_of_date_exits_2_before_training(tmp_path: Path, 
     one_sentence_error(result, "as-of date 2030-01-01 is 2,103 days after the last transaction (2024-03-30)")
 
 
+def test_train_with_a_forced_future_as_of_date_exits_2_instead_of_a_lightgbm_error(tmp_path: Path, tx: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    args = ("train", "-t", str(tx), "--as-of", "2030-01-01", "--allow-future-as-of")
+    result = run_cli(*args, cwd=tmp_path, env=env)
+    one_sentence_error(
+        result, "no transaction in the 90 days before the as-of date 2030-01-01 (the last is on 2024-03-30)"
+    )
+
+
 def test_the_tolerance_and_the_override(tmp_path: Path, tx: Path) -> None:
     out = tmp_path / "f.csv"
     within = run_cli("features", "-t", str(tx), "--as-of", "2024-04-30", "-o", str(out))
