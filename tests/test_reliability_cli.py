@@ -214,3 +214,56 @@ def test_the_service_starts_and_scores_inline_while_the_store_is_unreachable(wor
         assert server.proc.poll() is None  # still the same process: no restart loop
     finally:
         stop(server)
+
+
+def test_the_service_follows_the_store_down_and_back_up(workspace, tmp_path: Path) -> None:
+    """A Redis store this test starts and stops: by-id 200, then 503 naming the store (was a generic 500) while it
+    is down, then answers again once it is back, in the same server process."""
+    import subprocess
+    import time
+
+    from test_service_http import free_port, start_server, stop
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis() -> subprocess.Popen:
+        proc = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while run_cli("materialize", "-t", str(workspace.transactions), "--as-of", workspace.AS_OF, "--store", url,
+                      env=workspace.env).returncode != 0:  # fmt: skip
+            assert time.monotonic() < deadline, "redis-server did not come up"
+        return proc
+
+    def stop_redis(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        proc.wait(20)
+
+    import pandas as pd
+
+    known = sorted(pd.read_parquet(workspace.transactions)["customer_id"].unique())[0]
+    redis_proc = start_redis()
+    server = start_server(workspace, url, "models:/retention@champion")
+    try:
+        by_id = {"customers": [{"customer_id": known}]}
+        assert server.post("/predict", by_id).status_code == 200
+        stop_redis(redis_proc)
+        down = server.post("/predict", by_id)
+        assert down.status_code == 503, down.text
+        assert down.json()["error"].startswith(f"the online store {url} is unavailable (")
+        assert server.get("/readyz").json()["store"]["available"] is False
+        redis_proc = start_redis()  # empty again (no persistence): materialized anew before it counts as up
+        deadline = time.monotonic() + 30
+        while (back := server.post("/predict", by_id)).status_code != 200:
+            assert time.monotonic() < deadline, back.text
+            time.sleep(0.2)
+        assert back.json()["predictions"][0]["customer_id"] == known and "error" not in back.json()["predictions"][0]
+        assert server.get("/readyz").status_code == 200
+    finally:
+        stop(server)
+        if redis_proc.poll() is None:
+            stop_redis(redis_proc)
