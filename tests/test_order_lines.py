@@ -77,6 +77,7 @@ def test_lines_become_orders_with_hand_computed_amounts() -> None:
         "null_customer_id": 0,
         "bad_timestamp": 0,
         "bad_amount": 0,
+        "implausible_timestamp": 0,
         "duplicate_line": 1,
         "after_as_of": 1,
     }
