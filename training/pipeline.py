@@ -183,15 +183,14 @@ def choose_level(
     prep: PreparedTransactions,
     plan: TrainingPlan,
     data: pd.DataFrame,
-    population: pd.DataFrame,
-    btyd_draft: BundleMeta,
+    btyd_now: tuple[np.ndarray, np.ndarray],
     requested: str,
 ) -> level.LevelChoice:
     """The total forecast at ``as_of``: every estimator of :mod:`training.level`, backtested at the latest labeled
-    cutoffs of ``data`` (their actual next-H-day totals and the BTYD fitted at each are already there)."""
+    cutoffs of ``data`` (their actual next-H-day totals and the BTYD fitted at each are already there).
+    ``btyd_now``: BTYD's (P(churn), expected value) of every customer at ``as_of``."""
     horizon = plan.horizon_days
-    X_now = population[list(btyd_draft.feature_columns)].to_numpy(dtype=np.float64)
-    btyd_total = float(ScoringModel(None, None, btyd_draft).btyd_scores(X_now)[1].sum())
+    btyd_total = float(btyd_now[1].sum())
     totals: dict[int, level.Totals] = {}
     if not data.empty:
         sums = data.groupby("cutoff")[["future_value", "btyd_value"]].sum()
@@ -211,13 +210,12 @@ def choose_level(
 
 
 def choose_churn_rate(
-    prep: PreparedTransactions, plan: TrainingPlan, data: pd.DataFrame, population: pd.DataFrame, btyd_draft: BundleMeta
+    prep: PreparedTransactions, plan: TrainingPlan, data: pd.DataFrame, btyd_now: tuple[np.ndarray, np.ndarray]
 ) -> level.LevelChoice:
     """The churn rate at ``as_of``: the estimators of :data:`training.level.CHURN_ESTIMATORS`, backtested at the
     latest labeled cutoffs of ``data`` (their observed churn rates and BTYD's mean churn probability there)."""
     horizon = plan.horizon_days
-    X_now = population[list(btyd_draft.feature_columns)].to_numpy(dtype=np.float64)
-    btyd_now = float(ScoringModel(None, None, btyd_draft).btyd_scores(X_now)[0].mean())
+    btyd_mean = float(btyd_now[0].mean())
     rates: dict[int, tuple[float, float]] = {}
     if not data.empty:
         means = data.groupby("cutoff")[["churned", "btyd_churn"]].mean()
@@ -227,7 +225,7 @@ def choose_churn_rate(
         return rates[day][1] if day in rates else None
 
     as_of = date_to_day(plan.as_of)
-    at_as_of = level.churn_estimates(prep, as_of, horizon, btyd_now, btyd_at(as_of - horizon))
+    at_as_of = level.churn_estimates(prep, as_of, horizon, btyd_mean, btyd_at(as_of - horizon))
     backtests = [
         (level.churn_estimates(prep, day, horizon, rates[day][1], btyd_at(day - horizon)), rates[day][0])
         for day in sorted(rates)[-level.BACKTEST_CUTOFFS :]
@@ -328,8 +326,10 @@ def fit_pipeline(
     if plan.cutoffs:
         with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
             data = build_dataset(prep, list(plan.cutoffs), horizon_days)
-    total = choose_level(prep, plan, data, population, draft, level_source)
-    churn = choose_churn_rate(prep, plan, data, population, draft)
+    # BTYD's (P(churn), expected value) of every customer at as-of, scored once for both choices
+    scored = ScoringModel(None, None, draft).btyd_scores(population[list(columns)].to_numpy(dtype=np.float64))
+    total = choose_level(prep, plan, data, scored, level_source)
+    churn = choose_churn_rate(prep, plan, data, scored)
     if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
         return _btyd_only(draft, plan, population, btyd_now, warnings, total, churn)
     if plan.scheme != "temporal":
