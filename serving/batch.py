@@ -52,6 +52,7 @@ from features.contract import (
 )
 from features.kernel import compute_feature_arrays, prepare
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
+from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel
 from serving.ranking import feature_matrix, pareto_share, rank, score_table
@@ -365,7 +366,7 @@ def _write_sql(frame: pd.DataFrame, dest: str) -> None:
 
 def _staging_root(dest: str) -> Path:
     if is_sql_url(dest):
-        base = Path(os.environ.get("RETENTION_HOME", ".retention")) / "batch"
+        base = get_settings().batch_dir
         return base / hashlib.sha1(dest.encode()).hexdigest()[:12]
     path = Path(dest)
     return path.parent / f".{path.name}.parts"
@@ -467,7 +468,7 @@ def run_score_job(
     resumed = len(done)
     if len(done) < partitions:
         if spool_input is None:
-            spool_input = _source_bytes(source) > int(os.environ.get(SPOOL_BYTES_ENV, 1 << 30))
+            spool_input = _source_bytes(source) > get_settings().spool_bytes
         if spool_input and not is_sql_url(source):
             spool_dir = staging / "spool"
             files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)

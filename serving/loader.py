@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from retention.settings import get_settings
 from serving.model import BUNDLE_FILE, BundleIntegrityError, ScoringModel
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
@@ -35,7 +36,6 @@ class ModelRejected(ModelNotFound):
     """The model exists but is damaged: a file fails its digest or role check, or loading it crashed a child."""
 
 
-CHECK_TIMEOUT_SECONDS = float(os.environ.get("RETENTION_MODEL_CHECK_TIMEOUT", "300"))
 _CHILD_CHECK = """
 import sys
 try:
@@ -66,7 +66,7 @@ def check_in_child(bundle_dir: str | Path, timeout: float | None = None) -> None
             capture_output=True,
             text=True,
             env=env,
-            timeout=CHECK_TIMEOUT_SECONDS if timeout is None else timeout,
+            timeout=get_settings().model_check_timeout if timeout is None else timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:

@@ -56,6 +56,7 @@ from features.contract import (
     to_date,
 )
 from features.sources import _ids_as_text, is_sql_url
+from retention.settings import get_settings
 from serving.batch import (
     DEFAULT_PARTITIONS,
     JobSummary,
@@ -127,7 +128,7 @@ def spark_session(conf: Mapping[str, str] | None = None) -> Any:
     active = SparkSession.getActiveSession() or SparkSession._instantiatedSession  # this thread's, or the default
     if active is not None and _alive(active):
         return active
-    master = os.environ.get(MASTER_ENV) or (None if "PYSPARK_GATEWAY_PORT" in os.environ else DEFAULT_MASTER)
+    master = get_settings().spark_master or (None if "PYSPARK_GATEWAY_PORT" in os.environ else DEFAULT_MASTER)
     settings = dict(SESSION_DEFAULTS)
     if master is not None and master.startswith("local"):
         # workers are forked from the Python named at context start (default: "python3" on the PATH)
