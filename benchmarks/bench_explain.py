@@ -39,7 +39,7 @@ def main() -> None:
     from features.synthetic import generate_transactions
     from training import heads
     from training.dataset import build_dataset, plan_training
-    from training.evaluate import churn_metrics
+    from training.metrics import churn_metrics
 
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)

@@ -1,8 +1,11 @@
-"""Exploration helpers behind the notebooks: customer summaries, weekly activity, cohort retention, value
-concentration (Pareto/Lorenz), recency x frequency tables, tier/segment summaries, and their plots.
+"""Analysis over frames, for the notebooks and reports: customer summaries, weekly activity, cohort retention,
+value concentration (Pareto/Lorenz), recency x frequency tables, backtest and validation frames reshaped for
+plotting, tier/segment summaries, reason tables, and their plots.
 
-The notebooks hold no feature or model logic of their own: they call these functions, the kernel
-(:mod:`features.kernel`), the training jobs and the serving functions, and plot the results.
+Nothing here trains or scores: the functions take the frames the other packages produce (transactions, the
+kernel's features, a training run's validation frame or backtest table, scored customers) and summarise them, so
+the notebooks hold no feature or model logic of their own. The module does not import :mod:`training` (training
+does not depend on it either); value concentration is :mod:`serving.pareto`'s, the one implementation.
 
 Conventions, as in the rest of the project:
 
@@ -10,7 +13,7 @@ Conventions, as in the rest of the project:
 * A *purchase* is a transaction with ``amount >= 0`` (zero included); a *refund* has ``amount < 0``.
 * Money is in the input's currency unit.
 * Plot functions build ``matplotlib.figure.Figure`` objects directly (no pyplot global state) and return them,
-  like :mod:`training.evaluate`; matplotlib is imported inside them, so importing this module is cheap.
+  like :mod:`training.plots`; matplotlib is imported inside them, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pandas as pd
 
 from features.contract import to_date
 from features.kernel import compute_features
-from training.evaluate import gains_curve
+from serving import pareto
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -193,23 +196,24 @@ def lorenz_curve(values: ArrayLike) -> pd.DataFrame:
     and NaN count as 0. Returns ``customer_share`` and ``value_share``, both from 0 to 1, n + 1 rows starting at
     (0, 0); ``value_share`` is all NaN when the total is 0.
     """
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0), 0.0, None)
-    if v.size == 0:
-        raise ValueError("no values")
-    x, share = gains_curve(v, v)
+    x, share = pareto.gains_curve(_clipped(values))
     return pd.DataFrame({"customer_share": x, "value_share": share})
 
 
 def top_share(values: ArrayLike, share: float = 0.2) -> float:
-    """Share of the total value held by the top ``share`` of customers (the Pareto "top 20% hold X%").
+    """Share of the total value held by the top ``share`` of customers (the Pareto "top 20% hold X%"), unitless.
 
-    Read off :func:`lorenz_curve` by linear interpolation (a fractional boundary customer counts fractionally),
-    so it agrees with ``value_top20_capture`` of :func:`training.evaluate.value_metrics` for the oracle order.
+    :func:`serving.pareto.top_share` of the values with negatives and NaN counted as 0 (as :func:`lorenz_curve`):
+    read off the curve by linear interpolation, so a fractional boundary customer counts fractionally and the
+    figure agrees with ``value_top20_capture`` of :func:`training.metrics.value_metrics` for the oracle order.
+    NaN when the total is 0.
     """
-    if not 0 <= share <= 1:
-        raise ValueError(f"share must be in [0, 1], got {share}")
-    curve = lorenz_curve(values)
-    return float(np.interp(share, curve["customer_share"], curve["value_share"]))
+    return pareto.top_share(_clipped(values), share)
+
+
+def _clipped(values: ArrayLike) -> np.ndarray:
+    """Values as float64 with negatives and NaN set to 0 (refunds beyond purchases and unknowns hold no value)."""
+    return np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64).ravel(), nan=0.0), 0.0, None)
 
 
 def recency_frequency_table(
@@ -266,7 +270,7 @@ def backtest_summary(table: pd.DataFrame, metrics: Sequence[str] | None = None) 
 
 
 def model_results(validation: pd.DataFrame, kind: str = "churn") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{model: (actual, prediction)}`` from a validation frame, ready for the :mod:`training.evaluate` plots.
+    """``{model: (actual, prediction)}`` from a validation frame, ready for the :mod:`training.plots` figures.
 
     ``validation`` is :attr:`training.pipeline.PipelineResult.validation` (labels ``churned`` / ``future_value``
     and one ``<model>_churn`` / ``<model>_value`` column per model). ``kind`` is ``"churn"`` (churn labels and

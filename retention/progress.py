@@ -1,4 +1,9 @@
-"""Progress for long steps: a live bar on a terminal, nothing when stderr is not a terminal (logs stay clean)."""
+"""Terminal progress for the person running a command: a live bar on a terminal, nothing when stderr is not a
+terminal (logs stay clean), and one-line warnings on stderr.
+
+This is user interface, not features or model logic: commands and training jobs call it; library code in
+``features`` and ``serving`` should take a progress callback instead of importing it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
+    """Whether progress is shown: stderr is a terminal."""
     return sys.stderr.isatty()
 
 

@@ -1,4 +1,4 @@
-"""The exploration helpers behind the notebooks, on small hand-made logs whose answers are known."""
+"""retention.analysis, the helpers behind the notebooks and reports, on small hand-made logs whose answers are known."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from features.kernel import compute_features
-from training import explore
+from retention import analysis
 
 
 def log(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
@@ -43,7 +43,7 @@ AS_OF = "2024-04-15"
 
 
 def test_cohort_retention_counts_repeat_purchasers_in_complete_months() -> None:
-    table = explore.cohort_retention(TX, AS_OF)
+    table = analysis.cohort_retention(TX, AS_OF)
     assert list(table.index) == ["2024-01", "2024-02"], "April is not complete, d's cohort is left out"
     assert table.loc["2024-01", "customers"] == 2 and table.loc["2024-02", "customers"] == 1
     jan = table.loc["2024-01"]
@@ -54,26 +54,26 @@ def test_cohort_retention_counts_repeat_purchasers_in_complete_months() -> None:
 
 
 def test_cohort_retention_counts_the_last_day_of_a_month_as_complete() -> None:
-    table = explore.cohort_retention(TX, "2024-03-31")
+    table = analysis.cohort_retention(TX, "2024-03-31")
     assert list(table.index) == ["2024-01", "2024-02"], "nobody's first purchase is in March"
     assert table.loc["2024-01", 2] == 0.0 and table.loc["2024-02", 1] == 1.0, "March is complete on its last day"
     assert list(table.columns) == ["customers", 0, 1, 2]
-    quarterly = explore.cohort_retention(TX, "2024-03-31", freq="Q")
+    quarterly = analysis.cohort_retention(TX, "2024-03-31", freq="Q")
     assert list(quarterly.index) == ["2024-Q1"] and quarterly.loc["2024-Q1", "customers"] == 3
     with pytest.raises(ValueError, match="freq"):
-        explore.cohort_retention(TX, AS_OF, freq="W")
+        analysis.cohort_retention(TX, AS_OF, freq="W")
 
 
 def test_lorenz_curve_and_top_share() -> None:
     values = [50.0, 30.0, 10.0, 10.0, 0.0, -20.0, np.nan, 0.0, 0.0, 0.0]
-    curve = explore.lorenz_curve(values)
+    curve = analysis.lorenz_curve(values)
     assert len(curve) == 11 and curve.iloc[0].tolist() == [0.0, 0.0] and curve.iloc[-1].tolist() == [1.0, 1.0]
-    assert explore.top_share(values, 0.1) == pytest.approx(0.5)
-    assert explore.top_share(values, 0.2) == pytest.approx(0.8), "negative and missing values count as 0"
-    assert explore.top_share(values, 0.15) == pytest.approx(0.65), "interpolated between customers"
-    assert explore.top_share([1.0] * 10, 0.2) == pytest.approx(0.2)
+    assert analysis.top_share(values, 0.1) == pytest.approx(0.5)
+    assert analysis.top_share(values, 0.2) == pytest.approx(0.8), "negative and missing values count as 0"
+    assert analysis.top_share(values, 0.15) == pytest.approx(0.65), "interpolated between customers"
+    assert analysis.top_share([1.0] * 10, 0.2) == pytest.approx(0.2)
     with pytest.raises(ValueError):
-        explore.top_share(values, 1.5)
+        analysis.top_share(values, 1.5)
 
 
 def test_recency_frequency_table_counts_and_means() -> None:
@@ -84,24 +84,24 @@ def test_recency_frequency_table_counts_and_means() -> None:
             "churned": [0, 1, 1, 1, 1, 0],
         }
     )
-    counts = explore.recency_frequency_table(features)
+    counts = analysis.recency_frequency_table(features)
     assert counts.loc["0-13 d", "1"] == 2 and counts.loc["14-29 d", "3-4"] == 1
     assert counts.loc["365+ d", "40+"] == 1 and counts.loc["30-59 d", "2"] == 1
     assert counts.to_numpy().sum() == 5, "the customer without a purchase is left out"
     assert list(counts.columns) == ["1", "2", "3-4", "5-9", "10-19", "20-39", "40+"]
-    rates = explore.recency_frequency_table(features, "churned")
+    rates = analysis.recency_frequency_table(features, "churned")
     assert rates.loc["0-13 d", "1"] == 0.5 and math.isnan(rates.loc["60-89 d", "1"])
-    assert explore.recency_frequency_table(features, "churned", min_customers=2).notna().to_numpy().sum() == 1
+    assert analysis.recency_frequency_table(features, "churned", min_customers=2).notna().to_numpy().sum() == 1
 
 
 def test_customer_summary_and_weekly_activity() -> None:
-    summary = explore.customer_summary(TX, AS_OF, min_tenure_days=30).set_index("customer_id")
+    summary = analysis.customer_summary(TX, AS_OF, min_tenure_days=30).set_index("customer_id")
     assert summary.loc["a", "n_purchase_days"] == 3 and summary.loc["a", "net_spend"] == 60.0
     assert summary.loc["b", "net_spend"] == 60.0, "net of b's refund"
     assert summary.loc["a", "purchases_per_month"] == pytest.approx(3 / (summary.loc["a", "tenure_days"] + 1) * 30.4375)
     assert math.isnan(summary.loc["d", "purchases_per_month"]), "younger than 30 days"
 
-    weekly = explore.weekly_activity(TX, AS_OF)
+    weekly = analysis.weekly_activity(TX, AS_OF)
     assert weekly["week"].iloc[0] == pd.Timestamp("2024-01-01"), "the Monday of the first purchase's week"
     assert weekly["week"].iloc[-1] == pd.Timestamp("2024-04-08"), "the as-of week (from Monday 04-15) is open"
     assert (weekly["week"].dt.weekday == 0).all()
@@ -120,16 +120,16 @@ def test_backtest_summary_and_model_results() -> None:
             "churn_auc": [0.8, 0.6, 0.9, 0.7],
         }
     )
-    summary = explore.backtest_summary(table)
+    summary = analysis.backtest_summary(table)
     assert list(summary.columns) == ["lightgbm", "naive"] and list(summary.index) == ["churn_auc"]
     assert summary.loc["churn_auc", "lightgbm"] == pytest.approx(0.85)
 
     validation = pd.DataFrame(
         {"churned": [1, 0], "future_value": [0.0, 5.0], "a_churn": [0.9, 0.1], "a_value": [1.0, 4.0]}
     )
-    churn = explore.model_results(validation, "churn")
+    churn = analysis.model_results(validation, "churn")
     assert list(churn) == ["a"] and churn["a"][0].tolist() == [1.0, 0.0] and churn["a"][1].tolist() == [0.9, 0.1]
-    assert explore.model_results(validation, "value")["a"][0].tolist() == [0.0, 5.0]
+    assert analysis.model_results(validation, "value")["a"][0].tolist() == [0.0, 5.0]
 
 
 def test_tier_and_segment_summaries_and_reasons() -> None:
@@ -143,20 +143,20 @@ def test_tier_and_segment_summaries_and_reasons() -> None:
             "segment": ["star", "rising", "low", "star"],
         }
     )
-    tiers = explore.tier_summary(scores, ["platinum", "gold", "silver", "bronze"])
+    tiers = analysis.tier_summary(scores, ["platinum", "gold", "silver", "bronze"])
     assert list(tiers.index) == ["platinum", "gold", "silver", "bronze"]
     assert tiers.loc["platinum", "customers"] == 0 and tiers.loc["gold", "customers"] == 2
     assert tiers.loc["gold", "value_at_risk"] == 35.0 and tiers["value_at_risk_share"].sum() == pytest.approx(1.0)
     assert tiers.loc["gold", "mean_churn_probability"] == pytest.approx(0.3)
-    counts = explore.segment_matrix(scores, None, tiers=["gold", "silver", "bronze"])
+    counts = analysis.segment_matrix(scores, None, tiers=["gold", "silver", "bronze"])
     assert counts.loc["gold", "star"] == 1 and counts.loc["bronze", "fading"] == 0 and counts.to_numpy().sum() == 4
-    assert explore.segment_matrix(scores, tiers=["gold"]).loc["gold", "rising"] == 25.0
+    assert analysis.segment_matrix(scores, tiers=["gold"]).loc["gold", "rising"] == 25.0
 
     reasons = [
         [{"feature": "recency_days", "description": "days", "value": 3.0, "effect": "lowers", "contribution": -1.0}],
         [],
     ]
-    frame = explore.reasons_frame(["1", "2"], reasons)
+    frame = analysis.reasons_frame(["1", "2"], reasons)
     assert frame.to_dict("records") == [
         {
             "customer_id": "1",
@@ -169,18 +169,18 @@ def test_tier_and_segment_summaries_and_reasons() -> None:
         }
     ]
     with pytest.raises(ValueError):
-        explore.reasons_frame(["1"], reasons)
+        analysis.reasons_frame(["1"], reasons)
 
 
 def test_plots_return_figures() -> None:
-    summary = explore.customer_summary(TX, AS_OF)
+    summary = analysis.customer_summary(TX, AS_OF)
     features = compute_features(TX, AS_OF)
     figures = [
-        explore.plot_distributions(summary),
-        explore.plot_weekly_activity(explore.weekly_activity(TX, AS_OF)),
-        explore.plot_cohort_retention(explore.cohort_retention(TX, AS_OF)),
-        explore.plot_lorenz_curves({"net spend": summary["net_spend"]}),
-        explore.plot_heatmap(explore.recency_frequency_table(features), title="t", colorbar_label="customers"),
+        analysis.plot_distributions(summary),
+        analysis.plot_weekly_activity(analysis.weekly_activity(TX, AS_OF)),
+        analysis.plot_cohort_retention(analysis.cohort_retention(TX, AS_OF)),
+        analysis.plot_lorenz_curves({"net spend": summary["net_spend"]}),
+        analysis.plot_heatmap(analysis.recency_frequency_table(features), title="t", colorbar_label="customers"),
     ]
     for fig in figures:
         assert isinstance(fig, Figure) and fig.axes

@@ -84,7 +84,7 @@ def test_committed_notebook_is_valid_and_has_no_outputs(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_holds_no_logic_of_its_own(name: str) -> None:
-    """Feature and model logic lives in the packages (``training/explore.py`` for exploration), not in cells."""
+    """Feature and model logic lives in the packages (``retention/analysis.py`` for exploration), not in cells."""
     nb = nbformat.read(notebook_path(name), as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code":

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import progress
 from features.contract import ContractError, DataQualityReport
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, prepare
 from features.labels import MIN_HISTORY_DAYS, labels_at
+from retention import progress
 from training import baselines, registry, report
 from training.pipeline import PRODUCT, all_metrics, fit_pipeline
 

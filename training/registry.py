@@ -25,7 +25,7 @@ import pandas as pd
 
 from serving.loader import BUNDLE_ARTIFACT, ModelNotFound, load_model
 from serving.model import ScoringModel
-from training.evaluate import churn_metrics, value_metrics
+from training.metrics import churn_metrics, value_metrics
 
 RECORDED_PREFIX = "model"
 """The prefix of the product's validation metrics in a training run (``model_churn_auc``; ``pipeline.PRODUCT``)."""

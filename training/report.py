@@ -8,28 +8,17 @@ import numpy as np
 import pandas as pd
 
 from features.contract import DataQualityReport
-from training import evaluate
+from training import plots
+from training.metrics import COMPARED_CHURN_KEYS, COMPARED_VALUE_KEYS, decile_table
 from training.pipeline import LEVEL_TOLERANCE, PRODUCT, PipelineResult
+from training.tables import comparison_table, to_markdown_table
 
 MODELS = (PRODUCT, "lightgbm", "hybrid", "btyd", "naive")
 """Columns of the comparison: the product's model (the chosen heads), each candidate head kind, and naive."""
-CHURN_KEYS = (
-    "churn_auc",
-    "churn_pr_auc",
-    "churn_brier",
-    "churn_log_loss",
-    "churn_ece",
-    "churn_top_decile_lift",
-)
-VALUE_KEYS = (
-    "value_normalized_gini",
-    "value_spearman",
-    "value_top20_capture",
-    "value_mae",
-    "value_rmse",
-    "value_decile_mape",
-    "value_total_ratio",
-)
+COMPARED_KEYS = COMPARED_CHURN_KEYS + COMPARED_VALUE_KEYS
+"""Rows of every comparison (model card, backtest), churn then value: :mod:`training.metrics`' lists."""
+CHURN_KEYS = COMPARED_CHURN_KEYS  # the same list under its former name (training.jobs reads report.CHURN_KEYS)
+VALUE_KEYS = COMPARED_VALUE_KEYS  # idem
 SHAP_SAMPLE = 2_000
 
 
@@ -38,8 +27,8 @@ def comparison_markdown(metrics: dict[str, dict[str, float]], choice: dict[str, 
     if not metrics:
         table_text = "No validation: no cutoff could be labeled, so this BTYD-only version was not compared."
     else:
-        table = evaluate.comparison_table({m: metrics[m] for m in MODELS if m in metrics}, CHURN_KEYS + VALUE_KEYS)
-        table_text = evaluate.to_markdown_table(table)
+        table = comparison_table({m: metrics[m] for m in MODELS if m in metrics}, COMPARED_KEYS)
+        table_text = to_markdown_table(table)
     if not choice:
         return table_text
     lines = [
@@ -63,20 +52,20 @@ def write_artifacts(result: PipelineResult, folder: Path, report: DataQualityRep
         churn_results = {m: (churned, v[f"{m}_churn"].to_numpy()) for m in MODELS}
         value_results = {m: (actual, v[f"{m}_value"].to_numpy()) for m in MODELS}
         figures = {
-            "roc.png": evaluate.plot_roc(churn_results),
-            "calibration.png": evaluate.plot_calibration(churn_results),
-            "gains_churn.png": evaluate.plot_gains(churn_results),
-            "lorenz_value.png": evaluate.plot_lorenz(value_results),
-            "feature_importance.png": evaluate.plot_feature_importance(
+            "roc.png": plots.plot_roc(churn_results),
+            "calibration.png": plots.plot_calibration(churn_results),
+            "gains_churn.png": plots.plot_gains(churn_results),
+            "lorenz_value.png": plots.plot_lorenz(value_results),
+            "feature_importance.png": plots.plot_feature_importance(
                 result.importance["feature"].tolist(), result.importance["churn_gain"].to_numpy()
             ),
         }
-        evaluate.decile_table(
-            actual, v[f"{PRODUCT}_value"].to_numpy(), churned, v[f"{PRODUCT}_churn"].to_numpy()
-        ).to_csv(folder / "deciles.csv", index=False)
+        decile_table(actual, v[f"{PRODUCT}_value"].to_numpy(), churned, v[f"{PRODUCT}_churn"].to_numpy()).to_csv(
+            folder / "deciles.csv", index=False
+        )
     sample = result.population.head(SHAP_SAMPLE)
     X = sample[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
-    figures["shap_summary_churn.png"] = evaluate.plot_shap_summary(
+    figures["shap_summary_churn.png"] = plots.plot_shap_summary(
         result.model.churn_contributions(X), X, list(result.model.feature_columns)
     )
     for name, fig in figures.items():
@@ -160,7 +149,7 @@ def backtest_markdown(table: pd.DataFrame) -> str:
     parts = []
     for (as_of, group), fold in table.groupby(["as_of", "group"], sort=True):
         by_model = {row["model"]: row for _, row in fold.iterrows()}
-        metrics = {m: {k: float(by_model[m][k]) for k in CHURN_KEYS + VALUE_KEYS} for m in MODELS if m in by_model}
+        metrics = {m: {k: float(by_model[m][k]) for k in COMPARED_KEYS} for m in MODELS if m in by_model}
         customers = int(fold["customers"].iloc[0])
         heading = f"### fold as of {as_of}, {group.replace('_', '-')} customers ({customers:,})"
         chosen = by_model.get(PRODUCT)
@@ -179,5 +168,5 @@ def backtest_markdown(table: pd.DataFrame) -> str:
     for m in (PRODUCT, "btyd"):
         if m in level:
             summary[f"{m}_within_{LEVEL_TOLERANCE:.0%}"] = ((level[m] - 1.0).abs() <= LEVEL_TOLERANCE).to_numpy()
-    parts.append("### level: total predicted / total actual value per fold\n\n" + evaluate.to_markdown_table(summary))
+    parts.append("### level: total predicted / total actual value per fold\n\n" + to_markdown_table(summary))
     return "\n\n".join(parts)
