@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
+from btyd_simulate import simulate_bgnbd, simulate_gamma_gamma
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +19,7 @@ from serving.btyd import (
     BTYDModel,
     FitDiagnostics,
     GammaGammaParams,
+    bgnbd,
     bgnbd_log_likelihood,
     conditional_expected_spend,
     expected_purchases,
@@ -26,10 +27,9 @@ from serving.btyd import (
     fit_bgnbd_with_diagnostics,
     fit_gamma_gamma,
     fit_gamma_gamma_with_diagnostics,
+    fitting,
     probability_alive,
     probability_no_purchase,
-    simulate_bgnbd,
-    simulate_gamma_gamma,
 )
 
 # Published CDNOW estimates (Fader, Hardie & Lee 2005): alpha = 4.414 weeks = 30.9 days.
@@ -136,19 +136,19 @@ def test_objective_matches_log_likelihood_and_gradient() -> None:
     per-customer log-likelihood, and its analytic gradient matches central differences."""
     x, tx, T = simulate_bgnbd(OTHER, 3000, _ages(3000, 51), seed=52)
     tx = np.floor(tx)
-    (ux, utx, ut), w = btyd._aggregate(x, tx, T)
+    (ux, utx, ut), w = bgnbd._aggregate(x, tx, T)
     assert w.sum() == x.size and ux.size < x.size
-    data = btyd._BGNBDData(ux, utx, ut, w)
+    data = bgnbd._BGNBDData(ux, utx, ut, w)
     for params, penalizer in ((CDNOW, 0.0), (OTHER, 0.0), (OTHER, 0.1)):
         z = np.log([params.r, params.alpha, params.a, params.b])
-        value, grad = btyd._bgnbd_nll_and_grad(z, data, penalizer)
+        value, grad = bgnbd._bgnbd_nll_and_grad(z, data, penalizer)
         penalty = penalizer * (params.r**2 + params.a**2 + params.b**2)
         assert value == pytest.approx(-bgnbd_log_likelihood(params, x, tx, T).mean() + penalty, rel=1e-12)
         h = 1e-6
         numeric = [
             (
-                btyd._bgnbd_nll_and_grad(z + h * e, data, penalizer)[0]
-                - btyd._bgnbd_nll_and_grad(z - h * e, data, penalizer)[0]
+                bgnbd._bgnbd_nll_and_grad(z + h * e, data, penalizer)[0]
+                - bgnbd._bgnbd_nll_and_grad(z - h * e, data, penalizer)[0]
             )
             / (2 * h)
             for e in np.eye(4)
@@ -218,7 +218,7 @@ def test_expected_purchases_closed_form_matches_integral(a: float) -> None:
     T = np.array([5.0, 100.0, 365.0, 365.0, 365.0])
     for t in (10.0, 180.0, 2000.0):
         closed = expected_purchases(params, t, x, tx, T)
-        integral = btyd._expected_purchases_quadrature(params, np.full(5, t), x, T, step=0.05) * probability_alive(
+        integral = bgnbd._expected_purchases_quadrature(params, np.full(5, t), x, T, step=0.05) * probability_alive(
             params, x, tx, T
         )
         np.testing.assert_allclose(closed, integral, rtol=1e-6)
@@ -352,17 +352,6 @@ def test_model_json_roundtrip(model_and_data: tuple[BTYDModel, tuple[np.ndarray,
         np.testing.assert_array_equal(a[k], b[k])
     with pytest.raises(ValueError, match="time_unit"):
         BTYDModel.from_dict({**d, "time_unit": "weeks"})
-
-
-def test_fit_200k_customers_is_fast() -> None:
-    n = 200_000
-    x, tx, T = simulate_bgnbd(CDNOW, n, _ages(n, 31), seed=32)  # continuous recency: no aggregation gain
-    m = simulate_gamma_gamma(CDNOW_GG, x, seed=33)
-    start = time.perf_counter()
-    model = BTYDModel.fit(x, tx, T, m)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5.0, f"fit took {elapsed:.2f} s"
-    assert model.bgnbd.r == pytest.approx(CDNOW.r, rel=0.1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -566,9 +555,9 @@ def test_multistart_keeps_the_best_likelihood() -> None:
         return float((u * u - 1.0) ** 2 + 0.3 * u), np.array([4.0 * u * (u * u - 1.0) + 0.3])
 
     starts = [np.array([0.9]), np.array([-1.1])]
-    best, runs = btyd._multistart(double_well, starts, n=1.0)
+    best, runs = fitting.multistart(double_well, starts, n=1.0)
     assert runs[0].value > best.value and best.z[0] < 0 and best.value == min(r.value for r in runs)
-    first_only, _ = btyd._multistart(double_well, starts[:1], n=1.0)
+    first_only, _ = fitting.multistart(double_well, starts[:1], n=1.0)
     assert first_only.value > best.value
 
 
@@ -580,9 +569,9 @@ def test_flat_likelihood_is_detected() -> None:
         return float(s * s), np.array([2.0 * s, 2.0 * s])
 
     starts = [np.array([0.0, 0.0]), np.array([3.0, -3.0]), np.array([-2.0, 1.0])]
-    best, runs = btyd._multistart(ridge, starts, n=100.0)
+    best, runs = fitting.multistart(ridge, starts, n=100.0)
     with pytest.warns(BTYDFitWarning, match="flat likelihood: starts reached different u, w"):
-        diag = btyd._diagnose("Toy", ridge, best, runs, ("u", "w"), 100.0, "u=.., w=..", {})
+        diag = fitting.diagnose("Toy", ridge, best, runs, ("u", "w"), 100.0, "u=.., w=..", {})
     assert diag.flat == ("u", "w") and diag.converged and diag.starts == 3 and diag.boundary == ()
 
 
