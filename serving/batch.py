@@ -37,7 +37,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features import progress
 from features.contract import (
     BROKEN_RULES,
     MIN_DATE,
@@ -52,6 +51,7 @@ from features.contract import (
 )
 from features.kernel import compute_feature_arrays, prepare
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
+from retention import progress
 from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel

@@ -24,9 +24,9 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from features import progress
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date
 from features.labels import MIN_HISTORY_DAYS, cutoff_plan, labels_at
+from retention import progress
 from training import baselines
 
 LABEL_COLUMNS = ("churned", "future_value")

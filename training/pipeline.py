@@ -28,17 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features import progress
 from features.contract import ContractError
 from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_features, date_to_day
 from features.labels import MIN_HISTORY_DAYS
+from retention import progress
 from serving.btyd import BTYDModel
 from serving.drift import reference_bins
 from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
 from serving.ranking import CURRENT_VALUE_FEATURE
 from training import baselines, heads, level
 from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
-from training.evaluate import churn_metrics, value_metrics
+from training.metrics import churn_metrics, value_metrics
 
 PRODUCT = "model"
 """Key of the product's model (chosen churn head + chosen value head) in the metrics and validation columns."""
