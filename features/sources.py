@@ -11,33 +11,37 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from features.contract import MIN_DATE, STRING_COLUMNS, ContractError
+from features.urls import parse_url, redact_url, render_url, take_query, url_scheme
 
 SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
 def is_sql_url(location: str) -> bool:
-    scheme = urllib.parse.urlsplit(str(location)).scheme.split("+")[0]
-    return scheme in SQL_SCHEMES
+    """Whether ``location`` is a database URL (``sqlite://``, ``postgresql[+driver]://``...) rather than a path."""
+    scheme = url_scheme(str(location))
+    return scheme is not None and scheme.split("+")[0] in SQL_SCHEMES
 
 
 def split_sql_url(location: str, *, default_table: str | None = None) -> tuple[str, str | None, str | None]:
-    """Split ``URL?table=T`` / ``URL?query=Q`` into ``(engine_url, table, query)``; other params stay on the URL."""
-    base, _, query_string = location.partition("?")
-    params = urllib.parse.parse_qsl(query_string, keep_blank_values=True)
-    table = next((v for k, v in params if k == "table"), default_table)
-    query = next((v for k, v in params if k == "query"), None)
-    rest = urllib.parse.urlencode([(k, v) for k, v in params if k not in ("table", "query")])
-    url = f"{base}?{rest}" if rest else base
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url, table, query
+    """Split ``URL?table=T`` / ``URL?query=Q`` into ``(engine_url, table, query)``; other options stay on the URL.
+
+    ``postgresql://`` and ``postgres://`` get the psycopg driver (``postgresql+psycopg://``). Raises
+    :class:`ContractError` naming the URL (password hidden) when it cannot be parsed.
+    """
+    try:
+        url = parse_url(location)
+    except ValueError as exc:
+        raise ContractError(f"'{redact_url(location)}' is {exc}") from None
+    url, options = take_query(url, "table", "query")
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return render_url(url), options.get("table", default_table), options.get("query")
 
 
 def read_table(location: str | os.PathLike[str], columns: Mapping[str, str] | None = None) -> pd.DataFrame:
@@ -91,25 +95,17 @@ def _read_sql(location: str, id_sources: set[str]) -> pd.DataFrame:
 
     url, table, query = split_sql_url(location)
     if not table and not query:
-        raise ContractError(f"SQL source '{_redact(location)}' needs ?table=NAME or ?query=SELECT...")
+        raise ContractError(f"SQL source '{redact_url(location)}' needs ?table=NAME or ?query=SELECT...")
     try:
         engine = sqlalchemy.create_engine(url)
         with engine.connect() as conn:
             frame = pd.read_sql_query(sqlalchemy.text(query), conn) if query else pd.read_sql_table(table, conn)
     except Exception as exc:  # driver errors vary by database; the message names the source
-        raise ContractError(f"cannot read SQL source '{_redact(location)}': {str(exc).splitlines()[0]}") from exc
+        raise ContractError(f"cannot read SQL source '{redact_url(location)}': {str(exc).splitlines()[0]}") from exc
     finally:
         if "engine" in locals():
             engine.dispose()
     return _ids_as_text(frame, id_sources)
-
-
-def _redact(location: str) -> str:
-    parts = urllib.parse.urlsplit(location)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return location
 
 
 def write_frame(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
