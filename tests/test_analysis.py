@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -184,3 +186,13 @@ def test_plots_return_figures() -> None:
     ]
     for fig in figures:
         assert isinstance(fig, Figure) and fig.axes
+
+
+def test_analysis_imports_neither_training_nor_the_cli() -> None:
+    """Analysis serves notebooks and reports: importing it must not pull in training or the command line."""
+    code = (
+        "import sys, retention.analysis; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'training' or m == 'retention.cli'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
