@@ -23,7 +23,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -35,7 +34,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from features.contract import (
     BROKEN_RULES,
@@ -51,11 +49,14 @@ from features.contract import (
 )
 from features.kernel import compute_feature_arrays, prepare
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
+from features.urls import redact_url
 from retention import progress
 from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel
-from serving.ranking import feature_matrix, pareto_share, rank, score_table
+from serving.pareto import top_share
+from serving.ranking import rank_frame
+from serving.scoring import feature_matrix, output_columns, score_customers
 
 OUTPUT_COLUMNS = (
     "customer_id",
@@ -85,11 +86,6 @@ class PartitionResult:
     drift_counts: dict[str, list[float]]
 
 
-def reason_text(reason: Mapping[str, Any]) -> str:
-    value = "missing" if reason["value"] is None else f"{reason['value']:g}"
-    return f"{reason['description']} = {value} ({reason['effect']})"
-
-
 def partition_of(customer_ids: pd.Series, partitions: int, *, normalize_float_ids: bool = False) -> np.ndarray:
     """Stable partition number of each customer id (same id, same partition, on every engine).
 
@@ -108,50 +104,6 @@ def partition_of(customer_ids: pd.Series, partitions: int, *, normalize_float_id
     hashed = hashed.take(codes) if len(hashed) else np.zeros(len(codes), dtype=np.uint64)
     hashed[codes < 0] = np.iinfo(np.uint64).max  # a missing id hashes like pandas' categorical NaN
     return (hashed % np.uint64(partitions)).astype(np.int64)
-
-
-def _format_values(values: np.ndarray) -> pa.Array:
-    """``f"{round(v, 4):g}"`` of each value, ``"missing"`` when not finite -- each distinct value formatted once."""
-    bits, inverse = np.unique(values.view(np.int64), return_inverse=True)  # exact: -0.0 and NaNs kept apart
-    texts = [f"{round(v, 4):g}" if math.isfinite(v) else "missing" for v in bits.view(np.float64).tolist()]
-    return pa.array(texts, type=pa.large_string()).take(pa.array(inverse.reshape(-1)))
-
-
-def reason_columns(model: ScoringModel, X: np.ndarray, top: int = 3) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """``reason_1..top`` text columns: :func:`serving.ranking.reason_codes` rendered by :func:`reason_text`.
-
-    The same reasons in the same words, built column-wise: the top contributions by absolute size (stable order),
-    zero contributions left out, then ``"<description> = <value:g> (<effect>)"``, ``None`` past the last reason.
-    """
-    n = len(X)
-    names = model.feature_columns
-    descriptions = model.meta.feature_descriptions
-    contrib = model.churn_contributions(X, num_threads=1 if n == 1 else 0)
-    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :top]
-    c = np.take_along_axis(contrib, order, axis=1)
-    # reasons with a zero contribution are dropped and the later ones move up
-    shift = np.argsort(c == 0.0, axis=1, kind="stable")
-    order = np.take_along_axis(order, shift, axis=1)
-    c = np.take_along_axis(c, shift, axis=1)
-    kept = np.count_nonzero(c != 0.0, axis=1)
-    rows = np.arange(n)[:, None]
-    values = np.ascontiguousarray(X[rows, order], dtype=np.float64)
-    label = pa.array([descriptions.get(name, name) + " = " for name in names], type=pa.large_string())
-    effect = pa.array([" (lowers churn risk)", " (raises churn risk)"], type=pa.large_string())
-    value_text = _format_values(values.reshape(-1))
-    out = {}
-    for k in range(order.shape[1]):
-        text = pc.binary_join_element_wise(
-            label.take(pa.array(order[:, k])),
-            value_text.take(pa.array(np.arange(k, n * order.shape[1], order.shape[1]))),
-            effect.take(pa.array((c[:, k] > 0).astype(np.int8))),
-            pa.scalar("", type=pa.large_string()),
-        )
-        text = pc.if_else(pa.array(kept > k), text, pa.nulls(n, type=pa.large_string()))
-        out[f"reason_{k + 1}"] = pd.array(text, dtype="str")
-    for k in range(order.shape[1], top):
-        out[f"reason_{k + 1}"] = pd.array([None] * n, dtype="str")
-    return out
 
 
 def score_partition(
@@ -183,21 +135,17 @@ def score_partition(
         for j, c in enumerate(names)
         if c in model.meta.feature_reference
     }
-    if n == 0:
-        table = score_table(model, ids, X, reasons=3)
-        reasons = table.pop("reasons").tolist()
-        for k in range(3):
-            texts = [reason_text(r[k]) if len(r) > k else None for r in reasons]
-            table[f"reason_{k + 1}"] = pd.array(texts, dtype="str")
-        return PartitionResult(table, report, drift)
-    table = score_table(model, ids, X, reasons=0)
-    for name, texts in reason_columns(model, X, top=3).items():
-        table[name] = texts
+    table = output_columns(score_customers(model, ids, X))
     return PartitionResult(table, report, drift)
 
 
+def _top20_share(expected_value: np.ndarray) -> float:
+    """The Pareto figure of a run (:func:`serving.pareto.top_share`); 0 for a run without customers or value."""
+    return top_share(expected_value, 0.2) if len(expected_value) and expected_value.sum() > 0 else 0.0
+
+
 def finish_ranking(scores: pd.DataFrame, model_version: str | None, as_of: dt.date, top_k: int | None) -> pd.DataFrame:
-    ranked = rank(scores)
+    ranked = rank_frame(scores)
     if top_k is not None:
         ranked = ranked.head(top_k)
     ranked["model_version"] = pd.array([str(model_version or "")] * len(ranked), dtype="str")
@@ -249,7 +197,6 @@ def spool(
     normalize_float_ids: bool = False,
 ) -> list[Path]:
     """Stream the input batch by batch into ``partitions`` customer-disjoint Parquet files (bounded memory)."""
-    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
@@ -305,7 +252,7 @@ def check_output(dest: str) -> None:
         try:
             parsed = sqlalchemy.engine.make_url(url)
         except sqlalchemy.exc.ArgumentError as exc:
-            raise ContractError(f"output URL '{dest}' is not a valid database URL: {exc}") from exc
+            raise ContractError(f"output URL '{redact_url(dest)}' is not a valid database URL: {exc}") from exc
         database = parsed.database
         if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
             folder = Path(database).parent
@@ -345,7 +292,7 @@ def _write_sql(frame: pd.DataFrame, dest: str) -> None:
     try:
         engine = sqlalchemy.create_engine(url)
     except sqlalchemy.exc.ArgumentError as exc:
-        raise ContractError(f"output URL '{dest}' is not a valid database URL: {exc}") from exc
+        raise ContractError(f"output URL '{redact_url(dest)}' is not a valid database URL: {exc}") from exc
     try:
         frame.to_sql(staging, engine, index=False, chunksize=50_000, method="multi" if len(frame) < 200_000 else None)
         preparer = engine.dialect.identifier_preparer
@@ -355,7 +302,9 @@ def _write_sql(frame: pd.DataFrame, dest: str) -> None:
     except sqlalchemy.exc.OperationalError as exc:  # database unreachable or its file cannot be opened
         with contextlib.suppress(Exception), engine.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(staging)}"))
-        raise ContractError(f"cannot write the output table to '{dest}': {str(exc.orig).splitlines()[0]}") from None
+        raise ContractError(
+            f"cannot write the output table to '{redact_url(dest)}': {str(exc.orig).splitlines()[0]}"
+        ) from None
     except Exception:
         with engine.begin() as conn:
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(staging)}"))
@@ -557,7 +506,7 @@ def finish_job(
         customers_scored=len(all_scores),
         rows_written=len(ranked),
         report=report,
-        top20_value_share=pareto_share(all_scores["expected_value"].to_numpy()),
+        top20_value_share=_top20_share(all_scores["expected_value"].to_numpy()),
         tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
         psi=psi_by_feature,
         drift_warnings=warnings,

@@ -20,7 +20,7 @@ import datetime as dt
 from concurrent.futures import Executor
 from typing import Any
 
-from serving.online import OnlineScorer
+from serving.online import OnlineAnswer, OnlineScorer
 
 MAX_BATCH_CUSTOMERS = 256
 """Customers merged into one scoring call at most (a request larger than this is scored alone)."""
@@ -31,16 +31,6 @@ class _Pending:
     customers: list[dict[str, Any]]
     as_of: dt.date | None
     future: asyncio.Future
-
-
-def split_response(merged: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]]:
-    """Cut the ``predict`` response of merged requests into one response per request (``sizes`` customers each)."""
-    header = {k: v for k, v in merged.items() if k != "predictions"}
-    out, start = [], 0
-    for n in sizes:
-        out.append({**header, "predictions": merged["predictions"][start : start + n]})
-        start += n
-    return out
 
 
 class RequestCoalescer:
@@ -57,8 +47,8 @@ class RequestCoalescer:
         """Scoring calls made so far (with :attr:`requests`, the mean batch size)."""
         self.requests = 0
 
-    async def predict(self, customers: list[dict[str, Any]], as_of: dt.date | None) -> dict[str, Any]:
-        """The ``predict`` response of one checked, id-only request."""
+    async def predict(self, customers: list[dict[str, Any]], as_of: dt.date | None) -> OnlineAnswer:
+        """The scored answer of one checked, id-only request."""
         loop = asyncio.get_running_loop()
         pending = _Pending(customers, as_of, loop.create_future())
         self._queue.append(pending)
@@ -79,10 +69,10 @@ class RequestCoalescer:
         self._queue = rest
         return batch
 
-    def _score(self, batch: list[_Pending]) -> list[dict[str, Any]]:
+    def _score(self, batch: list[_Pending]) -> list[OnlineAnswer]:
         merged = [c for pending in batch for c in pending.customers]
-        response = self.scorer.score_checked(merged, batch[0].as_of)
-        return split_response(response, [len(p.customers) for p in batch])
+        answer = self.scorer.score_checked(merged, batch[0].as_of)
+        return answer.split([len(p.customers) for p in batch])
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()

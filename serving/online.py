@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -42,7 +41,8 @@ from features.contract import (
 from features.kernel import compute_feature_arrays, prepare
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
-from serving.ranking import CURRENT_VALUE_FEATURE, assign_segments, assign_tiers, reason_codes
+from serving.ranking import rank_order
+from serving.scoring import json_rows, score_customers
 
 log = logging.getLogger("retention.online")
 
@@ -66,10 +66,11 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> Limits:
-        return cls(
-            int(os.environ.get("RETENTION_MAX_CUSTOMERS", cls.max_customers)),
-            int(os.environ.get("RETENTION_MAX_TRANSACTIONS", cls.max_transactions)),
-        )
+        """The limits of the settings (``RETENTION_MAX_CUSTOMERS``, ``RETENTION_MAX_TRANSACTIONS``)."""
+        from retention.settings import get_settings
+
+        settings = get_settings()
+        return cls(settings.max_customers, settings.max_transactions)
 
 
 class ModelHolder:
@@ -265,6 +266,43 @@ class _ColumnMap:
         return row
 
 
+@dataclasses.dataclass(frozen=True)
+class OnlineAnswer:
+    """A scored request: the response header, one JSON row per requested customer (request order; an ``error``
+    row for a customer that could not be scored) and each row's exact value at risk (None for an error row),
+    so ``/rank`` orders on exact values although the rows are rounded for JSON."""
+
+    header: dict[str, Any]
+    rows: list[dict[str, Any]]
+    risk: list[float | None]
+
+    def predict_body(self) -> dict[str, Any]:
+        """The ``/predict`` response: the header and ``predictions`` in request order."""
+        return {**self.header, "predictions": self.rows}
+
+    def rank_body(self, top_k: int | None = None) -> dict[str, Any]:
+        """The ``/rank`` response: scored customers in retention order (:func:`serving.ranking.rank_order`),
+        numbered from 1 (``retention_rank``), cut to ``top_k``; customers that could not be scored under
+        ``errors``."""
+        scored = [i for i, r in enumerate(self.risk) if r is not None]
+        order = rank_order(
+            np.asarray([self.risk[i] for i in scored], dtype=np.float64),
+            np.asarray([self.rows[i]["customer_id"] for i in scored], dtype=object),
+        )
+        kept = order[:top_k] if top_k else order
+        ranking = [{**self.rows[scored[k]], "retention_rank": n} for n, k in enumerate(kept, start=1)]
+        errors = [row for row, r in zip(self.rows, self.risk, strict=True) if r is None]
+        return {**self.header, "ranking": ranking, "errors": errors}
+
+    def split(self, sizes: Sequence[int]) -> list[OnlineAnswer]:
+        """Cut the answer of merged requests into one answer per request (``sizes`` customers each, in order)."""
+        out, start = [], 0
+        for n in sizes:
+            out.append(OnlineAnswer(self.header, self.rows[start : start + n], self.risk[start : start + n]))
+            start += n
+        return out
+
+
 class OnlineScorer:
     """Scores requests with the current model and the online store."""
 
@@ -307,9 +345,9 @@ class OnlineScorer:
 
     def predict(self, customers: Sequence[dict[str, Any]], as_of: str | None = None) -> dict[str, Any]:
         """Scores in request order: one entry per customer, an ``error`` entry for a customer that cannot be scored."""
-        return self.score_checked(customers, self.check(customers, as_of))
+        return self.score_checked(customers, self.check(customers, as_of)).predict_body()
 
-    def score_checked(self, customers: Sequence[dict[str, Any]], request_as_of: dt.date | None) -> dict[str, Any]:
+    def score_checked(self, customers: Sequence[dict[str, Any]], request_as_of: dt.date | None) -> OnlineAnswer:
         """:meth:`predict` for a request :meth:`check` has passed (several such requests may be merged into one
         call, see :mod:`serving.coalesce`): inline transactions are still checked against the contract here."""
         model = self.holder.model
@@ -324,6 +362,7 @@ class OnlineScorer:
         rows: list[np.ndarray] = []
         slots: list[tuple[int, str]] = []
         results: list[dict[str, Any]] = [{} for _ in customers]
+        risk: list[float | None] = [None] * len(customers)
         for i, customer in enumerate(customers):
             cid = str(customer["customer_id"])
             if customer.get("transactions") is not None:
@@ -339,53 +378,24 @@ class OnlineScorer:
                 results[i] = {"customer_id": cid, "error": UNKNOWN_CUSTOMER}
         if rows:
             X = np.vstack(rows) if len(rows) > 1 else rows[0].reshape(1, -1)
-            threads = 1 if len(rows) <= 64 else 0
-            scores = model.score(X, num_threads=threads)
-            tiers = assign_tiers(scores.expected_value, model.meta)
-            current = X[:, columns.index(CURRENT_VALUE_FEATURE)]
-            segments = assign_segments(current, scores.expected_value, model.meta)
-            contributions = model.churn_contributions(X, num_threads=threads)
-            reasons = reason_codes(model, X, contributions=contributions)
-            for k, (i, features_as_of) in enumerate(slots):
-                results[i] = {
-                    "customer_id": str(customers[i]["customer_id"]),
-                    "churn_probability": round(float(scores.churn_probability[k]), 6),
-                    "expected_value": round(float(scores.expected_value[k]), 4),
-                    "value_at_risk": round(float(scores.value_at_risk[k]), 4),
-                    "tier": str(tiers[k]),
-                    "segment": str(segments[k]),
-                    "features_as_of": features_as_of,
-                    "reasons": reasons[k],
-                }
+            ids = [str(customers[i]["customer_id"]) for i, _ in slots]
+            batch = score_customers(model, ids, X, num_threads=1 if len(rows) <= 64 else 0)
+            for k, ((i, features_as_of), row) in enumerate(zip(slots, json_rows(batch), strict=True)):
+                row["features_as_of"] = features_as_of
+                row["reasons"] = row.pop("reasons")  # field order of the response: reasons last
+                results[i] = row
+                risk[i] = float(batch.value_at_risk[k])
         response_as_of = request_as_of or (store_as_of if store_as_of and id_only else inline_as_of)
-        return {
-            "model_version": model.version,
-            "as_of": str(response_as_of),
-            "horizon_days": model.meta.horizon_days,
-            "predictions": results,
-        }
+        header = {"model_version": model.version, "as_of": str(response_as_of), "horizon_days": model.meta.horizon_days}
+        return OnlineAnswer(header, results, risk)
 
     def rank(self, customers: Sequence[dict[str, Any]], as_of: str | None = None, top_k: int | None = None):
-        """``predict`` sorted by value at risk (highest first, ties by id), numbered, with errors listed apart."""
+        """``predict`` in retention order (exact value at risk, highest first, ties by id), numbered, with errors
+        listed apart."""
         check_top_k(top_k)
-        return rank_response(self.predict(customers, as_of), top_k)
+        return self.score_checked(customers, self.check(customers, as_of)).rank_body(top_k)
 
 
 def check_top_k(top_k: int | None) -> None:
     if top_k is not None and top_k < 1:
         raise RequestError("top_k: must be at least 1", field="top_k")
-
-
-def rank_response(response: dict[str, Any], top_k: int | None = None) -> dict[str, Any]:
-    """Turn a ``predict`` response into a ranking: scored customers by value at risk (highest first, ties by id),
-    numbered from 1 (``retention_rank``), cut to ``top_k``; customers that could not be scored under ``errors``."""
-    ranked = dict(response)
-    predictions = ranked.pop("predictions")
-    scored = [p for p in predictions if "error" not in p]
-    errors = [p for p in predictions if "error" in p]
-    scored.sort(key=lambda p: (-p["value_at_risk"], p["customer_id"]))
-    for rank, p in enumerate(scored, start=1):
-        p["retention_rank"] = rank
-    ranked["ranking"] = scored[:top_k] if top_k else scored
-    ranked["errors"] = errors
-    return ranked

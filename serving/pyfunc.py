@@ -2,7 +2,9 @@
 ``mlflow.pyfunc.spark_udf``) can score it. The service and the batch job load the bundle directly.
 
 Input: a DataFrame with the bundle's feature columns (and optionally ``customer_id``); output: one row per input
-row with ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment``.
+row, in input order, with the nightly list's columns (:func:`serving.scoring.output_columns`): ``customer_id``
+(when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment`` and
+``reason_1..3``. Scored by :func:`serving.scoring.score_customers`, like every other path.
 
 Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the logged model holds that file, the bundle
 artifact and MLmodel, and no ``python_model.pkl``; loading runs the file instead of unpickling anything.
@@ -19,7 +21,7 @@ import pandas as pd
 
 from serving.loader import BUNDLE_ARTIFACT
 from serving.model import ScoringModel
-from serving.ranking import score_table
+from serving.scoring import output_columns, score_customers
 
 MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 """The models-from-code file passed to ``mlflow.pyfunc.log_model(python_model=...)``."""
@@ -33,5 +35,5 @@ class RetentionPyfunc(mlflow.pyfunc.PythonModel):
         columns = list(self.model.feature_columns)
         X = model_input[columns].to_numpy(dtype=np.float64)
         ids = model_input["customer_id"] if "customer_id" in model_input.columns else np.arange(len(X)).astype(str)
-        table = score_table(self.model, np.asarray(ids, dtype=object), X, reasons=0)
+        table = output_columns(score_customers(self.model, np.asarray(ids, dtype=object), X))
         return table.drop(columns=["customer_id"]) if "customer_id" not in model_input.columns else table

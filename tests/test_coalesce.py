@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from cli_util import run_cli
 
-from serving.coalesce import RequestCoalescer, split_response
-from serving.online import UNKNOWN_CUSTOMER, ModelHolder, OnlineScorer
+from serving.coalesce import RequestCoalescer
+from serving.online import UNKNOWN_CUSTOMER, ModelHolder, OnlineAnswer, OnlineScorer
 from serving.store import open_store
 
 
@@ -51,8 +51,8 @@ def test_concurrent_requests_are_scored_in_one_call_and_answered_as_if_alone(sco
         answers = run_concurrently(coalescer, requests)
     assert coalescer.batches == 1 and coalescer.requests == len(requests)
     for (customers, _), answer in zip(requests, answers, strict=True):
-        assert answer == scorer.predict(customers)
-    assert answers[-1]["predictions"][0] == {"customer_id": "nobody", "error": UNKNOWN_CUSTOMER}
+        assert answer.predict_body() == scorer.predict(customers)
+    assert answers[-1].predict_body()["predictions"][0] == {"customer_id": "nobody", "error": UNKNOWN_CUSTOMER}
 
 
 def test_requests_with_another_as_of_or_over_the_batch_size_are_scored_apart(scorer, ids) -> None:
@@ -69,7 +69,7 @@ def test_requests_with_another_as_of_or_over_the_batch_size_are_scored_apart(sco
     # [0] alone (the next one with its as_of would pass 5 customers), then [1]+[3] (same as_of), then [2]
     assert coalescer.batches == 3
     for (customers, as_of), answer in zip(requests, answers, strict=True):
-        assert answer == scorer.predict(customers, str(as_of) if as_of else None)
+        assert answer.predict_body() == scorer.predict(customers, str(as_of) if as_of else None)
 
 
 def test_a_failed_scoring_call_fails_every_request_of_its_batch(workspace, ids) -> None:
@@ -80,8 +80,11 @@ def test_a_failed_scoring_call_fails_every_request_of_its_batch(workspace, ids) 
     assert all(isinstance(a, RuntimeError) for a in answers)
 
 
-def test_split_response_keeps_the_header_and_each_requests_slice() -> None:
-    merged = {"model_version": "3", "as_of": "2024-12-30", "predictions": [{"customer_id": str(i)} for i in range(5)]}
-    parts = split_response(merged, [2, 0, 3])
-    assert [[p["customer_id"] for p in part["predictions"]] for part in parts] == [["0", "1"], [], ["2", "3", "4"]]
-    assert all(part["model_version"] == "3" and part["as_of"] == "2024-12-30" for part in parts)
+def test_split_keeps_the_header_and_each_requests_slice() -> None:
+    header = {"model_version": "3", "as_of": "2024-12-30", "horizon_days": 90}
+    rows = [{"customer_id": str(i), "value_at_risk": 1.0} for i in range(5)]
+    merged = OnlineAnswer(header, rows, [1.0, None, 2.0, 3.0, 0.5])
+    parts = merged.split([2, 0, 3])
+    assert [[p["customer_id"] for p in part.rows] for part in parts] == [["0", "1"], [], ["2", "3", "4"]]
+    assert [part.risk for part in parts] == [[1.0, None], [], [2.0, 3.0, 0.5]]
+    assert all(part.header == header for part in parts)

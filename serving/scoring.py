@@ -1,0 +1,266 @@
+"""THE scoring function: customers' feature rows in, every output out, as arrays.
+
+:func:`score_customers` is the one place a customer is scored, tiered, segmented and explained. The online
+service serialises JSON rows from its result (:func:`json_rows`), the nightly job and the Spark engine write
+columns from it (:func:`output_columns`), the MLflow pyfunc returns a frame from it; ranking orders it on exact
+values (:func:`serving.ranking.rank_order`). Rounding happens only when JSON is written.
+
+- *Tier* (customer pyramid): by expected value over the horizon against thresholds fixed at training time,
+  e.g. platinum = top 5%, gold = next 15%, silver = next 30%, bronze = the rest of the training population.
+- *Segment*: current value (net spend in the last 365 days) x future value (expected value), split at the
+  training population's medians: ``star`` (high/high), ``rising`` (low now, high future), ``fading``
+  (high now, low future), ``low`` (low/low).
+- *Reasons*: the churn head's largest contributions (log-odds, TreeSHAP) per customer, largest absolute first
+  (stable order), zero contributions left out; coded as (feature index, feature value, contribution) arrays and
+  rendered as JSON objects or as text, from the same arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from serving.model import BundleMeta, ScoringModel
+
+__all__ = [
+    "CURRENT_VALUE_FEATURE",
+    "JSON_DECIMALS",
+    "REASONS",
+    "SEGMENTS",
+    "ScoredBatch",
+    "assign_segments",
+    "assign_tiers",
+    "feature_matrix",
+    "json_rows",
+    "output_columns",
+    "reason_objects",
+    "reason_text_columns",
+    "score_customers",
+    "top_reasons",
+]
+
+SEGMENTS = ("star", "rising", "fading", "low")
+CURRENT_VALUE_FEATURE = "spend_365d"
+REASONS = 3
+"""Reasons per customer in every output (``reason_1..3`` columns, three JSON objects at most)."""
+JSON_DECIMALS = {"churn_probability": 6, "expected_value": 4, "value_at_risk": 4, "reason": 4}
+"""Decimals kept when a value is written as JSON (ranking and files use the exact values)."""
+RAISES, LOWERS = "raises churn risk", "lowers churn risk"
+
+
+def assign_tiers(expected_value: np.ndarray, meta: BundleMeta) -> np.ndarray:
+    """Tier name per customer: the first (highest) tier whose lower bound the expected value reaches."""
+    thresholds = np.asarray(meta.tier_thresholds, dtype=np.float64)  # descending lower bounds
+    names = np.asarray(meta.tier_names, dtype=object)
+    index = np.searchsorted(-thresholds, -np.asarray(expected_value), side="right")
+    return names[np.minimum(index, len(names) - 1)]
+
+
+def assign_segments(current_value: np.ndarray, expected_value: np.ndarray, meta: BundleMeta) -> np.ndarray:
+    """Segment per customer from current value (missing counts as 0) and expected value, see the module doc."""
+    high_now = np.nan_to_num(current_value, nan=0.0) >= meta.segment_current_threshold
+    high_future = expected_value >= meta.segment_future_threshold
+    out = np.where(high_future, np.where(high_now, "star", "rising"), np.where(high_now, "fading", "low"))
+    return out.astype(object)
+
+
+def feature_matrix(arrays: dict[str, np.ndarray], columns: Sequence[str]) -> np.ndarray:
+    """Stack kernel output arrays into the model's column order; raises KeyError naming a missing feature."""
+    missing = [c for c in columns if c not in arrays]
+    if missing:
+        raise KeyError(f"features missing for the model: {', '.join(missing)}")
+    if not columns:
+        return np.empty((0, 0))
+    return np.column_stack([np.asarray(arrays[c], dtype=np.float64) for c in columns])
+
+
+def top_reasons(contributions: np.ndarray, X: np.ndarray, top: int = REASONS) -> tuple[np.ndarray, ...]:
+    """The ``top`` largest contributions per row as coded arrays ``(feature, value, contribution, count)``.
+
+    ``feature`` (n x top, int): column index, largest absolute contribution first (stable order for ties), zero
+    contributions left out and the later ones moved up; ``value``: the feature's value there (NaN = missing);
+    ``contribution``: log-odds (0 past the row's last reason); ``count`` (n): reasons per row.
+    """
+    n = len(X)
+    k = min(top, X.shape[1]) if X.ndim == 2 else 0
+    if n == 0 or k == 0:
+        empty = np.zeros((n, k))
+        return empty.astype(np.intp), empty, empty, np.zeros(n, dtype=np.intp)
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    c = np.take_along_axis(contributions, order, axis=1)
+    shift = np.argsort(c == 0.0, axis=1, kind="stable")
+    order = np.take_along_axis(order, shift, axis=1)
+    c = np.take_along_axis(c, shift, axis=1)
+    values = np.ascontiguousarray(np.take_along_axis(X, order, axis=1), dtype=np.float64)
+    return order, values, c, np.count_nonzero(c != 0.0, axis=1)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoredBatch:
+    """Every output for a set of customers, in input order, exact (unrounded).
+
+    Probabilities are P(no purchase in the next ``horizon_days`` after the as-of date); values are expected net
+    spend over that horizon in the data's currency (discounted and after margin as the bundle says); value at
+    risk = churn probability x expected value. Reasons are coded (see :func:`top_reasons`).
+    """
+
+    customer_id: np.ndarray
+    churn_probability: np.ndarray
+    expected_value: np.ndarray
+    value_at_risk: np.ndarray
+    tier: np.ndarray
+    segment: np.ndarray
+    reason_feature: np.ndarray
+    reason_value: np.ndarray
+    reason_contribution: np.ndarray
+    reason_count: np.ndarray
+    feature_names: tuple[str, ...]
+    feature_descriptions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.customer_id)
+
+    def take(self, index: np.ndarray) -> ScoredBatch:
+        """The customers at ``index`` (positions), in that order."""
+        per_customer = {
+            f.name: getattr(self, f.name)[index]
+            for f in dataclasses.fields(self)
+            if f.name not in ("feature_names", "feature_descriptions")
+        }
+        return dataclasses.replace(self, **per_customer)
+
+
+def score_customers(
+    model: ScoringModel,
+    customer_ids: Sequence[Any] | np.ndarray,
+    X: np.ndarray,
+    *,
+    reasons: int = REASONS,
+    num_threads: int = 0,
+) -> ScoredBatch:
+    """Score, tier, segment and explain customers (rows of ``X`` in the model's feature order), in input order.
+
+    ``reasons=0`` skips the churn head's contributions (the costly part: TreeSHAP); ``num_threads`` is
+    LightGBM's (0 = its default, 1 for single-row latency).
+    """
+    ids = np.asarray(customer_ids, dtype=object)
+    scores = model.score(X, num_threads=num_threads)
+    current = X[:, model.feature_columns.index(CURRENT_VALUE_FEATURE)] if len(X) else np.empty(0)
+    if reasons and len(X):
+        contributions = model.churn_contributions(X, num_threads=num_threads)
+        coded = top_reasons(contributions, X, reasons)
+    else:
+        coded = top_reasons(np.empty((len(X), 0)), np.empty((len(X), 0)), 0)
+    descriptions = model.meta.feature_descriptions
+    return ScoredBatch(
+        customer_id=ids,
+        churn_probability=scores.churn_probability,
+        expected_value=scores.expected_value,
+        value_at_risk=scores.value_at_risk,
+        tier=assign_tiers(scores.expected_value, model.meta),
+        segment=assign_segments(current, scores.expected_value, model.meta),
+        reason_feature=coded[0],
+        reason_value=coded[1],
+        reason_contribution=coded[2],
+        reason_count=coded[3],
+        feature_names=tuple(model.feature_columns),
+        feature_descriptions=tuple(descriptions.get(c, c) for c in model.feature_columns),
+    )
+
+
+def reason_objects(batch: ScoredBatch, row: int) -> list[dict[str, Any]]:
+    """One customer's reasons as JSON objects: ``feature``, ``description``, ``value`` (None when missing),
+    ``effect`` ("raises churn risk" / "lowers churn risk") and ``contribution`` (log-odds), values rounded."""
+    decimals = JSON_DECIMALS["reason"]
+    out = []
+    for k in range(int(batch.reason_count[row])):
+        j = int(batch.reason_feature[row, k])
+        value = float(batch.reason_value[row, k])
+        c = float(batch.reason_contribution[row, k])
+        out.append(
+            {
+                "feature": batch.feature_names[j],
+                "description": batch.feature_descriptions[j],
+                "value": round(value, decimals) if math.isfinite(value) else None,
+                "effect": RAISES if c > 0 else LOWERS,
+                "contribution": round(c, decimals),
+            }
+        )
+    return out
+
+
+def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any]]:
+    """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`."""
+    p = JSON_DECIMALS
+    rows = []
+    for i in range(len(batch)):
+        row = {
+            "customer_id": str(batch.customer_id[i]),
+            "churn_probability": round(float(batch.churn_probability[i]), p["churn_probability"]),
+            "expected_value": round(float(batch.expected_value[i]), p["expected_value"]),
+            "value_at_risk": round(float(batch.value_at_risk[i]), p["value_at_risk"]),
+            "tier": str(batch.tier[i]),
+            "segment": str(batch.segment[i]),
+        }
+        if reasons:
+            row["reasons"] = reason_objects(batch, i)
+        rows.append(row)
+    return rows
+
+
+def _format_values(values: np.ndarray) -> pa.Array:
+    """``f"{round(v, 4):g}"`` of each value, ``"missing"`` when not finite -- each distinct value formatted once."""
+    decimals = JSON_DECIMALS["reason"]
+    bits, inverse = np.unique(values.view(np.int64), return_inverse=True)  # exact: -0.0 and NaNs kept apart
+    texts = [f"{round(v, decimals):g}" if math.isfinite(v) else "missing" for v in bits.view(np.float64).tolist()]
+    return pa.array(texts, type=pa.large_string()).take(pa.array(inverse.reshape(-1)))
+
+
+def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """``reason_1..top`` text columns, ``"<description> = <value:g> (<effect>)"``, None past a row's last reason.
+
+    The same reasons, order and rounding as :func:`reason_objects`, built column-wise (Arrow) for millions of rows.
+    """
+    n, k = batch.reason_feature.shape if batch.reason_feature.ndim == 2 else (len(batch), 0)
+    out: dict[str, pd.api.extensions.ExtensionArray] = {}
+    if n and k:
+        label = pa.array([d + " = " for d in batch.feature_descriptions], type=pa.large_string())
+        effect = pa.array([f" ({LOWERS})", f" ({RAISES})"], type=pa.large_string())
+        value_text = _format_values(np.ascontiguousarray(batch.reason_value).reshape(-1))
+        for r in range(k):
+            text = pc.binary_join_element_wise(
+                label.take(pa.array(batch.reason_feature[:, r])),
+                value_text.take(pa.array(np.arange(r, n * k, k))),
+                effect.take(pa.array((batch.reason_contribution[:, r] > 0).astype(np.int8))),
+                pa.scalar("", type=pa.large_string()),
+            )
+            text = pc.if_else(pa.array(batch.reason_count > r), text, pa.nulls(n, type=pa.large_string()))
+            out[f"reason_{r + 1}"] = pd.array(text, dtype="str")
+    for r in range(len(out), top):
+        out[f"reason_{r + 1}"] = pd.array([None] * n, dtype="str")
+    return out
+
+
+def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFrame:
+    """The batch as the nightly list's columns (input order, exact values): id, scores, tier, segment and
+    ``reason_1..reasons`` text columns (all empty when the batch was scored without reasons)."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.array(batch.customer_id, dtype="str"),
+            "churn_probability": batch.churn_probability,
+            "expected_value": batch.expected_value,
+            "value_at_risk": batch.value_at_risk,
+            "tier": pd.array(batch.tier, dtype="str"),
+            "segment": pd.array(batch.segment, dtype="str"),
+        }
+    )
+    for name, texts in reason_text_columns(batch, reasons).items():
+        frame[name] = texts
+    return frame
