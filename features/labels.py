@@ -40,7 +40,12 @@ def labels_at(
 
 
 MIN_HISTORY_DAYS = 30
-"""Days of history (after the first transaction) a training cutoff needs before it; ``--min-history-days``."""
+"""Days of history (after the first transaction) a training cutoff needs before it; ``--min-history-days``.
+The default of :class:`training.config.TrainingConfig`, like the two below."""
+CUTOFF_STEP_DAYS = 30
+"""Days between two training cutoffs."""
+MAX_CUTOFFS = 12
+"""Training cutoffs kept at most (the latest ones)."""
 
 
 def cutoff_plan(
@@ -48,8 +53,8 @@ def cutoff_plan(
     horizon_days: int,
     *,
     first_date: dt.date | str,
-    step_days: int = 30,
-    max_cutoffs: int = 12,
+    step_days: int = CUTOFF_STEP_DAYS,
+    max_cutoffs: int = MAX_CUTOFFS,
     min_history_days: int = MIN_HISTORY_DAYS,
 ) -> list[dt.date]:
     """Labeled training cutoffs, oldest first, so that no label window passes the as-of date.

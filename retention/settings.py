@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     spool_bytes: int = Field(
         1 << 30, ge=0, description="Batch inputs larger than this many bytes are spooled to partition files first."
     )
-    spark_master: str | None = Field(None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2]).")
+    spark_master: str | None = Field(
+        None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2])."
+    )
 
     @property
     def resolved_store_url(self) -> str:

@@ -28,6 +28,7 @@ from features.kernel import PreparedTransactions, compute_features, date_to_day,
 from features.labels import MIN_HISTORY_DAYS, cutoff_plan, labels_at
 from retention import progress
 from training import baselines
+from training.config import DEFAULT_CONFIG, TrainingConfig
 
 LABEL_COLUMNS = ("churned", "future_value")
 PRIOR_COLUMNS = ("btyd_churn", "btyd_value")
@@ -130,20 +131,22 @@ class TrainingPlan:
 def plan_training(
     prep: PreparedTransactions,
     as_of: dt.date,
-    horizon_days: int,
+    horizon_days: int | None = None,
     *,
-    step_days: int = 30,
-    max_cutoffs: int = 12,
-    min_history_days: int = MIN_HISTORY_DAYS,
+    config: TrainingConfig = DEFAULT_CONFIG,
 ) -> TrainingPlan:
-    """The cutoff plan of a training run; it never refuses (see :attr:`TrainingPlan.scheme`)."""
-    first = day_to_date(int(prep.day.min()))
+    """The cutoff plan of a training run; it never refuses (see :attr:`TrainingPlan.scheme`).
+
+    Cutoffs every ``config.cutoff_step_days``, at most ``config.max_cutoffs``, each with ``config.min_history_days``
+    of history; ``horizon_days`` (when given) replaces the config's horizon.
+    """
+    config = config.replace(horizon_days=horizon_days)
     cutoffs = cutoff_plan(
         as_of,
-        horizon_days,
-        first_date=first,
-        step_days=step_days,
-        max_cutoffs=max_cutoffs,
-        min_history_days=min_history_days,
+        config.horizon_days,
+        first_date=day_to_date(int(prep.day.min())),
+        step_days=config.cutoff_step_days,
+        max_cutoffs=config.max_cutoffs,
+        min_history_days=config.min_history_days,
     )
-    return TrainingPlan(as_of, horizon_days, tuple(cutoffs), min_history_days)
+    return TrainingPlan(as_of, config.horizon_days, tuple(cutoffs), config.min_history_days)

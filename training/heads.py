@@ -9,6 +9,8 @@
 Either head can be *hybrid*: trained with the BTYD prediction made at each row's cutoff as LightGBM's
 ``init_score`` (log-odds of churn, log of expected value), so the trees learn corrections to the BTYD prior
 instead of the whole signal (see :mod:`serving.model` for how a hybrid head scores).
+
+The heads' LightGBM parameters, rounds and search space are fields of :class:`training.config.TrainingConfig`.
 """
 
 from __future__ import annotations
@@ -20,40 +22,7 @@ import numpy as np
 import pandas as pd
 
 from serving.model import churn_offset, hybrid_churn, hybrid_value, value_offset
-
-CHURN_PARAMS: dict[str, Any] = {
-    "objective": "binary",
-    "learning_rate": 0.05,
-    # shallow trees: the churn head is explained on every online call (TreeSHAP, ``pred_contrib``), whose cost
-    # grows with leaves x depth^2 per tree. 15 leaves of depth <= 5 explain a row in 0.36x the time of LightGBM's
-    # default 31 unbounded leaves at the same validation AUC (benchmarks/bench_explain.py, results/explain.md)
-    "max_depth": 5,
-    "num_leaves": 15,
-    "min_data_in_leaf": 100,
-    "feature_fraction": 0.9,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbosity": -1,
-    "deterministic": True,
-    "force_row_wise": True,
-}
-VALUE_PARAMS: dict[str, Any] = {
-    **CHURN_PARAMS,
-    "max_depth": -1,
-    "num_leaves": 31,
-    "objective": "tweedie",
-    "tweedie_variance_power": 1.3,
-}
-MAX_ROUNDS = 2000
-EARLY_STOPPING_ROUNDS = 50
-SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
-    "learning_rate": (0.03, 0.05, 0.1),
-    "num_leaves": (15, 31, 63),
-    "min_data_in_leaf": (50, 100, 300),
-    "feature_fraction": (0.7, 0.9, 1.0),
-    "lambda_l2": (0.0, 1.0, 10.0),
-}
+from training.config import DEFAULT_CONFIG, TrainingConfig
 
 
 @dataclasses.dataclass
@@ -99,29 +68,32 @@ def fit_head(
     columns: list[str],
     *,
     kind: str,
-    seed: int = 0,
-    num_threads: int = 0,
+    config: TrainingConfig = DEFAULT_CONFIG,
     overrides: dict[str, Any] | None = None,
     hybrid: bool = False,
 ) -> FittedHead:
-    """Train one head with early stopping on the validation rows (``hybrid``: on the BTYD prior as offset)."""
+    """Train one head with early stopping on the validation rows (``hybrid``: on the BTYD prior as offset).
+
+    Parameters: the config's ``churn_params`` / ``value_params`` with ``overrides`` (one draw of the search), its
+    seed and threads; at most ``max_rounds`` rounds, stopped after ``early_stopping_rounds`` without progress.
+    """
     import lightgbm as lgb
 
-    base = CHURN_PARAMS if kind == "churn" else VALUE_PARAMS
+    base = config.churn_params if kind == "churn" else config.value_params
     label = churn_label if kind == "churn" else value_label
     metric = "auc" if kind == "churn" else "tweedie"
-    params = {**base, **(overrides or {}), "seed": seed, "num_threads": num_threads, "metric": metric}
+    params = {**base, **(overrides or {}), "seed": config.seed, "num_threads": config.num_threads, "metric": metric}
     dtrain = _dataset(train, columns, label(train), offset(train, kind) if hybrid else None)
     dvalid = _dataset(valid, columns, label(valid), offset(valid, kind) if hybrid else None, reference=dtrain)
     result: dict[str, Any] = {}
     booster = lgb.train(
         params,
         dtrain,
-        num_boost_round=MAX_ROUNDS,
+        num_boost_round=config.max_rounds,
         valid_sets=[dvalid],
         valid_names=["valid"],
         callbacks=[
-            lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False),
+            lgb.early_stopping(config.early_stopping_rounds, verbose=False),
             lgb.record_evaluation(result),
         ],
     )
@@ -159,10 +131,11 @@ def fit_isotonic(raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64)
 
 
-def sample_params(n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` parameter sets for the search: the defaults first, then random draws from :data:`SEARCH_SPACE`."""
-    rng = np.random.default_rng(seed)
+def sample_params(config: TrainingConfig = DEFAULT_CONFIG) -> list[dict[str, Any]]:
+    """``config.tune`` parameter sets for the search: the defaults first (``{}``), then draws from the config's
+    ``search_space`` seeded by its ``seed``."""
+    rng = np.random.default_rng(config.seed)
     draws: list[dict[str, Any]] = [{}]
-    while len(draws) < n:
-        draws.append({k: v[int(rng.integers(len(v)))] for k, v in SEARCH_SPACE.items()})
-    return draws[:n]
+    while len(draws) < config.tune:
+        draws.append({k: v[int(rng.integers(len(v)))] for k, v in config.search_space.items()})
+    return draws[: config.tune]

@@ -1,7 +1,9 @@
 """Training jobs behind the CLI: train (+ log, register, gate), backtest, and the classical BTYD fit.
 
 Tracking goes to ``MLFLOW_TRACKING_URI`` when set, else to MLflow's default local store; nothing is configured
-at import time.
+at import time. Every run logs its :class:`~training.config.TrainingConfig` whole (``training_config.json``,
+read back by :func:`logged_config`) and flattened (``config.*`` params). The model name and the experiment default
+to :attr:`retention.settings.Settings.model_name` (``RETENTION_MODEL_NAME``, ``retention``).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import pandas as pd
 
 from features.contract import ContractError, DataQualityReport
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, prepare
-from features.labels import MIN_HISTORY_DAYS, labels_at
+from features.labels import labels_at
 from retention import progress
+from retention.settings import get_settings
 from training import baselines, registry, report
+from training.config import TrainingConfig, training_config
 from training.pipeline import PRODUCT, all_metrics, fit_pipeline
 
-DEFAULT_EXPERIMENT = "retention"
-DEFAULT_MODEL_NAME = "retention"
+CONFIG_ARTIFACT = "training_config.json"
+"""The run artifact holding the whole training config (:meth:`TrainingConfig.to_dict`)."""
 
 
 @dataclasses.dataclass
@@ -46,11 +50,19 @@ class TrainSummary:
         }
 
 
-def _check_margin(margin: float, discount_rate: float) -> None:
-    if not 0 < margin <= 1:
-        raise ContractError(f"--margin must be in (0, 1], got {margin}")
-    if not 0 <= discount_rate < 1:
-        raise ContractError(f"--discount-rate must be in [0, 1), got {discount_rate}")
+def _log_config(config: TrainingConfig) -> None:
+    """The whole config as ``training_config.json`` and one ``config.*`` param per value, in the active run."""
+    import mlflow
+
+    mlflow.log_dict(config.to_dict(), CONFIG_ARTIFACT)
+    mlflow.log_params(config.flat_params())
+
+
+def logged_config(run_id: str) -> TrainingConfig:
+    """The training config a run logged (``runs:/<run_id>/training_config.json``), as a :class:`TrainingConfig`."""
+    import mlflow
+
+    return TrainingConfig.from_dict(mlflow.artifacts.load_dict(f"runs:/{run_id}/{CONFIG_ARTIFACT}"))
 
 
 def train(
@@ -58,45 +70,33 @@ def train(
     quality: DataQualityReport,
     *,
     as_of: dt.date,
-    horizon_days: int,
     source: str,
-    experiment: str = DEFAULT_EXPERIMENT,
-    model_name: str = DEFAULT_MODEL_NAME,
-    tune: int = 1,
-    margin: float = 1.0,
-    discount_rate: float = 0.0,
-    seed: int = 0,
+    config: TrainingConfig | None = None,
+    experiment: str | None = None,
+    model_name: str | None = None,
     force: bool = False,
-    min_history_days: int = MIN_HISTORY_DAYS,
-    level_source: str = "auto",
+    **choices: Any,
 ) -> TrainSummary:
-    """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate."""
+    """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate.
+
+    ``config`` holds the training choices (default: today's); ``choices`` change single fields of it
+    (``horizon_days=90``, ``seed=1``). ``model_name`` and ``experiment`` default to the settings' model name.
+    ``force`` makes the new version champion whatever its metrics.
+    """
     import mlflow
 
-    _check_margin(margin, discount_rate)
+    config = training_config(config, **choices)
+    model_name = model_name or get_settings().model_name
+    horizon_days = config.horizon_days
     prep = prepare(transactions)
-    result = fit_pipeline(
-        prep,
-        as_of,
-        horizon_days,
-        margin=margin,
-        discount_rate=discount_rate,
-        tune=tune,
-        seed=seed,
-        min_history_days=min_history_days,
-        level_source=level_source,
-    )
-    mlflow.set_experiment(experiment)
+    result = fit_pipeline(prep, as_of, config=config)
+    mlflow.set_experiment(experiment or get_settings().model_name)
     with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
+        _log_config(config)
         mlflow.log_params(
             {
                 "as_of": str(as_of),
                 "horizon_days": horizon_days,
-                "margin": margin,
-                "discount_rate": discount_rate,
-                "tune": tune,
-                "seed": seed,
-                "min_history_days": min_history_days,
                 "cutoffs": ",".join(str(c) for c in result.plan.cutoffs),
                 "validation_cutoff": str(result.plan.validation_cutoff),
                 "validation_scheme": result.plan.scheme,
@@ -172,22 +172,21 @@ def fold_dates(as_of: dt.date, horizon_days: int, folds: int, step_days: int) ->
 def evaluate_fold(
     prep: PreparedTransactions,
     fold_as_of: dt.date,
-    horizon_days: int,
-    seed: int,
+    horizon_days: int | None = None,
+    seed: int | None = None,
     *,
-    min_history_days: int = MIN_HISTORY_DAYS,
-    level_source: str = "auto",
+    config: TrainingConfig | None = None,
 ) -> pd.DataFrame:
     """Train the whole pipeline with data up to ``fold_as_of`` and score the next ``horizon_days``.
 
     One row per (model, customer group): the product's ``model`` (with the heads and level source it chose),
     ``btyd`` (BG/NBD + Gamma-Gamma fitted at ``fold_as_of``) and ``naive``, for ``all`` customers and apart for
     ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages hide how
-    differently models do on them.
+    differently models do on them. ``horizon_days`` and ``seed`` (when given) replace the config's.
     """
-    result = fit_pipeline(
-        prep, fold_as_of, horizon_days, seed=seed, min_history_days=min_history_days, level_source=level_source
-    )
+    config = training_config(config, horizon_days=horizon_days, seed=seed)
+    horizon_days = config.horizon_days
+    result = fit_pipeline(prep, fold_as_of, config=config)
     test = compute_features(prep, fold_as_of)
     _, labels = labels_at(prep, fold_as_of, horizon_days)
     churned, actual = labels["churned"], labels["future_value"]
@@ -228,32 +227,31 @@ def backtest(
     transactions: pd.DataFrame,
     *,
     as_of: dt.date,
-    horizon_days: int,
     folds: int,
     step_days: int = 30,
-    experiment: str = DEFAULT_EXPERIMENT,
-    seed: int = 0,
+    experiment: str | None = None,
     log: bool = True,
-    min_history_days: int = MIN_HISTORY_DAYS,
-    level_source: str = "auto",
+    config: TrainingConfig | None = None,
+    **choices: Any,
 ) -> pd.DataFrame:
-    """Rolling-origin backtest: one full training run per fold, scored on the fold's next horizon."""
+    """Rolling-origin backtest: one full training run per fold (``folds`` of them, ``step_days`` apart, the latest
+    at ``as_of - H``), scored on the fold's next horizon. ``config`` / ``choices`` as in :func:`train`."""
     if folds < 1:
         raise ContractError(f"--folds must be at least 1, got {folds}")
+    config = training_config(config, **choices)
+    horizon_days = config.horizon_days
     prep = prepare(transactions)
     dates = fold_dates(as_of, horizon_days, folds, step_days)
     table = pd.concat(
-        [
-            evaluate_fold(prep, d, horizon_days, seed, min_history_days=min_history_days, level_source=level_source)
-            for d in progress.track(dates, "backtest folds", total=len(dates))
-        ],
+        [evaluate_fold(prep, d, config=config) for d in progress.track(dates, "backtest folds", total=len(dates))],
         ignore_index=True,
     )
     if log:
         import mlflow
 
-        mlflow.set_experiment(experiment)
+        mlflow.set_experiment(experiment or get_settings().model_name)
         with mlflow.start_run(run_name=f"backtest-{as_of}-h{horizon_days}-k{folds}"):
+            _log_config(config)
             mlflow.log_params(
                 {"as_of": str(as_of), "horizon_days": horizon_days, "folds": folds, "step_days": step_days}
             )

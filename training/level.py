@@ -19,7 +19,8 @@ of the customers present at cutoff ``c``, each using only transactions on or bef
 the as-of date) and keeps the one with the smallest mean absolute log error -- except that ``seasonal_run_rate``
 wins whenever it backtests within 10% (the latest windows may lie in another season than the one ahead);
 ``btyd_rebased``, which needs two labeled horizons to be backtested, is also taken when it cannot be backtested but
-every estimator that can missed by more than 10%; when none can be backtested it keeps ``btyd_rebased`` if the
+every estimator that can missed by more than 10% (both 10% are fields of :class:`training.config.TrainingConfig`:
+``seasonal_within``, ``level_rebase_above``); when none can be backtested it keeps ``btyd_rebased`` if the
 history allows it, else ``btyd``. No single estimator holds the level on every scenario of the quality scoreboard
 (benchmarks/results/quality.md); choosing by backtest does best there.
 """
@@ -32,18 +33,12 @@ import math
 import numpy as np
 
 from features.kernel import PreparedTransactions
+from training.config import DEFAULT_CONFIG
 
 ESTIMATORS = ("btyd_rebased", "btyd", "run_rate", "seasonal_run_rate")
 """In order of preference when nothing can be backtested or errors tie."""
 SOURCES = ("auto", *ESTIMATORS)
 """Values of ``--level-source``: ``auto`` chooses by backtest, the others force one estimator."""
-REBASE_ABOVE_ERROR = 0.10
-"""When ``btyd_rebased`` cannot be backtested, it is still preferred over estimators whose backtest error exceeds
-this (BTYD off by more than 10% is a bias worth correcting)."""
-SEASONAL_WITHIN = math.log(1.10)
-"""Backtest error (|log ratio| for totals, |logit difference| for rates) under which last year's season wins."""
-BACKTEST_CUTOFFS = 3
-"""How many of the latest labeled cutoffs the estimators are backtested on."""
 YEAR_DAYS = 365
 
 
@@ -133,8 +128,9 @@ def choose(
     what: str = "level",
     order: tuple[str, ...] = ESTIMATORS,
     error=log_error,
-    rebase_above: float | None = REBASE_ABOVE_ERROR,
+    rebase_above: float | None = DEFAULT_CONFIG.level_rebase_above,
     seasonal: str | None = "seasonal_run_rate",
+    seasonal_within: float = DEFAULT_CONFIG.seasonal_within,
 ) -> LevelChoice:
     """Pick an estimator: ``requested`` if forced, else the best by backtest.
 
@@ -142,9 +138,10 @@ def choose(
     estimators' values there and the actual value of its next H days. ``order``: preference when nothing can be
     backtested or errors tie. ``rebase_above``: take ``btyd_rebased`` (when it cannot be backtested) over
     estimators whose backtest error all exceed ``log(1 + rebase_above)``; None: never. ``seasonal``: the estimator
-    that follows last year's season; it is taken whenever it backtests within ``SEASONAL_WITHIN`` even if another
-    backtests better, because the backtested windows are the latest ones and may lie in another season than the
-    window ahead (a summer backtest says nothing about the November peak that last year's season foresees).
+    that follows last year's season; it is taken whenever its backtest error is at most ``log(1 + seasonal_within)``
+    (|log ratio| for totals, |logit difference| for rates) even if another backtests better, because the backtested
+    windows are the latest ones and may lie in another season than the window ahead (a summer backtest says nothing
+    about the November peak that last year's season foresees).
     """
     if requested != "auto" and requested not in order:
         raise ValueError(
@@ -159,6 +156,7 @@ def choose(
     mean_errors = {name: float(np.mean(e)) for name, e in errors.items()}
     eligible = {n: e for n, e in mean_errors.items() if n in at_as_of}
     threshold = math.log(1.0 + rebase_above) if rebase_above is not None else np.inf
+    within = math.log(1.0 + seasonal_within)
     if requested != "auto":
         if requested not in at_as_of:
             raise ValueError(f"--{what.replace(' ', '-')}-source {requested} needs more history than this log has")
@@ -175,11 +173,11 @@ def choose(
             f"{what}: btyd_rebased; it cannot be backtested on this history, and every estimator that can missed by"
             f" more than {rebase_above:.0%} (mean backtest error {errors_text})"
         )
-    elif seasonal is not None and seasonal in eligible and eligible[seasonal] <= SEASONAL_WITHIN:
+    elif seasonal is not None and seasonal in eligible and eligible[seasonal] <= within:
         source = seasonal
         detail = ", ".join(f"{n} {e:.3f}" for n, e in sorted(eligible.items()))
         why = (
-            f"{what}: {seasonal}, last year's season backtested within {SEASONAL_WITHIN:.3f} at {len(backtests)}"
+            f"{what}: {seasonal}, last year's season backtested within {within:.3f} at {len(backtests)}"
             f" cutoff(s), and the window ahead may be in another season than those ({detail})"
         )
     elif eligible:
@@ -255,9 +253,14 @@ def _expit(z: float) -> float:
 
 
 def choose_churn_rate(
-    requested: str, at_as_of: dict[str, float], backtests: list[tuple[dict[str, float], float]]
+    requested: str,
+    at_as_of: dict[str, float],
+    backtests: list[tuple[dict[str, float], float]],
+    *,
+    seasonal_within: float = DEFAULT_CONFIG.seasonal_within,
 ) -> LevelChoice:
-    """The churn-rate estimator, chosen by backtest (log-odds error), ``recent`` when nothing can be backtested."""
+    """The churn-rate estimator, chosen by backtest (log-odds error), ``recent`` when nothing can be backtested;
+    ``seasonal`` wins within ``log(1 + seasonal_within)`` like the level's seasonal estimator."""
     return choose(
         requested,
         at_as_of,
@@ -267,6 +270,7 @@ def choose_churn_rate(
         error=logit_error,
         rebase_above=None,
         seasonal="seasonal",
+        seasonal_within=seasonal_within,
     )
 
 

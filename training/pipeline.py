@@ -30,13 +30,13 @@ import pandas as pd
 
 from features.contract import ContractError
 from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_features, date_to_day
-from features.labels import MIN_HISTORY_DAYS
 from retention import progress
 from serving.btyd import BTYDModel
 from serving.drift import reference_bins
 from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
-from serving.ranking import CURRENT_VALUE_FEATURE
+from serving.scoring import CURRENT_VALUE_FEATURE
 from training import baselines, heads, level
+from training.config import TrainingConfig, training_config
 from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
 from training.metrics import churn_metrics, value_metrics
 
@@ -44,14 +44,8 @@ PRODUCT = "model"
 """Key of the product's model (chosen churn head + chosen value head) in the metrics and validation columns."""
 CANDIDATES = ("lightgbm", "hybrid", "btyd")
 """The head kinds validation chooses from (the same names as :data:`serving.model.HEAD_KINDS`)."""
-MIN_CUSTOMERS = 20
-"""Fewer customers with a purchase by the as-of date than this: nothing can be fitted (exit 2)."""
 LEVEL_TOLERANCE = 0.10
 """The level a forecast should hold: total predicted / total actual within 1 +- 10% (backtests, scoreboard)."""
-
-TIER_NAMES = ("platinum", "gold", "silver", "bronze")
-TIER_TOP_SHARES = (0.05, 0.20, 0.50)
-"""Cumulative population shares at the top of each tier: platinum = top 5%, gold = next 15%, silver = next 30%."""
 
 
 @dataclasses.dataclass
@@ -74,6 +68,8 @@ class PipelineResult:
     choice: dict[str, str]
     """``churn_head``, ``value_head``, ``level_source``, ``validation_scheme`` and one sentence ``why`` each."""
     warnings: list[str] = dataclasses.field(default_factory=list)
+    config: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    """The training choices this result was fitted with."""
 
 
 def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> np.ndarray:
@@ -96,12 +92,13 @@ def all_metrics(churned: np.ndarray, p: np.ndarray, actual: np.ndarray, pred: np
     return out
 
 
-def _fit_btyd_at_as_of(population: pd.DataFrame, as_of: dt.date) -> BTYDModel:
-    """BG/NBD + Gamma-Gamma at the as-of date; ContractError (exit 2) when nothing at all can be fitted."""
+def _fit_btyd_at_as_of(population: pd.DataFrame, as_of: dt.date, min_customers: int) -> BTYDModel:
+    """BG/NBD + Gamma-Gamma at the as-of date; ContractError (exit 2) when nothing at all can be fitted (fewer than
+    ``min_customers`` buyers, or no repeat purchase)."""
     buyers = int((population["n_purchase_days"] > 0).sum())
-    if buyers < MIN_CUSTOMERS:
+    if buyers < min_customers:
         raise ContractError(
-            f"cannot train: {buyers} customer(s) with a purchase on or before {as_of}, at least {MIN_CUSTOMERS} needed"
+            f"cannot train: {buyers} customer(s) with a purchase on or before {as_of}, at least {min_customers} needed"
         )
     try:
         return baselines.fit_btyd(population)
@@ -123,18 +120,19 @@ def _split(data: pd.DataFrame, plan: TrainingPlan) -> tuple[pd.DataFrame, pd.Dat
     return data[half == 0], data[at_v & (half == 1)].reset_index(drop=True)
 
 
-def _select_heads(train, valid, columns, *, tune, seed, num_threads) -> dict[tuple[str, str], heads.FittedHead]:
-    """The best selection model per (head, kind) for kinds lightgbm and hybrid: churn by AUC, value by Gini."""
+def _select_heads(
+    train: pd.DataFrame, valid: pd.DataFrame, columns: list[str], config: TrainingConfig
+) -> dict[tuple[str, str], heads.FittedHead]:
+    """The best selection model per (head, kind) for kinds lightgbm and hybrid over the config's ``tune`` parameter
+    sets: churn by AUC, value by normalized Gini, both on ``valid``."""
     best: dict[tuple[str, str], heads.FittedHead] = {}
     score: dict[tuple[str, str], float] = {}
     y_churn = valid["churned"].to_numpy(dtype=np.float64)
     y_value = valid["future_value"].to_numpy(dtype=np.float64)
-    sets = heads.sample_params(max(1, tune), seed)
+    sets = heads.sample_params(config)
     runs = [(kind, hybrid, o) for o in sets for kind in ("churn", "value") for hybrid in (False, True)]
     for kind, hybrid, overrides in progress.track(runs, "training heads", total=len(runs)):
-        head = heads.fit_head(
-            train, valid, columns, kind=kind, seed=seed, num_threads=num_threads, overrides=overrides, hybrid=hybrid
-        )
+        head = heads.fit_head(train, valid, columns, kind=kind, config=config, overrides=overrides, hybrid=hybrid)
         raw = heads.predict_raw(head, valid, columns, kind=kind)
         if kind == "churn":
             metric = churn_metrics(y_churn, raw)["auc"]
@@ -184,10 +182,11 @@ def choose_level(
     plan: TrainingPlan,
     data: pd.DataFrame,
     btyd_now: tuple[np.ndarray, np.ndarray],
-    requested: str,
+    config: TrainingConfig,
 ) -> level.LevelChoice:
-    """The total forecast at ``as_of``: every estimator of :mod:`training.level`, backtested at the latest labeled
-    cutoffs of ``data`` (their actual next-H-day totals and the BTYD fitted at each are already there).
+    """The total forecast at ``as_of``: every estimator of :mod:`training.level`, backtested at the config's
+    ``level_backtest_cutoffs`` latest labeled cutoffs of ``data`` (their actual next-H-day totals and the BTYD
+    fitted at each are already there); ``config.level_source`` forces one.
     ``btyd_now``: BTYD's (P(churn), expected value) of every customer at ``as_of``."""
     horizon = plan.horizon_days
     btyd_total = float(btyd_now[1].sum())
@@ -201,16 +200,26 @@ def choose_level(
     at_as_of = level.estimates(prep, as_of, horizon, btyd_total, totals.get(as_of - horizon))
     backtests = [
         (level.estimates(prep, day, horizon, totals[day].btyd, totals.get(day - horizon)), totals[day].actual)
-        for day in sorted(totals)[-level.BACKTEST_CUTOFFS :]
+        for day in sorted(totals)[-config.level_backtest_cutoffs :]
     ]
     try:
-        return level.choose(requested, at_as_of, backtests)
+        return level.choose(
+            config.level_source,
+            at_as_of,
+            backtests,
+            rebase_above=config.level_rebase_above,
+            seasonal_within=config.seasonal_within,
+        )
     except ValueError as exc:
         raise ContractError(str(exc)) from exc
 
 
 def choose_churn_rate(
-    prep: PreparedTransactions, plan: TrainingPlan, data: pd.DataFrame, btyd_now: tuple[np.ndarray, np.ndarray]
+    prep: PreparedTransactions,
+    plan: TrainingPlan,
+    data: pd.DataFrame,
+    btyd_now: tuple[np.ndarray, np.ndarray],
+    config: TrainingConfig,
 ) -> level.LevelChoice:
     """The churn rate at ``as_of``: the estimators of :data:`training.level.CHURN_ESTIMATORS`, backtested at the
     latest labeled cutoffs of ``data`` (their observed churn rates and BTYD's mean churn probability there)."""
@@ -228,9 +237,9 @@ def choose_churn_rate(
     at_as_of = level.churn_estimates(prep, as_of, horizon, btyd_mean, btyd_at(as_of - horizon))
     backtests = [
         (level.churn_estimates(prep, day, horizon, rates[day][1], btyd_at(day - horizon)), rates[day][0])
-        for day in sorted(rates)[-level.BACKTEST_CUTOFFS :]
+        for day in sorted(rates)[-config.level_backtest_cutoffs :]
     ]
-    return level.choose_churn_rate("auto", at_as_of, backtests)
+    return level.choose_churn_rate("auto", at_as_of, backtests, seasonal_within=config.seasonal_within)
 
 
 def _btyd_reference(population: pd.DataFrame) -> dict[str, float]:
@@ -246,9 +255,11 @@ def _finish(
     population: pd.DataFrame,
     target_total: float,
     churn: level.LevelChoice,
-):
+    tier_top_shares: tuple[float, ...],
+) -> ScoringModel:
     """Level (the raw value head's total at as-of scaled to ``target_total``), the churn rate (probabilities shifted
-    to ``churn``'s rate unless it is ``recent`` or ``none``), tiers, segments, drift reference."""
+    to ``churn``'s rate unless it is ``recent`` or ``none``), tiers (expected-value quantiles at the cumulative
+    ``tier_top_shares``), segments, drift reference."""
     columns = list(draft.feature_columns)
     X_now = population[columns].to_numpy(dtype=np.float64)
     model = ScoringModel(churn_booster, value_booster, draft)
@@ -263,7 +274,7 @@ def _finish(
         churn_rate_source=churn.source,
     )
     expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
-    thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in TIER_TOP_SHARES), 0.0)
+    thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in tier_top_shares), 0.0)
     meta = dataclasses.replace(
         draft,
         tier_thresholds=thresholds,
@@ -277,41 +288,75 @@ def _finish(
 def fit_pipeline(
     prep: PreparedTransactions,
     as_of: dt.date,
-    horizon_days: int,
+    horizon_days: int | None = None,
     *,
-    margin: float = 1.0,
-    discount_rate: float = 0.0,
-    tune: int = 1,
-    seed: int = 0,
-    num_threads: int = 0,
-    min_history_days: int = MIN_HISTORY_DAYS,
-    level_source: str = "auto",
+    config: TrainingConfig | None = None,
+    **choices: Any,
 ) -> PipelineResult:
-    """Train a model version at ``as_of`` for a ``horizon_days`` horizon; never refuses a history BTYD can fit.
+    """Train one model version at ``as_of``: the whole run behind ``retention train``, without MLflow.
 
-    Raises :class:`ContractError` only when nothing at all can be fitted (fewer than :data:`MIN_CUSTOMERS` buyers,
-    no repeat purchase by ``as_of``) or for a bad option.
+    Args:
+        prep: contract-checked transactions, prepared (:func:`features.kernel.prepare`). Features read days on or
+            before each cutoff; every label window ends on or before ``as_of``.
+        as_of: the UTC day the version is trained for (included): its features are the first the version scores.
+        horizon_days: H in days; replaces ``config.horizon_days`` when given.
+        config: the training choices (default: :class:`~training.config.TrainingConfig`'s defaults).
+        **choices: single config fields to change (``seed=1``, ``tier_top_shares=(0.1, 0.3, 0.6)``); ``None``
+            keeps the config's value.
+
+    Returns:
+        A :class:`PipelineResult`: the scoring bundle (``model``: churn probability over the next H days, expected
+        value in currency units x margin x discount), the plan, validation rows and metrics at the validation cutoff
+        ``as_of - H`` for the product, each candidate head and the baselines, the choices with one sentence why,
+        and the config used.
+
+    The steps are those of the module docstring: :meth:`_Run.btyd_only` when no cutoff can be labeled (a version
+    is trained on any history BTYD can fit), else :meth:`_Run.supervised`. Raises :class:`ContractError` (exit 2)
+    only when nothing at all can be fitted (fewer than ``config.min_customers`` buyers, no repeat purchase by
+    ``as_of``), for an ``as_of`` before the first transaction, or for a bad option.
     """
-    if level_source not in level.SOURCES:
-        raise ContractError(f"--level-source must be one of {', '.join(level.SOURCES)}, got '{level_source}'")
+    config = training_config(config, horizon_days=horizon_days, **choices)
+    _check_request(prep, as_of, config)
+    population = compute_features(prep, as_of)
+    btyd_now = _fit_btyd_at_as_of(population, as_of, config.min_customers)
+    plan = plan_training(prep, as_of, config=config)
+    draft = _draft_meta(prep.columns, population, btyd_now, plan, config)
+    data = _labeled_rows(prep, plan)
+    # BTYD's (P(churn), expected value) of every customer at as-of, scored once for both choices
+    scored = ScoringModel(None, None, draft).btyd_scores(population[list(prep.columns)].to_numpy(dtype=np.float64))
+    total = choose_level(prep, plan, data, scored, config)
+    churn = choose_churn_rate(prep, plan, data, scored, config)
+    run = _Run(prep, draft, plan, data, population, btyd_now, _btyd_warnings(btyd_now, str(as_of)), config)
+    if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
+        return run.btyd_only(total, churn)
+    if plan.scheme != "temporal":
+        run.warnings.append(f"validation scheme {plan.describe()}")
+    return run.supervised(total, churn)
+
+
+def _check_request(prep: PreparedTransactions, as_of: dt.date, config: TrainingConfig) -> None:
+    """Refuse (ContractError) a level source that does not exist and an as-of date before the first transaction."""
+    if config.level_source not in level.SOURCES:
+        raise ContractError(f"--level-source must be one of {', '.join(level.SOURCES)}, got '{config.level_source}'")
     if date_to_day(as_of) < int(prep.day.min()):
         raise ContractError(f"cannot train at {as_of}: it is before the first transaction")
-    columns = prep.columns
-    population = compute_features(prep, as_of)
-    btyd_now = _fit_btyd_at_as_of(population, as_of)
-    warnings = _btyd_warnings(btyd_now, str(as_of))
-    plan = plan_training(prep, as_of, horizon_days, min_history_days=min_history_days)
-    draft = BundleMeta(
+
+
+def _draft_meta(
+    columns: list[str], population: pd.DataFrame, btyd_now: BTYDModel, plan: TrainingPlan, config: TrainingConfig
+) -> BundleMeta:
+    """The bundle's metadata before anything is fitted: two BTYD heads, identity calibration, level 1, no tiers."""
+    return BundleMeta(
         feature_columns=tuple(columns),
-        horizon_days=horizon_days,
-        trained_as_of=str(as_of),
+        horizon_days=config.horizon_days,
+        trained_as_of=str(plan.as_of),
         calibrator_x=(0.0, 1.0),
         calibrator_y=(0.0, 1.0),
         level_factor=1.0,
-        margin=margin,
-        discount_rate=discount_rate,
-        tier_names=TIER_NAMES,
-        tier_thresholds=(0.0,) * len(TIER_NAMES),
+        margin=config.margin,
+        discount_rate=config.discount_rate,
+        tier_names=config.tier_names,
+        tier_thresholds=(0.0,) * len(config.tier_names),
         segment_current_threshold=0.0,
         segment_future_threshold=0.0,
         feature_descriptions={c: FEATURE_DESCRIPTIONS[c] for c in columns},
@@ -322,20 +367,14 @@ def fit_pipeline(
         level_source="btyd",
         validation_scheme=plan.scheme,
     )
-    data = pd.DataFrame()
-    if plan.cutoffs:
-        with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
-            data = build_dataset(prep, list(plan.cutoffs), horizon_days)
-    # BTYD's (P(churn), expected value) of every customer at as-of, scored once for both choices
-    scored = ScoringModel(None, None, draft).btyd_scores(population[list(columns)].to_numpy(dtype=np.float64))
-    total = choose_level(prep, plan, data, scored, level_source)
-    churn = choose_churn_rate(prep, plan, data, scored)
-    if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
-        return _btyd_only(draft, plan, population, btyd_now, warnings, total, churn)
-    if plan.scheme != "temporal":
-        warnings.append(f"validation scheme {plan.describe()}")
-    fit = _Fit(prep, draft, plan, data, population, btyd_now, warnings)
-    return fit.supervised(total, churn, tune=tune, seed=seed, num_threads=num_threads)
+
+
+def _labeled_rows(prep: PreparedTransactions, plan: TrainingPlan) -> pd.DataFrame:
+    """Features, labels and BTYD priors at every cutoff of the plan (empty when nothing can be labeled)."""
+    if not plan.cutoffs:
+        return pd.DataFrame()
+    with progress.step(f"features, labels and BTYD priors at {len(plan.cutoffs)} cutoffs"):
+        return build_dataset(prep, list(plan.cutoffs), plan.horizon_days)
 
 
 def _level_selection(total: level.LevelChoice, churn: level.LevelChoice) -> dict[str, float]:
@@ -348,45 +387,44 @@ def _level_selection(total: level.LevelChoice, churn: level.LevelChoice) -> dict
     }
 
 
-def _btyd_only(
-    draft, plan, population, btyd_now, warnings, total: level.LevelChoice, churn: level.LevelChoice
-) -> PipelineResult:
-    """A version with two BTYD heads: nothing could be labeled, so nothing is validated (the card says so)."""
-    warnings = [*warnings, f"BTYD-only version: {plan.describe()}"]
-    for w in warnings:
-        progress.warn(w)
-    draft = dataclasses.replace(draft, level_source=total.source)
-    model = _finish(draft, None, None, population, total.total, churn)
-    why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
-    return PipelineResult(
-        model=model,
-        plan=plan,
-        validation=pd.DataFrame(columns=["customer_id", "cutoff", "churned", "future_value"]),
-        metrics={},
-        training_rows=0,
-        selection={"selection_rows": 0, "validation_rows": 0, **_level_selection(total, churn)},
-        btyd_params=btyd_now.to_dict(),
-        importance=pd.DataFrame(columns=["feature", "churn_gain", "value_gain"]),
-        valid_features=population.iloc[0:0],
-        population=population,
-        choice={
-            "churn_head": "btyd",
-            "value_head": "btyd",
-            "level_source": total.source,
-            "validation_scheme": plan.scheme,
-            "why_churn": why,
-            "why_value": why,
-            "why_level": total.why,
-            "churn_rate_source": churn.source,
-            "why_churn_rate": churn.why,
-        },
-        warnings=warnings,
-    )
+def _choice(
+    plan: TrainingPlan,
+    heads_chosen: tuple[tuple[str, str], tuple[str, str]],
+    total: level.LevelChoice,
+    churn: level.LevelChoice,
+) -> dict[str, str]:
+    """:attr:`PipelineResult.choice` from ``((churn_kind, why), (value_kind, why))`` and the level choices."""
+    (churn_kind, why_churn), (value_kind, why_value) = heads_chosen
+    return {
+        "churn_head": churn_kind,
+        "value_head": value_kind,
+        "level_source": total.source,
+        "validation_scheme": plan.scheme,
+        "why_churn": why_churn,
+        "why_value": why_value,
+        "why_level": total.why,
+        "churn_rate_source": churn.source,
+        "why_churn_rate": churn.why,
+    }
 
 
 @dataclasses.dataclass
-class _Fit:
-    """The supervised path of :func:`fit_pipeline` (at least one labeled cutoff)."""
+class _Validation:
+    """The supervised path's validation at ``V``: rows with every model's scores, metrics, the chosen heads."""
+
+    rows: pd.DataFrame
+    metrics: dict[str, dict[str, float]]
+    raw_churn: dict[str, np.ndarray]
+    """Uncalibrated P(churn) of each candidate kind on the validation rows (the final calibrator is fitted on it)."""
+    churn: tuple[str, str]
+    """(chosen churn kind, why)."""
+    value: tuple[str, str]
+    """(chosen value kind, why)."""
+
+
+@dataclasses.dataclass
+class _Run:
+    """One training run after the plan: the state both paths of :func:`fit_pipeline` share."""
 
     prep: PreparedTransactions
     draft: BundleMeta
@@ -395,14 +433,82 @@ class _Fit:
     population: pd.DataFrame
     btyd_now: BTYDModel
     warnings: list[str]
+    config: TrainingConfig
 
-    def supervised(
-        self, total: level.LevelChoice, churn: level.LevelChoice, *, tune: int, seed: int, num_threads: int
-    ) -> PipelineResult:
+    def btyd_only(self, total: level.LevelChoice, churn: level.LevelChoice) -> PipelineResult:
+        """A version with two BTYD heads: nothing could be labeled, so nothing is validated (the card says so)."""
+        warnings = [*self.warnings, f"BTYD-only version: {self.plan.describe()}"]
+        for w in warnings:
+            progress.warn(w)
+        draft = dataclasses.replace(self.draft, level_source=total.source)
+        model = _finish(draft, None, None, self.population, total.total, churn, self.config.tier_top_shares)
+        why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
+        return PipelineResult(
+            model=model,
+            plan=self.plan,
+            validation=pd.DataFrame(columns=["customer_id", "cutoff", "churned", "future_value"]),
+            metrics={},
+            training_rows=0,
+            selection={"selection_rows": 0, "validation_rows": 0, **_level_selection(total, churn)},
+            btyd_params=self.btyd_now.to_dict(),
+            importance=pd.DataFrame(columns=["feature", "churn_gain", "value_gain"]),
+            valid_features=self.population.iloc[0:0],
+            population=self.population,
+            choice=_choice(self.plan, (("btyd", why), ("btyd", why)), total, churn),
+            warnings=warnings,
+            config=self.config,
+        )
+
+    def supervised(self, total: level.LevelChoice, churn: level.LevelChoice) -> PipelineResult:
+        """Steps 3-7 of the module docstring: select, validate and choose the heads, refit, level, tiers."""
         columns = list(self.draft.feature_columns)
-        horizon = self.plan.horizon_days
         train, valid = _split(self.data, self.plan)
-        best = _select_heads(train, valid, columns, tune=tune, seed=seed, num_threads=num_threads)
+        best = _select_heads(train, valid, columns, self.config)
+        checked = self._validate(train, valid, best)
+        churn_kind, value_kind = checked.churn[0], checked.value[0]
+        final = self._refit(best, churn_kind, value_kind)
+        calib_x, calib_y = heads.fit_isotonic(checked.raw_churn[churn_kind], valid["churned"].to_numpy(np.float64))
+        draft = dataclasses.replace(
+            self.draft,
+            calibrator_x=tuple(calib_x.tolist()),
+            calibrator_y=tuple(calib_y.tolist()),
+            churn_head=churn_kind,
+            value_head=value_kind,
+            level_source=total.source,
+        )
+        model = _finish(
+            draft, final["churn"], final["value"], self.population, total.total, churn, self.config.tier_top_shares
+        )
+        for w in self.warnings:
+            progress.warn(w)
+        return PipelineResult(
+            model=model,
+            plan=self.plan,
+            validation=checked.rows,
+            metrics=checked.metrics,
+            training_rows=len(self.data),
+            selection={
+                **{f"{h}_{k}_rounds": best[(h, k)].best_iteration for h in ("churn", "value") for k in CANDIDATES[:2]},
+                "churn_params": self._searched(best[("churn", churn_kind if churn_kind != "btyd" else "lightgbm")]),
+                "value_params": self._searched(best[("value", value_kind if value_kind != "btyd" else "lightgbm")]),
+                **_level_selection(total, churn),
+                "selection_rows": len(train),
+                "validation_rows": len(valid),
+            },
+            btyd_params=self.btyd_now.to_dict(),
+            importance=_importance(columns, final),
+            valid_features=valid,
+            population=self.population,
+            choice=_choice(self.plan, (checked.churn, checked.value), total, churn),
+            warnings=self.warnings,
+            config=self.config,
+        )
+
+    def _validate(
+        self, train: pd.DataFrame, valid: pd.DataFrame, best: dict[tuple[str, str], heads.FittedHead]
+    ) -> _Validation:
+        """Cross-fitted metrics at ``V`` for every candidate kind, the heads chosen on them, the product and naive."""
+        columns = list(self.draft.feature_columns)
         y_churn = valid["churned"].to_numpy(dtype=np.float64)
         y_value = valid["future_value"].to_numpy(dtype=np.float64)
         raw_churn = {"btyd": valid["btyd_churn"].to_numpy(dtype=np.float64)}
@@ -412,84 +518,49 @@ class _Fit:
             raw_value[kind] = heads.predict_raw(best[("value", kind)], valid, columns, kind="value")
 
         folds = customer_half(valid["customer_id"], bit=0)
-        validation = valid[["customer_id", "cutoff", "churned", "future_value"]].copy()
+        rows = valid[["customer_id", "cutoff", "churned", "future_value"]].copy()
         metrics: dict[str, dict[str, float]] = {}
         for name in CANDIDATES:
             p = cross_fit(raw_churn[name], y_churn, folds, heads.fit_isotonic, lambda k, x: calibrate(x, *k))
             v = cross_fit(raw_value[name], y_value, folds, level_factor, lambda f, x: x * f)
-            validation[f"{name}_churn"], validation[f"{name}_value"] = p, v
+            rows[f"{name}_churn"], rows[f"{name}_value"] = p, v
             metrics[name] = all_metrics(y_churn, p, y_value, v)
-        churn_kind, why_churn = choose_head(metrics, "churn")
-        value_kind, why_value = choose_head(metrics, "value")
-        validation[f"{PRODUCT}_churn"] = validation[f"{churn_kind}_churn"]
-        validation[f"{PRODUCT}_value"] = validation[f"{value_kind}_value"]
+        churn_choice, value_choice = choose_head(metrics, "churn"), choose_head(metrics, "value")
+        rows[f"{PRODUCT}_churn"] = rows[f"{churn_choice[0]}_churn"]
+        rows[f"{PRODUCT}_value"] = rows[f"{value_choice[0]}_value"]
         metrics[PRODUCT] = all_metrics(
-            y_churn, validation[f"{PRODUCT}_churn"].to_numpy(), y_value, validation[f"{PRODUCT}_value"].to_numpy()
+            y_churn, rows[f"{PRODUCT}_churn"].to_numpy(), y_value, rows[f"{PRODUCT}_value"].to_numpy()
         )
         with progress.step("baselines (naive)"):
-            validation["naive_churn"] = baselines.naive_churn(train, valid)
-            validation["naive_value"] = baselines.naive_value(valid, horizon)
+            rows["naive_churn"] = baselines.naive_churn(train, valid)
+            rows["naive_value"] = baselines.naive_value(valid, self.plan.horizon_days)
             metrics["naive"] = all_metrics(
-                y_churn, validation["naive_churn"].to_numpy(), y_value, validation["naive_value"].to_numpy()
+                y_churn, rows["naive_churn"].to_numpy(), y_value, rows["naive_value"].to_numpy()
             )
+        return _Validation(rows, metrics, raw_churn, churn_choice, value_choice)
 
+    def _refit(self, best: dict[tuple[str, str], heads.FittedHead], churn_kind: str, value_kind: str) -> dict[str, Any]:
+        """The chosen supervised heads refitted on every labeled row with their selected rounds (None for BTYD)."""
+        columns = list(self.draft.feature_columns)
         final = {}
         with progress.step(f"refitting the chosen heads on {len(self.data):,} rows"):
             for head, kind in (("churn", churn_kind), ("value", value_kind)):
                 final[head] = (
                     None if kind == "btyd" else heads.refit_head(self.data, columns, best[(head, kind)], kind=head)
                 )
-        calib_x, calib_y = heads.fit_isotonic(raw_churn[churn_kind], y_churn)
-        draft = dataclasses.replace(
-            self.draft,
-            calibrator_x=tuple(calib_x.tolist()),
-            calibrator_y=tuple(calib_y.tolist()),
-            churn_head=churn_kind,
-            value_head=value_kind,
-            level_source=total.source,
-        )
-        model = _finish(draft, final["churn"], final["value"], self.population, total.total, churn)
-        for w in self.warnings:
-            progress.warn(w)
-        gains = {
-            head: final[head].feature_importance("gain") if final[head] is not None else np.zeros(len(columns))
-            for head in ("churn", "value")
-        }
-        importance = pd.DataFrame(
-            {"feature": columns, "churn_gain": gains["churn"], "value_gain": gains["value"]}
-        ).sort_values("churn_gain", ascending=False, ignore_index=True)
-        return PipelineResult(
-            model=model,
-            plan=self.plan,
-            validation=validation,
-            metrics=metrics,
-            training_rows=len(self.data),
-            selection={
-                **{f"{h}_{k}_rounds": best[(h, k)].best_iteration for h in ("churn", "value") for k in CANDIDATES[:2]},
-                "churn_params": _searched(best[("churn", churn_kind if churn_kind != "btyd" else "lightgbm")]),
-                "value_params": _searched(best[("value", value_kind if value_kind != "btyd" else "lightgbm")]),
-                **_level_selection(total, churn),
-                "selection_rows": len(train),
-                "validation_rows": len(valid),
-            },
-            btyd_params=self.btyd_now.to_dict(),
-            importance=importance,
-            valid_features=valid,
-            population=self.population,
-            choice={
-                "churn_head": churn_kind,
-                "value_head": value_kind,
-                "level_source": total.source,
-                "validation_scheme": self.plan.scheme,
-                "why_churn": why_churn,
-                "why_value": why_value,
-                "why_level": total.why,
-                "churn_rate_source": churn.source,
-                "why_churn_rate": churn.why,
-            },
-            warnings=self.warnings,
-        )
+        return final
+
+    def _searched(self, head: heads.FittedHead) -> dict[str, Any]:
+        """The selected values of the searched parameters (for the MLflow params)."""
+        return {k: v for k, v in head.params.items() if k in self.config.search_space}
 
 
-def _searched(head: heads.FittedHead) -> dict[str, Any]:
-    return {k: v for k, v in head.params.items() if k in heads.SEARCH_SPACE}
+def _importance(columns: list[str], final: dict[str, Any]) -> pd.DataFrame:
+    """Gain importance of the final boosters per feature (zeros for a BTYD head), by churn gain descending."""
+    gains = {
+        head: final[head].feature_importance("gain") if final[head] is not None else np.zeros(len(columns))
+        for head in ("churn", "value")
+    }
+    return pd.DataFrame({"feature": columns, "churn_gain": gains["churn"], "value_gain": gains["value"]}).sort_values(
+        "churn_gain", ascending=False, ignore_index=True
+    )
