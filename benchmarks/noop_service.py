@@ -24,7 +24,7 @@ if os.environ.get("NOOP_STACK") == "defaults":
             return {"ok": True}
 
 else:
-    from serving.service import SERVICE_CONFIG, GuardMiddleware, _json_response, cache_api_methods, tune_runtime
+    from serving.service import SERVICE_CONFIG, GuardMiddleware, _json_response, tune_runtime
 
     config = dict(SERVICE_CONFIG)
     if "tracing" in config:  # the service leaves its API routes out of tracing: the no-op route too
@@ -33,8 +33,7 @@ else:
     @bentoml.service(name="noop", **config)
     class Noop:
         def __init__(self) -> None:
-            cache_api_methods(self)
-            tune_runtime()
+            tune_runtime(self)
 
         @bentoml.api
         async def noop(self) -> dict[str, Any]:

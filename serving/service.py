@@ -15,9 +15,9 @@ leaves the service up (``/livez`` 200) with ``/readyz`` and the prediction route
 Latency (measured in ``benchmarks/bench_service.py``, results in ``benchmarks/results/service.md``):
 
 - The endpoints are ``async`` (no hop through BentoML's thread pool of size ``threads``). Under concurrent
-  load, scoring runs in a thread pool of our own (:data:`THREADS`), so the event loop keeps answering while
-  LightGBM (which releases the GIL) computes; a small request that arrives alone is scored on the loop (no
-  hop); big requests and reloads never run on the loop.
+  load, scoring runs in a thread pool of our own (``RETENTION_SCORING_THREADS``), so the event loop keeps
+  answering while LightGBM (which releases the GIL) computes; a small request that arrives alone is scored on
+  the loop (no hop); big requests and reloads never run on the loop.
 - Responses are written as ready JSON bytes (``json.dumps``, the same bytes BentoML would write):
   BentoML's own path builds a pydantic ``TypeAdapter`` for ``dict[str, Any]`` on every response.
 - The tail: with BentoML's defaults every request left objects alive for ``traffic.timeout`` seconds (the
@@ -25,36 +25,42 @@ Latency (measured in ``benchmarks/bench_service.py``, results in ``benchmarks/re
   spans), so they were promoted to the oldest GC generation and set off full collections of the whole heap
   (bentoml + mlflow + pandas + lightgbm, ~300k objects) every few thousand requests: pauses of 100-800 ms
   that every in-flight request waited out. :func:`tune_runtime` cancels that timer when the request is done
-  and freezes the start-up heap (``gc.freeze()``) so a collection never walks it again; access logging
-  is off (``RETENTION_ACCESS_LOG=1`` turns it back on); ``/metrics`` stays.
+  (:mod:`serving.bento_patches`: every change to BentoML internals, behind a version guard) and freezes the
+  start-up heap (``gc.freeze()``) so a collection never walks it again; access logging is off
+  (``RETENTION_ACCESS_LOG=1`` turns it back on); ``/metrics`` stays.
+
+Configuration comes from :func:`retention.settings.get_settings` (``RETENTION_*`` variables): what BentoML's
+decorator needs (threads, access log, tracing) is read when this module is imported, the rest when the service
+starts. The default online store is the SQLite file under ``RETENTION_HOME``, where ``retention materialize``
+writes by default; until it exists, customers sent by id are answered "unknown customer_id".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import gc
 import hmac
 import json
 import logging
-import os
 import re
 import signal
-import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.responses import Response
 
+from retention.settings import Settings, get_settings
+from serving import bento_patches
 from serving.bento import default_model_reference
 from serving.coalesce import RequestCoalescer
 from serving.online import (
-    DEFAULT_MODEL_URI,
     Limits,
     ModelHolder,
     OnlineScorer,
@@ -62,44 +68,49 @@ from serving.online import (
     check_top_k,
     rank_response,
 )
-from serving.store import StoreUnavailable
+from serving.store import OnlineStore, ResilientStore, SnapshotInfo, StoreUnavailable, open_store
 
 log = logging.getLogger("retention.service")
 request_log = logging.getLogger("retention.requests")
 """One INFO line per client error (:func:`log_client_error`); INFO even where the root logger is at WARNING, as
-BentoML sets it, so the line is in the server log (``RETENTION_CLIENT_ERROR_LOG=0`` leaves it at the root's level)."""
-if os.environ.get("RETENTION_CLIENT_ERROR_LOG", "1").strip().lower() not in ("0", "false", "no", "off"):
-    request_log.setLevel(logging.INFO)
+BentoML sets it, so the line is in the server log (``RETENTION_CLIENT_ERROR_LOG=0`` leaves it at the root's level;
+set at start-up by :func:`configure_logging`)."""
 OPEN_PATHS = ("/livez", "/healthz", "/readyz", "/metrics", "/docs.json", "/docs", "/static_content")
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
-THREADS = int(os.environ.get("RETENTION_SCORING_THREADS", "4"))
-"""Scoring threads (``RETENTION_SCORING_THREADS``; 0 scores on the event loop itself). Under concurrent load
-the event loop only does HTTP: LightGBM releases the GIL, so one request's TreeSHAP runs on the second core
-while the loop parses and answers others (in A/B runs here 1.0-2.6x the requests/s of scoring on the loop at
-16 connections). A small request that arrives alone is scored on the loop (no thread hop)."""
 INLINE_MAX_CUSTOMERS = 16
 INLINE_MAX_TRANSACTIONS = 500
 API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model")
 NOT_LOADED = "model is not loaded yet; retry when /readyz answers 200"
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def service_config(settings: Settings) -> dict[str, Any]:
+    """The BentoML service configuration for ``settings`` (the ``@bentoml.service`` decorator's arguments).
+
+    BentoML's own thread pool gets ``scoring_threads`` threads (at least 1); the service's endpoints are
+    ``async`` and score in a pool of their own (see :class:`Retention`).
+    """
+    return {
+        "traffic": {"timeout": 30, "max_concurrency": 256},  # timeout in seconds (504 after it)
+        "workers": 1,  # one process: /admin/reload and SIGHUP reload the only copy of the model
+        "threads": max(settings.scoring_threads, 1),
+        # one log line per request through the logging module costs ~10% of a no-op request's time; CRM
+        # calls are counted and timed in /metrics (Prometheus) instead
+        "logging": {"access": {"enabled": settings.access_log}},
+        # BentoML records OpenTelemetry spans for every request even when nothing samples or exports them (its
+        # sampler is "always recording"): four SDK spans per request, ~30% of a no-op request's CPU. The API
+        # routes are left out unless RETENTION_TRACING=1 (then configure an exporter with BENTOML_CONFIG).
+        **({} if settings.tracing else {"tracing": {"excluded_urls": [f"{r}$" for r in API_ROUTES]}}),
+    }
 
 
-SERVICE_CONFIG: dict[str, Any] = {
-    "traffic": {"timeout": 30, "max_concurrency": 256},
-    "workers": 1,  # one process: /admin/reload and SIGHUP reload the only copy of the model
-    "threads": max(THREADS, 1),
-    # one log line per request through the logging module costs ~10% of a no-op request's time; CRM
-    # calls are counted and timed in /metrics (Prometheus) instead
-    "logging": {"access": {"enabled": _env_flag("RETENTION_ACCESS_LOG")}},
-    # BentoML records OpenTelemetry spans for every request even when nothing samples or exports them (its
-    # sampler is "always recording"): four SDK spans per request, ~30% of a no-op request's CPU. The API
-    # routes are left out unless RETENTION_TRACING=1 (then configure an exporter with BENTOML_CONFIG).
-    **({} if _env_flag("RETENTION_TRACING") else {"tracing": {"excluded_urls": [f"{r}$" for r in API_ROUTES]}}),
-}
-"""The BentoML service configuration (shared with ``benchmarks/noop_service.py``)."""
+SERVICE_CONFIG: dict[str, Any] = service_config(get_settings())
+"""The BentoML service configuration, from the settings read once at import: the ``@bentoml.service`` decorator
+needs it then (shared with ``benchmarks/noop_service.py``)."""
+
+
+def configure_logging(settings: Settings) -> None:
+    """At service start: client errors are one INFO line in the server log unless ``client_error_log`` is off."""
+    if settings.client_error_log:
+        request_log.setLevel(logging.INFO)
 
 
 class Transaction(BaseModel):
@@ -156,12 +167,9 @@ class RankRequest(PredictRequest):
     top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
 
 
-def _config_api_key() -> str | None:
-    return os.environ.get("RETENTION_API_KEY") or None
-
-
-def _config_admin_key() -> str | None:
-    return os.environ.get("RETENTION_ADMIN_KEY") or None
+def _secret(value: SecretStr | None) -> str | None:
+    """The key's text, or None when it is unset or empty (``RETENTION_ADMIN_KEY=`` disables the admin routes)."""
+    return (value.get_secret_value() if value is not None else "") or None
 
 
 ADMIN_ROUTES = ("/admin/",)
@@ -186,10 +194,12 @@ class GuardMiddleware:
     as the bytes arrive, so a chunked body without ``Content-Length`` is cut off at the limit too."""
 
     def __init__(self, app: Any, max_body_bytes: int | None = None):
+        """``max_body_bytes``: the body size limit in bytes (default: the ``max_body_bytes`` setting)."""
+        settings = get_settings()
         self.app = app
-        self.api_key = _config_api_key()
-        self.admin_key = _config_admin_key()
-        self.max_body = int(os.environ.get("RETENTION_MAX_BODY_BYTES", max_body_bytes or DEFAULT_MAX_BODY_BYTES))
+        self.api_key = _secret(settings.api_key)
+        self.admin_key = _secret(settings.admin_key)
+        self.max_body = max_body_bytes if max_body_bytes is not None else settings.max_body_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -523,151 +533,19 @@ class OpenAPIMiddleware:
         await _send_bytes(send, 200, self.document)
 
 
-_EMPTY_CONTEXT = contextvars.Context()
-_in_flight = 0  # requests this worker is answering (counted on the event loop by the patched middleware)
-_counting = False  # True once the middleware is patched and counts
-
-
-async def _timeout_middleware_call(self: Any, scope: dict, receive: Any, send: Any) -> None:
-    """BentoML's ``TimeoutMiddleware.__call__`` (504 when no response has started within ``traffic.timeout``),
-    except that the timer is cancelled once the request is done and does not capture the request's context.
-
-    The original ``loop.call_later(timeout, ...)`` is never cancelled: each request's timer, waiter future
-    and a copy of its ``contextvars`` context (OpenTelemetry spans, locks, deques: ~10 objects) stay alive for
-    ``timeout`` seconds, survive the young GC generations and trigger full collections of the whole heap.
-
-    It also counts the requests in flight (:func:`requests_in_flight`), from when uvicorn dispatches a request
-    (every request passes here before any endpoint runs) until its response is complete.
-    """
-    global _in_flight
-    if scope["type"] not in ("http", "websocket"):
-        await self.app(scope, receive, send)
-        return
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-    timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=_EMPTY_CONTEXT)
-    _in_flight += 1
-    counted = True
-
-    async def _send(message: Any) -> None:
-        global _in_flight
-        nonlocal counted
-        if not waiter.done():
-            waiter.set_result(None)
-        if counted and message.get("type") == "http.response.body" and not message.get("more_body", False):
-            _in_flight -= 1  # answered: the client may send its next request before this task ends
-            counted = False
-        await send(message)
-
-    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
-    try:
-        try:
-            await waiter
-        except TimeoutError:
-            if fut.cancel():
-                from starlette.responses import JSONResponse
-
-                response = JSONResponse(
-                    {"error": f"Not able to process the request in {self.timeout} seconds"}, status_code=504
-                )
-                await response(scope, receive, send)
-        else:
-            await fut
-    finally:
-        timer.cancel()
-        if counted:
-            _in_flight -= 1
-
-
-def requests_in_flight() -> int | None:
-    """Requests this worker is answering now (the caller's included), or None when they are not counted."""
-    return _in_flight if _counting else None
-
-
-_tuned = threading.Lock()
-_tuned_done = False
-
-
-def tune_runtime() -> None:
-    """Process-wide latency fixes for the BentoML worker; idempotent. Called from the service's ``__init__``.
-
-    1. Replace BentoML's timeout middleware call with :func:`_timeout_middleware_call` (same behaviour, no
-       per-request garbage kept for ``traffic.timeout`` seconds; counts the requests in flight).
-    2. ``gc.freeze()`` the start-up heap (modules, classes, the service): the cyclic GC then only walks
-       objects created after start-up. The model is frozen the same way once loaded (see ``serving.online``).
-    """
-    global _tuned_done, _counting
-    with _tuned:
-        if _tuned_done:
-            return
-        try:
-            from bentoml._internal.server.http.traffic import TimeoutMiddleware
-
-            if hasattr(TimeoutMiddleware, "_set_timer_out"):
-                TimeoutMiddleware.__call__ = _timeout_middleware_call  # type: ignore[method-assign]
-                _counting = True
-            else:  # another BentoML version: leave it alone
-                log.warning("BentoML's TimeoutMiddleware changed; its per-request timer is not patched")
-        except ImportError:
-            pass
-        quiet_client_errors()
-        freeze_heap()
-        _tuned_done = True
-
-
-def _client_error_status(exc: BaseException | None) -> int | None:
-    """The 4xx status BentoML answers ``exc`` with, or None for a server error."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError | json.JSONDecodeError | UnicodeDecodeError):
-        return 400
-    code = getattr(getattr(exc, "error_code", None), "value", None)
-    return code if isinstance(code, int) and 400 <= code < 500 else None
-
-
-def quiet_client_errors() -> None:
-    """BentoML logs every request it rejects (a body that does not match the schema, invalid JSON) as an ERROR
-    with a traceback that carries the client's data (pydantic's ``input_value=...``): 1,225 tracebacks in
-    30,014 log lines under Schemathesis. Client errors become one INFO line (:func:`log_client_error`); server
-    errors keep BentoML's ERROR with the traceback."""
-    try:
-        from _bentoml_impl.server import app as bentoml_app
-    except ImportError:  # another BentoML layout: leave it alone
-        return
-    original = getattr(bentoml_app, "log_exception", None)
-    if original is None or getattr(original, "_retention_quiet", False):
-        return
-
-    def log_exception(request: Any, exc_info: Any = True) -> None:
-        exc = sys.exc_info()[1]
-        status = _client_error_status(exc)
-        if status is None:
-            original(request, exc_info)
-            return
-        problems = exc.errors() if hasattr(exc, "errors") and hasattr(exc, "error_count") else None
-        what = f"{len(problems)} schema problem(s), first {problems[0]['type']}" if problems else None
-        log_client_error(request.method, request.url.path, status, what)  # error types only: no client field names
-
-    log_exception._retention_quiet = True  # type: ignore[attr-defined]
-    bentoml_app.log_exception = log_exception
+def tune_runtime(service: Any) -> None:
+    """Latency fixes for the BentoML worker, the one call at service start (``__init__``; also the benchmark's
+    no-op service): :func:`serving.bento_patches.apply` (BentoML internals behind a version guard: the timeout
+    timer, client errors as one :func:`log_client_error` line, ``service``'s API methods bound once), then
+    :func:`freeze_heap` of the start-up heap (modules, classes, the service), so the cyclic GC only walks objects
+    created after start-up. The model is frozen the same way once loaded (``ModelHolder(on_loaded=...)``)."""
+    bento_patches.apply(service, log_client_error)
+    freeze_heap()
 
 
 def freeze_heap() -> None:
     """Move every object alive now to the GC's permanent generation (never scanned, never collected)."""
     gc.freeze()
-
-
-def cache_api_methods(instance: Any) -> None:
-    """Bind each ``@bentoml.api`` method of ``instance`` once instead of on every request.
-
-    BentoML looks the endpoint up with ``getattr(instance, name)`` per request, and its descriptor
-    (``APIMethod.__get__``) then builds a new wrapper with ``inspect.signature`` and ``functools.wraps``
-    each time. The descriptor has no ``__set__``, so an instance attribute of the same name answers first.
-    """
-    for name in dir(type(instance)):
-        method = getattr(type(instance), name, None)
-        if type(method).__name__ == "APIMethod" and hasattr(method, "__get__"):
-            setattr(instance, name, method.__get__(instance, type(instance)))
 
 
 def _json_response(content: dict[str, Any]) -> Response:
@@ -676,15 +554,14 @@ def _json_response(content: dict[str, Any]) -> Response:
     return Response(json.dumps(content).encode("utf-8"), media_type="application/json")
 
 
-def _open_store() -> Any | None:
-    """The online store, or None. It never stops the start-up: while its server is unreachable, by-id requests
-    answer 503 naming it, /readyz reports it, inline customers are scored; it reconnects when the server is back."""
-    url = os.environ.get("RETENTION_STORE_URL")
-    if not url:
-        return None
-    from serving.store import ResilientStore
-
-    store = _stores["store"] = ResilientStore(url)
+def _open_store(settings: Settings) -> OnlineStore:
+    """The online store of ``settings`` (``store_url``, else the SQLite file under ``home``). It never stops the
+    start-up: while its server is unreachable, by-id requests answer 503 naming it, /readyz reports it, inline
+    customers are scored; it reconnects when the server is back. The default SQLite file is not created here:
+    until ``retention materialize`` writes it, every customer sent by id is unknown (:class:`_NotMaterialized`)."""
+    url = settings.resolved_store_url
+    opener = _open_default_store if settings.store_url is None else open_store
+    store = _stores["store"] = ResilientStore(url, opener=opener)
     error = store.health()["error"]
     if error:
         log.warning("starting without the online store %s: %s", store.name, error)
@@ -693,6 +570,45 @@ def _open_store() -> Any | None:
 
 _stores: dict[str, Any] = {}
 """The worker's online store (set by :func:`_open_store`), read by :class:`StoreReadinessMiddleware`."""
+
+
+def _open_default_store(url: str) -> OnlineStore:
+    """The default SQLite store (``sqlite:///<home>/online_store.db``) if its file exists, else a
+    :class:`_NotMaterialized` stand-in: the service creates no file."""
+    path = Path(url.removeprefix("sqlite:///"))
+    return open_store(url) if path.exists() else _NotMaterialized(url, path)
+
+
+class _NotMaterialized(OnlineStore):
+    """The default SQLite store before ``retention materialize`` has written its file: no snapshot, so every
+    customer sent by id is "unknown customer_id"; the first read after the file appears opens it. Read-only."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        self.url = url
+        self.path = path
+        self._store: OnlineStore | None = None
+        self._lock = threading.Lock()
+
+    def read_with_info(self, customer_ids: Sequence[str]) -> tuple[SnapshotInfo | None, dict[str, Any]]:
+        store = self._store
+        if store is None:
+            if not self.path.exists():
+                return None, {}
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self.url)
+                store = self._store
+        return store.read_with_info(customer_ids)
+
+    def info(self) -> SnapshotInfo | None:
+        return self.read_with_info(())[0]
+
+    def write_snapshot(self, features: Any, *, as_of: Any, feature_columns: Sequence[str]) -> SnapshotInfo:
+        raise RuntimeError("the service does not write the online store: run `retention materialize`")
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 class StoreReadinessMiddleware:
@@ -747,13 +663,17 @@ class Retention:
     """Churn probability, expected value, value at risk, tier, segment and reasons per customer."""
 
     def __init__(self) -> None:
-        self.holder = ModelHolder(default_model_reference(DEFAULT_MODEL_URI), on_loaded=freeze_heap)
+        """Start the service from :func:`get_settings`: model reference, online store, request limits and
+        ``scoring_threads`` scoring threads (0: every request is scored on the event loop)."""
+        settings = get_settings()
+        configure_logging(settings)
+        self.holder = ModelHolder(default_model_reference(settings), on_loaded=freeze_heap)
         _current["holder"] = self.holder
-        self.scorer = OnlineScorer(self.holder, _open_store(), Limits.from_env())
-        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="retention-score") if THREADS > 0 else None
+        self.scorer = OnlineScorer(self.holder, _open_store(settings), Limits.from_env())
+        threads = settings.scoring_threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="retention-score") if threads > 0 else None
         self._coalescer = RequestCoalescer(self.scorer, self._pool) if self._pool is not None else None
-        cache_api_methods(self)
-        tune_runtime()
+        tune_runtime(self)
         self.holder.load_in_background()
         with contextlib.suppress(ValueError):  # not the main thread (in-process tests): reload by admin call only
             signal.signal(signal.SIGHUP, lambda *_: self.holder.load_in_background())
@@ -766,7 +686,7 @@ class Retention:
         flight (a thread hop would only add latency: there is nothing to overlap with)."""
         if self._pool is None:
             return True
-        if requests_in_flight() != 1 or len(customers) > INLINE_MAX_CUSTOMERS:
+        if bento_patches.requests_in_flight() != 1 or len(customers) > INLINE_MAX_CUSTOMERS:
             return False
         return sum(len(c.get("transactions") or ()) for c in customers) <= INLINE_MAX_TRANSACTIONS
 

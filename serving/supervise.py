@@ -14,12 +14,12 @@ import signal
 import subprocess
 import sys
 
-WORKER_MARK = "_bentoml_impl.worker"
-"""Part of the command line of a BentoML 1.4 worker process (the one that holds the model)."""
+from serving.bento_patches import WORKER_MARK
 
 
 def worker_pids(server_pid: int) -> list[int]:
-    """PIDs of the BentoML worker processes under the server process ``server_pid``."""
+    """PIDs of the BentoML worker processes (the ones that hold the model, found by :data:`WORKER_MARK` in their
+    command line) under the server process ``server_pid``."""
     import psutil
 
     pids = []

@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
@@ -62,6 +62,15 @@ def _wait(check: Callable[[], T], seconds: float = 30.0) -> T:
         if result or time.monotonic() > deadline:
             return result
         time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """After each test, forget the cached settings: a test that changed the environment leaves nothing behind."""
+    from retention.settings import get_settings
+
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

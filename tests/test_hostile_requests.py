@@ -37,11 +37,6 @@ def server(workspace, bundle) -> Iterator[http.Server]:
     http.stop(s)
 
 
-def server_log(workspace, server: http.Server) -> str:
-    port = server.base.rsplit(":", 1)[1]
-    return (workspace.root / f"server-{port}.log").read_text(errors="replace")
-
-
 def inline(*transactions: dict, as_of: str | None = "2024-12-30", **extra) -> dict:
     body = {"customers": [{"customer_id": "a", "transactions": list(transactions)}], **extra}
     return {**body, "as_of": as_of} if as_of else body
@@ -325,14 +320,14 @@ def test_client_errors_leave_one_quiet_line_not_a_traceback(server, workspace) -
         ("/predict", {"customers": [], MARKER: 1}),
         ("/predict", inline({"timestamp": "2024-06-01", "amount": MARKER})),
     ]
-    before = server_log(workspace, server).count("client error: ")
+    before = http.server_log(workspace, server).count("client error: ")
     for path, body in bad:
         assert 400 <= post_json(server, path, body).status_code < 500
     for content in (b"{" + MARKER.encode(), MARKER.encode()):
         response = httpx.post(server.base + "/predict", content=content, headers={"content-type": "application/json"})
         assert response.status_code == 400
     httpx.post(server.base + "/predict", files={"f": (MARKER, MARKER.encode())})
-    log = server_log(workspace, server)
+    log = http.server_log(workspace, server)
     assert log.count("client error: ") - before == len(bad) + 3  # one line per bad request
     assert "client error: POST /predict answered 415" in log
     assert "client error: POST /predict answered 400 (1 schema problem(s), first float_type)" in log

@@ -36,6 +36,7 @@ class Server:
 ADMIN_KEY = "admin-s3cret"
 """``RETENTION_ADMIN_KEY`` of every test server (``/admin/reload`` is refused without one); send ``ADMIN``."""
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
+UNKNOWN_CUSTOMER = "unknown customer_id: not in the online store"
 
 
 def start_server(workspace, store_url: str | None, model: str, extra_env=None, wait_ready=True) -> Server:
@@ -61,6 +62,12 @@ def start_server(workspace, store_url: str | None, model: str, extra_env=None, w
         time.sleep(0.3)
     stop(server)
     raise RuntimeError("server did not become ready")
+
+
+def server_log(workspace, server: Server) -> str:
+    """Everything the server (``retention serve`` and its BentoML worker) has written so far."""
+    port = server.base.rsplit(":", 1)[1]
+    return (workspace.root / f"server-{port}.log").read_text(errors="replace")
 
 
 def stop(server: Server) -> None:
@@ -108,7 +115,44 @@ def test_predict_by_id_from_the_online_store(server, known_ids, workspace) -> No
     assert first["segment"] in {"star", "rising", "fading", "low"}
     assert 1 <= len(first["reasons"]) <= 3
     assert {"feature", "description", "value", "effect", "contribution"} <= set(first["reasons"][0])
-    assert unknown == {"customer_id": "nobody", "error": "unknown customer_id: not in the online store"}
+    assert unknown == {"customer_id": "nobody", "error": UNKNOWN_CUSTOMER}
+
+
+def test_the_server_runs_with_bentoml_s_internals_patched(server, workspace) -> None:
+    """serving.bento_patches.apply ran in the worker, and every patch was applied (the installed BentoML is the
+    tested series: test_bento_patches.py)."""
+    from serving import bento_patches
+
+    patched = f"BentoML {bento_patches.bentoml_version()} internals patched: {', '.join(bento_patches.PATCHES)}\n"
+    assert patched in server_log(workspace, server)
+
+
+def test_serve_reads_the_store_materialize_writes_by_default(workspace, known_ids, tmp_path) -> None:
+    """Neither command is given a store: both use the SQLite file under RETENTION_HOME. Before ``materialize`` has
+    written it, the server starts, creates no file and answers a customer sent by id "unknown customer_id"; once
+    it is written, the same server scores that customer from it."""
+    home = tmp_path / "home"
+    s = start_server(workspace, None, "models:/retention@champion", {"RETENTION_HOME": str(home)})
+    try:
+        body = {"customers": [{"customer_id": known_ids[0]}]}
+        before = s.post("/predict", body)
+        assert before.status_code == 200, before.text
+        assert before.json()["predictions"] == [{"customer_id": known_ids[0], "error": UNKNOWN_CUSTOMER}]
+        assert s.get("/readyz").status_code == 200 and not home.exists()
+        materialized = run_cli(
+            "materialize",
+            "-t",
+            str(workspace.transactions),
+            "--as-of",
+            workspace.AS_OF,
+            env={**workspace.env, "RETENTION_HOME": str(home)},
+        )
+        assert materialized.returncode == 0, materialized.stderr
+        assert (home / "online_store.db").is_file()
+        after = s.post("/predict", body).json()["predictions"][0]
+        assert after["customer_id"] == known_ids[0] and "error" not in after and 0 <= after["churn_probability"] <= 1
+    finally:
+        stop(s)
 
 
 def test_batch_and_online_scores_agree(server, known_ids, workspace, tmp_path) -> None:
@@ -160,7 +204,7 @@ def test_rank_sorts_by_value_at_risk_with_top_k(server, known_ids) -> None:
     ranking = body["ranking"]
     assert [r["retention_rank"] for r in ranking] == [1, 2, 3]
     assert [r["value_at_risk"] for r in ranking] == sorted((r["value_at_risk"] for r in ranking), reverse=True)
-    assert body["errors"] == [{"customer_id": "nobody", "error": "unknown customer_id: not in the online store"}]
+    assert body["errors"] == [{"customer_id": "nobody", "error": UNKNOWN_CUSTOMER}]
 
 
 def test_inline_order_lines_give_the_answer_of_the_same_transactions(server, known_ids, workspace) -> None:
@@ -365,7 +409,7 @@ def test_schemathesis_finds_no_server_error(server, workspace) -> None:
 
         check()
     assert not failures, failures[:3]
-    log = (workspace.root / f"server-{server.base.rsplit(':', 1)[1]}.log").read_text(errors="replace")
+    log = server_log(workspace, server)
     assert "Traceback" not in log and "Exception on /" not in log  # client errors are one quiet line, not an ERROR
 
 
