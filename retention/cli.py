@@ -6,14 +6,23 @@ Each command imports what it needs when it runs, so ``retention --help`` does no
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from retention.settings import get_settings, settings_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from features.contract import DataQualityReport
+    from training.config import TrainingConfig
 
 app = typer.Typer(
     name="retention",
@@ -91,38 +100,57 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def load(
-    transactions: str,
-    columns: str | None,
-    as_of: str | None,
-    strict: bool,
-    quiet: bool = False,
-    normalize_ids: bool = False,
-    min_date: str = DEFAULT_MIN_DATE,
-    allow_future_as_of: bool | None = False,
-):
-    """Read transactions through the contract and print the data-quality report to stderr.
+@dataclasses.dataclass(frozen=True)
+class TransactionInput:
+    """How a command reads its transactions: the options every such command shares, built once per command."""
 
-    ``allow_future_as_of``: False refuses an as-of date too far after the last transaction (:func:`check_as_of`),
-    None does not check (``quality`` only reports).
-    """
-    from features.contract import parse_column_map, parse_date_only
-    from features.sources import load_transactions
+    source: str
+    """File, directory of Parquet files or SQL URL (``--transactions``)."""
+    columns: str | None = None
+    """``--columns`` mapping text (``customer_id=cust,...``)."""
+    as_of: str | None = None
+    """As-of date YYYY-MM-DD: later rows are counted, not used."""
+    strict: bool = False
+    """Fail when any row breaks the input contract."""
+    normalize_ids: bool = False
+    """Read float-looking ids as integers."""
+    min_date: str = DEFAULT_MIN_DATE
+    """Floor of plausible transaction dates, YYYY-MM-DD."""
+    allow_future_as_of: bool | None = False
+    """False refuses an as-of date too far after the last transaction (:func:`check_as_of`); None does not check
+    (``quality`` only reports)."""
 
-    mapping = parse_column_map(columns)
-    tx, report = load_transactions(
-        transactions,
-        columns=mapping,
-        as_of=as_of,
-        strict=strict,
-        normalize_float_ids=normalize_ids,
-        min_date=parse_date_only(min_date, "--min-date"),
-    )
-    if not quiet:
-        _echo_err(report.render())
-    if allow_future_as_of is not None:
-        check_as_of(report, as_of, allow_future_as_of)
-    return tx, report
+    @property
+    def column_map(self) -> dict[str, str]:
+        """``--columns`` parsed (ContractError, exit 2, when malformed)."""
+        from features.contract import parse_column_map
+
+        return parse_column_map(self.columns)
+
+    @property
+    def min_day(self) -> dt.date:
+        """``--min-date`` as a date."""
+        from features.contract import parse_date_only
+
+        return parse_date_only(self.min_date, "--min-date")
+
+    def load(self, quiet: bool = False) -> tuple[pd.DataFrame, DataQualityReport]:
+        """Read the transactions through the contract; print the data-quality report to stderr unless ``quiet``."""
+        from features.sources import load_transactions
+
+        tx, report = load_transactions(
+            self.source,
+            columns=self.column_map,
+            as_of=self.as_of,
+            strict=self.strict,
+            normalize_float_ids=self.normalize_ids,
+            min_date=self.min_day,
+        )
+        if not quiet:
+            _echo_err(report.render())
+        if self.allow_future_as_of is not None:
+            check_as_of(report, self.as_of, self.allow_future_as_of)
+        return tx, report
 
 
 def check_as_of(report, as_of: str | None, allow_future_as_of: bool) -> None:
@@ -188,15 +216,7 @@ def features(
 
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise UserError(f"--out '{out}' must end in .csv or .parquet")
-    tx, _ = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=allow_future_as_of,
-    )
+    tx, _ = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of).load()
     table = compute_features(tx, as_of)
     write_frame(table, out)
     _echo_err(f"wrote features of {len(table):,} customers as of {as_of} to {out}")
@@ -219,42 +239,59 @@ def quality(
     Counts lines, orders, exact duplicate lines and cancelled orders; warns when the input looks like order lines
     mapped as transactions (``--strict`` then fails).
     """
-    _, report = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        quiet=as_json,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=None,
-    )
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of=None)
+    _, report = inputs.load(quiet=as_json)
     if as_json:
         typer.echo(report.to_json())
 
 
-HorizonOpt = Annotated[int, typer.Option("--horizon-days", min=1, help="Churn/value horizon H in days.")]
-ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment name.")]
-ModelNameOpt = Annotated[str, typer.Option("--model-name", help="Registered model name.")]
+HorizonOpt = Annotated[
+    int | None, typer.Option("--horizon-days", min=1, help="Churn/value horizon H in days (default 90).")
+]
+ExperimentOpt = Annotated[
+    str | None, typer.Option("--experiment", help="MLflow experiment name (default: the model name).")
+]
+ModelNameOpt = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model name (default $RETENTION_MODEL_NAME, retention).")
+]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")]
 MinHistoryOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--min-history-days",
         min=0,
-        help="Days of history a training cutoff needs before it; with less, a BTYD-only version is trained.",
+        help="Days of history a training cutoff needs before it; with less, a BTYD-only version is trained"
+        " (default 30).",
     ),
 ]
 LevelSourceOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--level-source",
-        help="Where the total forecast comes from: auto (the estimator that backtests best), btyd_rebased, btyd,"
-        " run_rate or seasonal_run_rate (see training/level.py).",
+        help="Where the total forecast comes from: auto (the estimator that backtests best; default), btyd_rebased,"
+        " btyd, run_rate or seasonal_run_rate (see training/level.py).",
     ),
 ]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Training config JSON (e.g. a run's training_config.json from MLflow); the flags above override it.",
+    ),
+]
+"""The training options' defaults are :class:`training.config.TrainingConfig`'s (the help repeats them; a test
+checks it): a flag left out keeps the config's value."""
 
 
-def _as_of(value: str):
+def _training_config(config_file: Path | None, **flags: Any) -> TrainingConfig:
+    """The config of a training command: ``--config`` (else the defaults) with the flags that were given."""
+    from training.config import DEFAULT_CONFIG, TrainingConfig
+
+    base = TrainingConfig.read(config_file) if config_file is not None else DEFAULT_CONFIG
+    return base.replace(**flags)
+
+
+def _as_of(value: str) -> dt.date:
     from features.contract import to_date
 
     return to_date(value)
@@ -264,16 +301,23 @@ def _as_of(value: str):
 def train(
     transactions: TransactionsOpt,
     as_of: AsOfOpt,
-    horizon_days: HorizonOpt = 90,
-    experiment: ExperimentOpt = "retention",
-    model_name: ModelNameOpt = "retention",
-    tune: Annotated[int, typer.Option("--tune", min=1, help="Parameter sets to try per head (1 = defaults).")] = 1,
-    margin: Annotated[float, typer.Option("--margin", help="Gross margin: share of revenue that is profit.")] = 1.0,
-    discount_rate: Annotated[float, typer.Option("--discount-rate", help="Annual discount rate for value.")] = 0.0,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    horizon_days: HorizonOpt = None,
+    experiment: ExperimentOpt = None,
+    model_name: ModelNameOpt = None,
+    tune: Annotated[
+        int | None, typer.Option("--tune", min=1, help="Parameter sets to try per head (default 1: defaults).")
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option("--margin", help="Gross margin: share of revenue that is profit (default 1).")
+    ] = None,
+    discount_rate: Annotated[
+        float | None, typer.Option("--discount-rate", help="Annual discount rate for value (default 0).")
+    ] = None,
+    seed: SeedOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Make this version champion whatever its metrics.")] = False,
-    min_history_days: MinHistoryOpt = 30,
-    level_source: LevelSourceOpt = "auto",
+    min_history_days: MinHistoryOpt = None,
+    level_source: LevelSourceOpt = None,
+    config_file: ConfigOpt = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
@@ -283,37 +327,34 @@ def train(
     """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate."""
     from training.jobs import train as run_train
 
-    tx, quality_report = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=allow_future_as_of,
+    config = _training_config(
+        config_file,
+        horizon_days=horizon_days,
+        tune=tune,
+        margin=margin,
+        discount_rate=discount_rate,
+        seed=seed,
+        min_history_days=min_history_days,
+        level_source=level_source,
     )
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
+    tx, quality_report = inputs.load()
     last = quality_report.last_date
-    label_start = _as_of(as_of) - dt.timedelta(days=horizon_days)
-    if last is not None and dt.date.fromisoformat(last) <= label_start:
+    horizon = config.horizon_days
+    if last is not None and dt.date.fromisoformat(last) <= _as_of(as_of) - dt.timedelta(days=horizon):
         raise UserError(
-            f"no transaction in the {horizon_days} days before the as-of date {as_of} (the last is on {last}): every"
+            f"no transaction in the {horizon} days before the as-of date {as_of} (the last is on {last}): every"
             " training label would say churned; use an as-of date closer to the data"
         )
     summary = run_train(
         tx,
         quality_report,
         as_of=_as_of(as_of),
-        horizon_days=horizon_days,
         source=transactions,
+        config=config,
         experiment=experiment,
         model_name=model_name,
-        tune=tune,
-        margin=margin,
-        discount_rate=discount_rate,
-        seed=seed,
         force=force,
-        min_history_days=min_history_days,
-        level_source=level_source,
     )
     typer.echo(summary.comparison)
     status = "champion" if summary.decision.promoted else "challenger"
@@ -325,13 +366,14 @@ def train(
 def backtest(
     transactions: TransactionsOpt,
     as_of: AsOfOpt,
-    horizon_days: HorizonOpt = 90,
+    horizon_days: HorizonOpt = None,
     folds: Annotated[int, typer.Option("--folds", min=1, help="Rolling cutoffs to evaluate.")] = 3,
     step_days: Annotated[int, typer.Option("--step-days", min=1, help="Days between folds.")] = 30,
-    experiment: ExperimentOpt = "retention",
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    min_history_days: MinHistoryOpt = 30,
-    level_source: LevelSourceOpt = "auto",
+    experiment: ExperimentOpt = None,
+    seed: SeedOpt = None,
+    min_history_days: MinHistoryOpt = None,
+    level_source: LevelSourceOpt = None,
+    config_file: ConfigOpt = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     normalize_ids: NormalizeIdsOpt = False,
@@ -342,25 +384,17 @@ def backtest(
     from training.jobs import backtest as run_backtest
     from training.report import backtest_markdown
 
-    tx, _ = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=allow_future_as_of,
-    )
-    table = run_backtest(
-        tx,
-        as_of=_as_of(as_of),
+    config = _training_config(
+        config_file,
         horizon_days=horizon_days,
-        folds=folds,
-        step_days=step_days,
-        experiment=experiment,
         seed=seed,
         min_history_days=min_history_days,
         level_source=level_source,
+    )
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
+    tx, _ = inputs.load()
+    table = run_backtest(
+        tx, as_of=_as_of(as_of), folds=folds, step_days=step_days, experiment=experiment, config=config
     )
     typer.echo(backtest_markdown(table))
 
@@ -378,54 +412,53 @@ def btyd(
     """Fit the classical BG/NBD + Gamma-Gamma models alone and print their parameters as JSON."""
     from training.jobs import fit_btyd_only
 
-    tx, _ = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=allow_future_as_of,
-    )
+    tx, _ = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of).load()
     typer.echo(json.dumps(fit_btyd_only(tx, _as_of(as_of)), indent=2))
 
 
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
-    model_name: ModelNameOpt = "retention",
+    model_name: ModelNameOpt = None,
 ) -> None:
     """Move the champion alias to a model version by hand."""
     from training.registry import promote as run_promote
 
+    model_name = model_name or get_settings().model_name
     previous = run_promote(model_name, version)
     typer.echo(f"{model_name}: champion is now version {version} (was {previous or 'none'})")
 
 
 ModelOpt = Annotated[
-    str,
-    typer.Option("--model", help="Model: models:/NAME@ALIAS, models:/NAME/VERSION, or a local model directory."),
+    str | None,
+    typer.Option(
+        "--model",
+        help="Model: models:/NAME@ALIAS, models:/NAME/VERSION, or a local model directory (default"
+        " $RETENTION_MODEL_URI, else the champion of $RETENTION_MODEL_NAME: models:/retention@champion).",
+    ),
 ]
 StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
-        help="Online store URL: sqlite:///path.db, postgresql://..., redis://... (default $RETENTION_STORE_URL).",
+        help="Online store URL: sqlite:///path.db, postgresql://..., redis://... (default $RETENTION_STORE_URL, else"
+        " sqlite:///$RETENTION_HOME/online_store.db: the same for `materialize` and `serve`).",
     ),
 ]
 
 
 @app.command()
 def serve(
-    model: ModelOpt = "models:/retention@champion",
+    model: ModelOpt = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     store: StoreOpt = None,
 ) -> None:
     """Start the BentoML prediction service (/predict, /rank, /readyz, /metrics, OpenAPI at /)."""
-    env = {**os.environ, "RETENTION_MODEL_URI": model}
-    if store or os.environ.get("RETENTION_STORE_URL"):
-        env["RETENTION_STORE_URL"] = store or os.environ["RETENTION_STORE_URL"]
+    # without --store the service opens the settings' store: $RETENTION_STORE_URL, else where `materialize` writes
+    env = {**os.environ, "RETENTION_MODEL_URI": model or get_settings().resolved_model_uri}
+    if store:
+        env["RETENTION_STORE_URL"] = store
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Retention", "--port", str(port)]
     command += ["--host", host]
     from serving.supervise import run
@@ -441,7 +474,7 @@ def score(
     transactions: TransactionsOpt,
     as_of: AsOfOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="Output: .parquet / .csv file, or SQL URL with ?table=.")],
-    model: ModelOpt = "models:/retention@champion",
+    model: ModelOpt = None,
     engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Keep only the K first in the ranking.")] = None,
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")] = 8,
@@ -456,12 +489,13 @@ def score(
     allow_future_as_of: AllowFutureOpt = False,
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
-    from features.contract import parse_column_map, parse_date_only
     from serving.loader import load_model
 
     if engine not in ("local", "spark"):
         raise UserError(f"--engine must be 'local' or 'spark', got '{engine}'")
-    mapping = parse_column_map(columns)
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
+    mapping = inputs.column_map
+    model = model or get_settings().resolved_model_uri
     scoring_model = load_model(model)
     if engine == "spark":
         from serving.spark_engine import run_spark_job as run_job
@@ -478,7 +512,7 @@ def score(
         partitions=partitions,
         spool_input=spool,
         normalize_float_ids=normalize_ids,
-        min_date=parse_date_only(min_date, "--min-date"),
+        min_date=inputs.min_day,
         allow_future_as_of=allow_future_as_of,
     )
     typer.echo(summary.render())
@@ -503,16 +537,8 @@ def materialize(
     from features.kernel import compute_features
     from serving.store import open_store
 
-    url = store or os.environ.get("RETENTION_STORE_URL") or _default_store_url()
-    tx, _ = load(
-        transactions,
-        columns,
-        as_of,
-        strict,
-        normalize_ids=normalize_ids,
-        min_date=min_date,
-        allow_future_as_of=allow_future_as_of,
-    )
+    url = store or get_settings().resolved_store_url
+    tx, _ = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of).load()
     table = compute_features(tx, as_of)
     feature_names = [c for c in table.columns if c not in ("customer_id", "cutoff")]
     try:
@@ -531,15 +557,9 @@ def materialize(
     _echo_err(f"materialized {info.rows:,} customers as of {info.as_of} into {url}")
 
 
-def _default_store_url() -> str:
-    from serving.store import default_store_url
-
-    return default_store_url(Path(os.environ.get("RETENTION_HOME", ".retention")))
-
-
 @app.command()
 def bento(
-    model: ModelOpt = "models:/retention@champion",
+    model: ModelOpt = None,
     context: Annotated[Path, typer.Option("--context", help="Build context folder to (re)create.")] = Path(
         "build/bento"
     ),
@@ -549,7 +569,7 @@ def bento(
     from serving.bento import build, write_context
     from serving.loader import load_model
 
-    scoring_model = load_model(model)
+    scoring_model = load_model(model or get_settings().resolved_model_uri)
     folder = write_context(scoring_model, context, Path(__file__).resolve().parent.parent)
     if no_build:
         typer.echo(f"build context written to {folder}")
@@ -557,6 +577,27 @@ def bento(
     tag = build(folder)
     typer.echo(f"built Bento {tag} with model version {scoring_model.version}")
     typer.echo(f"serve it with: bentoml serve {tag}    container: bentoml containerize {tag}")
+
+
+@app.command("settings")
+def show_settings(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print this process's values as JSON (secrets and passwords hidden).")
+    ] = False,
+) -> None:
+    """Print every RETENTION_* setting: the Markdown table (variable, default, meaning) or, with --json, the values
+    in effect here."""
+    if not as_json:
+        typer.echo(settings_table())
+        return
+    from features.urls import redact_url
+
+    settings = get_settings()
+    values = settings.model_dump(mode="json")  # SecretStr values dump as "**********"
+    values["store_url"] = redact_url(values["store_url"]) if values["store_url"] else None
+    values["resolved_store_url"] = redact_url(settings.resolved_store_url)
+    values["resolved_model_uri"] = settings.resolved_model_uri
+    typer.echo(json.dumps(values, indent=2))
 
 
 def _quiet_libraries() -> None:
@@ -574,9 +615,17 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map errors to exit codes (2 user error, 1 internal failure)."""
+    from pydantic import ValidationError
+
     from features.contract import ContractError
 
-    if not os.environ.get("RETENTION_DEBUG"):
+    try:
+        debug = get_settings().debug
+    except ValidationError as exc:
+        problems = "; ".join(f"RETENTION_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        _echo_err(f"error: invalid settings: {problems}")
+        return 2
+    if not debug:
         _quiet_libraries()
     try:
         app(args=argv, standalone_mode=False)
@@ -593,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return int(getattr(exc, "exit_code", 2))
         _echo_err(f"internal error: {type(exc).__name__}: {exc}")
-        if os.environ.get("RETENTION_DEBUG"):
+        if debug:
             raise
         return 1
     return 0

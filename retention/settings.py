@@ -49,7 +49,8 @@ class Settings(BaseSettings):
     model_name: str = Field(DEFAULT_MODEL_NAME, description="Registered model name (and MLflow experiment).")
     model_uri: str = Field(
         champion_uri(),
-        description="Model to serve or score: models:/NAME@ALIAS, models:/NAME/VERSION or a model directory.",
+        description="Model to serve or score: models:/NAME@ALIAS, models:/NAME/VERSION or a model directory"
+        " (unset: the champion of RETENTION_MODEL_NAME).",
     )
     store_url: str | None = Field(
         None,
@@ -61,7 +62,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="Request body size limit in bytes (413 above).")
     scoring_threads: int = Field(4, ge=0, description="Service scoring threads (0 scores on the event loop).")
     api_key: SecretStr | None = Field(None, description="When set, every API route needs it (Bearer or X-API-Key).")
-    admin_key: SecretStr | None = Field(None, description="When set, /admin/reload needs it instead of the API key.")
+    admin_key: SecretStr | None = Field(
+        None, description="/admin/reload needs it as X-Admin-Key (besides the API key); unset, the route answers 403."
+    )
     access_log: bool = Field(False, description="One access-log line per request (BentoML's access log).")
     client_error_log: bool = Field(True, description="One INFO line per client error (4xx) in the server log.")
     tracing: bool = Field(False, description="OpenTelemetry spans for the API routes too (off: health routes only).")
@@ -75,6 +78,11 @@ class Settings(BaseSettings):
     spark_master: str | None = Field(
         None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2])."
     )
+
+    @property
+    def resolved_model_uri(self) -> str:
+        """The model in use: :attr:`model_uri` when set, else the champion of :attr:`model_name`."""
+        return self.model_uri if "model_uri" in self.model_fields_set else champion_uri(self.model_name)
 
     @property
     def resolved_store_url(self) -> str:

@@ -165,3 +165,23 @@ def test_features_with_normalize_ids_reads_float_ids_as_integers(tmp_path: Path)
     assert normalised.returncode == 0, normalised.stderr
     table = pd.read_csv(out, dtype={"customer_id": str}).set_index("customer_id")
     assert sorted(table.index) == ["13047", "17850"] and table.loc["17850", "n_transactions"] == 2
+
+
+def test_training_flags_state_the_training_config_defaults() -> None:
+    """The flags default to None (the config's value); their help names that value, and it must be the config's."""
+    from training.config import DEFAULT_CONFIG
+
+    result = run_cli("train", "--help", env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for flag, value in (
+        ("--horizon-days", DEFAULT_CONFIG.horizon_days),
+        ("--min-history-days", DEFAULT_CONFIG.min_history_days),
+        ("--tune", DEFAULT_CONFIG.tune),
+        ("--seed", DEFAULT_CONFIG.seed),
+        ("--discount-rate", f"{DEFAULT_CONFIG.discount_rate:g}"),
+        ("--margin", f"{DEFAULT_CONFIG.margin:g}"),
+    ):
+        line = next(line for line in lines if f" {flag} " in line)
+        assert f"(default {value}" in line, line
+    assert f"{DEFAULT_CONFIG.level_source} (the estimator that backtests best; default)" in " ".join(lines)

@@ -43,6 +43,17 @@ def test_run_logs_metrics_artifacts_and_lineage(workspace) -> None:
     assert run.inputs.dataset_inputs, "dataset lineage is logged"
 
 
+def test_the_training_config_is_logged_whole_and_read_back(workspace, monkeypatch) -> None:
+    from training.config import TrainingConfig
+    from training.jobs import logged_config
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.tracking_uri)
+    run_id = client(workspace).get_model_version_by_alias("retention", "champion").run_id
+    assert logged_config(run_id) == TrainingConfig(horizon_days=90)
+    params = client(workspace).get_run(run_id).data.params
+    assert params["config.tier_top_shares"] == "0.05,0.2,0.5" and params["config.churn_params.num_leaves"] == "15"
+
+
 def test_manual_promotion_and_unknown_version(workspace, tmp_path) -> None:
     result = run_cli("promote", "1", cwd=workspace.root, env=workspace.env)
     assert result.returncode == 0, result.stderr
