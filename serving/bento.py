@@ -1,7 +1,7 @@
 """Package the service and one model version as a Bento that starts with no MLflow server.
 
 ``retention bento --model models:/retention@champion`` copies the resolved model bundle (both boosters, the
-metadata and its version) into a build context next to the ``features`` and ``serving`` packages and runs
+metadata and its version) into a build context next to the project's packages (:data:`PACKAGES`) and runs
 ``bentoml build``. The Bento sets ``RETENTION_MODEL_URI`` to the bundled folder, so ``bentoml serve`` or the
 container made by ``bentoml containerize`` serves that exact version.
 
