@@ -63,10 +63,10 @@ from serving.coalesce import RequestCoalescer
 from serving.online import (
     Limits,
     ModelHolder,
+    OnlineAnswer,
     OnlineScorer,
     RequestError,
     check_top_k,
-    rank_response,
 )
 from serving.store import OnlineStore, ResilientStore, SnapshotInfo, StoreUnavailable, open_store
 
@@ -690,8 +690,8 @@ class Retention:
             return False
         return sum(len(c.get("transactions") or ()) for c in customers) <= INLINE_MAX_TRANSACTIONS
 
-    async def _predict(self, customers: list[dict[str, Any]], as_of: str | None) -> dict[str, Any]:
-        """The ``predict`` response: alone on the loop, merged with concurrent by-id requests, or in the pool."""
+    async def _predict(self, customers: list[dict[str, Any]], as_of: str | None) -> OnlineAnswer:
+        """The scored answer: alone on the loop, merged with concurrent by-id requests, or in the pool."""
         request_as_of = self.scorer.check(customers, as_of)
         if self._on_loop(customers):
             return self.scorer.score_checked(customers, request_as_of)
@@ -708,14 +708,14 @@ class Retention:
         try:
             if ranked:
                 check_top_k(top_k)
-            response = await self._predict(customers, as_of)
+            answer = await self._predict(customers, as_of)
         except StoreUnavailable as exc:  # by-id customers need the online store: 503 naming it, no traceback
             log.warning("%s", exc)
             return _error_response(503, str(exc))
         except RequestError as exc:  # answered here: BentoML would log a traceback for each client error
             log_client_error("POST", "/rank" if ranked else "/predict", exc.status, exc.field)
             return _error_response(exc.status, str(exc), exc.field)
-        return _json_response(rank_response(response, top_k) if ranked else response)
+        return _json_response(answer.rank_body(top_k) if ranked else answer.predict_body())
 
     @bentoml.api(input_spec=PredictRequest)
     async def predict(

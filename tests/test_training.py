@@ -59,7 +59,7 @@ def test_outputs_are_probabilities_and_non_negative_values(result, prep) -> None
 
 
 def test_tiers_follow_the_pyramid_shares(result, prep) -> None:
-    from serving.ranking import assign_tiers
+    from serving.scoring import assign_tiers
 
     population = compute_features(prep, AS_OF)
     expected = result.model.score(population[list(result.model.feature_columns)].to_numpy()).expected_value
