@@ -8,8 +8,8 @@ last day, horizon 90, tracked in a sqlite MLflow store of the work folder; score
 
 Measured in one run, each in its own process:
 
-- *parts*: the feature kernel alone (``prepare`` + ``compute_feature_arrays`` on the contract's output, at the
-  as-of date) and raw LightGBM alone on the resulting 500k-row matrix: churn ``predict``, value ``predict`` and
+- *parts*: the feature kernel alone (``index_transactions`` + ``compute_feature_arrays`` on the contract's output,
+  at the as-of date) and raw LightGBM alone on the resulting 500k-row matrix: churn ``predict``, value ``predict`` and
   churn ``pred_contrib`` (what the reason codes need), all threads;
 - *job (API)*: ``serving.batch.run_score_job`` from the raw Parquet file to the ranked Parquet output (model
   already loaded), with a breakdown of where its time goes;
@@ -42,14 +42,14 @@ GOAL = 1.5
 def phase_parts(args) -> None:
     import numpy as np
 
-    from features.kernel import compute_feature_arrays, prepare
+    from features.kernel import compute_feature_arrays, index_transactions
     from serving.loader import load_model
     from serving.ranking import feature_matrix
 
     as_of = common.last_day(DAYS)
     tx = common.load_contract_frame(args.data, as_of)
     rows = len(tx)
-    prep, s_prep = common.timed(lambda: prepare(tx))
+    prep, s_prep = common.timed(lambda: index_transactions(tx))
     (ids, arrays), s_comp = common.timed(lambda: compute_feature_arrays(prep, as_of))
     prep = tx = None  # free the input before the model part
     model = load_model(common.MODEL_URI)

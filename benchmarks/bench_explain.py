@@ -35,7 +35,7 @@ def main() -> None:
 
     import numpy as np
 
-    from features.kernel import prepare
+    from features.kernel import index_transactions
     from features.synthetic import generate_transactions
     from training import heads
     from training.dataset import build_dataset, plan_training
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     days, horizon = 730, 90
     as_of = dt.date.fromisoformat(common.last_day(days))
-    prep = prepare(generate_transactions(args.customers, days, seed=0, start=common.START_DATE))
+    prep = index_transactions(generate_transactions(args.customers, days, seed=0, start=common.START_DATE))
     plan = plan_training(prep, as_of, horizon)
     data = build_dataset(prep, list(plan.cutoffs), horizon)
     columns = prep.columns

@@ -9,7 +9,7 @@ Measured in one run, each engine in its own process on the same input already in
 cached as Parquet next to the data):
 
 - the contract (``features.contract.prepare_transactions``) on the raw file, separately;
-- our kernel: ``prepare`` + ``compute_feature_arrays`` at the cutoff (all 36 features);
+- our kernel: ``index_transactions`` + ``compute_feature_arrays`` at the cutoff (all 36 features);
 - a straightforward pandas ``groupby`` implementation of a comparable subset (16 features);
 - DuckDB SQL of the same subset (when ``duckdb`` is importable; it is not a project dependency:
   ``pip install duckdb`` into the virtualenv for this benchmark), with all threads and with one thread.
@@ -166,14 +166,14 @@ def phase_contract(args) -> None:
 def phase_kernel(args) -> None:
     import time
 
-    from features.kernel import compute_feature_arrays, prepare
+    from features.kernel import compute_feature_arrays, index_transactions
 
     tx = common.load_contract_frame(args.data, args.as_of)
     runs = []
     for _ in range(args.repeat):
         with common.Step() as step:
             t0 = time.perf_counter()
-            prep = prepare(tx)
+            prep = index_transactions(tx)
             t1 = time.perf_counter()
             ids, arrays = compute_feature_arrays(prep, args.as_of)
             t2 = time.perf_counter()

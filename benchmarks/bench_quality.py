@@ -5,7 +5,7 @@ history length before the as-of date and a horizon H), and every seed:
 
 1. generate ``history + H`` days of the scenario (seeded, from the scenario's first day);
 2. run them through the input contract (``features.contract.prepare_transactions``: rows without a customer id
-   are counted and dropped there, duplicates kept once) and ``features.kernel.prepare``;
+   are counted and dropped there, duplicates kept once) and ``features.kernel.index_transactions``;
 3. call ``training.jobs.evaluate_fold(prep, as_of, H, seed)`` with ``as_of`` = the last day of the history: it
    trains the product's model with data up to ``as_of`` only, scores every customer with a transaction on or before
    ``as_of`` and compares the product's model ("model"), BG/NBD + Gamma-Gamma ("btyd") and naive with the true
@@ -123,7 +123,7 @@ def run_one(scenario: str, history: int, horizon: int, customers: int, seed: int
     import numpy as np
 
     from features.contract import ContractError, prepare_transactions
-    from features.kernel import prepare
+    from features.kernel import index_transactions
     from features.synthetic import SCENARIOS, generate_transactions
     from training.jobs import evaluate_fold
 
@@ -133,7 +133,7 @@ def run_one(scenario: str, history: int, horizon: int, customers: int, seed: int
     t0 = time.perf_counter()
     raw = generate_transactions(customers, history + horizon, seed=seed, scenario=scenario)
     tx, report = prepare_transactions(raw)
-    prep = prepare(tx)
+    prep = index_transactions(tx)
     as_of_day = (np.datetime64(as_of, "D") - np.datetime64("1970-01-01", "D")).astype(np.int64)
     seen = prep.day <= as_of_day
     n_present = int(np.unique(prep.code[seen]).size)

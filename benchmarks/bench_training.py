@@ -4,10 +4,10 @@
 
 Data: ``retention generate --customers N --days 730 --seed 0`` (100,000 and 1,000,000 customers; ``--quick``:
 100,000 only), made once in the work folder. Each size runs in its own process: read the Parquet file, the input
-contract, ``prepare``, then ``fit_pipeline(prep, as_of=<last day>, horizon_days=90)`` (defaults: one parameter set,
-all threads) -- the training run without MLflow logging. The time of each stage of ``fit_pipeline`` is recorded
-as it finishes, so a run stopped at the time limit (default 20 minutes per size, reading and contract included)
-still tells how far it got and what it had cost.
+contract, ``index_transactions``, then ``fit_pipeline(prep, as_of=<last day>, horizon_days=90)`` (defaults: one
+parameter set, all threads) -- the training run without MLflow logging. The time of each stage of ``fit_pipeline``
+is recorded as it finishes, so a run stopped at the time limit (default 20 minutes per size, reading and contract
+included) still tells how far it got and what it had cost.
 
 Also, in its own process: ``BTYDModel.fit`` (BG/NBD + Gamma-Gamma maximum likelihood) on 200,000 customers
 simulated from the published CDNOW parameters (``tests/btyd_simulate.py``; continuous recency, so aggregating
@@ -43,12 +43,12 @@ def phase_fit(args) -> None:
 
     import training.pipeline as pipeline
     from features.contract import prepare_transactions
-    from features.kernel import prepare
+    from features.kernel import index_transactions
 
     raw, s_read = common.timed(lambda: pd.read_parquet(args.data))
     (tx, _), s_contract = common.timed(lambda: prepare_transactions(raw, as_of=args.as_of))
     raw = None
-    prep, s_prep = common.timed(lambda: prepare(tx))
+    prep, s_prep = common.timed(lambda: index_transactions(tx))
     rows = len(tx)
     tx = None
     stages: dict[str, float] = {}

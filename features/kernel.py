@@ -163,8 +163,14 @@ def _factorize_labels(values: pd.Series) -> np.ndarray:
     return pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def prepare(transactions: pd.DataFrame) -> PreparedTransactions:
-    """Reduce a contract frame (see :mod:`features.contract`) to :class:`PreparedTransactions`."""
+def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
+    """Index contract-clean transactions for the kernel: :class:`PreparedTransactions`, sorted by (customer, day).
+
+    ``transactions`` is the output of :func:`features.contract.prepare_transactions` (which applies the input
+    contract: parsing, rule counts, order lines summed); this function validates nothing. It factorises customer
+    ids (and ``category`` / ``channel`` when present) into integer codes, turns timestamps into UTC days since
+    1970-01-01 and orders the rows by (customer, day), once, for any number of cutoffs.
+    """
     code, customers = _factorize_ids(transactions["customer_id"])
     ts = transactions["timestamp"]
     ns = ts.to_numpy(dtype="datetime64[ns]").view(np.int64) if len(ts) else np.empty(0, np.int64)
@@ -420,7 +426,7 @@ def compute_features(
     Only transactions on or before each cutoff's UTC day are read. Rows are ordered by cutoff, then by
     customer order of first appearance in the input.
     """
-    prep = transactions if isinstance(transactions, PreparedTransactions) else prepare(transactions)
+    prep = transactions if isinstance(transactions, PreparedTransactions) else index_transactions(transactions)
     if isinstance(cutoffs, dt.date | str | pd.Timestamp):
         cutoffs = [cutoffs]
     frames = []

@@ -47,7 +47,7 @@ from features.contract import (
     prepare_transactions,
     to_date,
 )
-from features.kernel import compute_feature_arrays, prepare
+from features.kernel import compute_feature_arrays, index_transactions
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
 from features.urls import redact_url
 from retention import progress
@@ -126,7 +126,7 @@ def score_partition(
         normalize_float_ids=normalize_float_ids,
         min_date=min_date,
     )
-    ids, arrays = compute_feature_arrays(prepare(tx), as_of)
+    ids, arrays = compute_feature_arrays(index_transactions(tx), as_of)
     names = model.feature_columns
     n = len(ids)
     X = feature_matrix({c: arrays.get(c, np.full(n, np.nan)) for c in names}, names)

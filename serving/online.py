@@ -38,7 +38,7 @@ from features.contract import (
     timestamp_problem,
     to_date,
 )
-from features.kernel import compute_feature_arrays, prepare
+from features.kernel import compute_feature_arrays, index_transactions
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
 from serving.ranking import rank_order
@@ -223,7 +223,7 @@ def inline_features(
     tx, report = prepare_transactions(frame, as_of=as_of, allow_empty=True)
     if report.rows_valid + report.rule_counts["duplicate_line"] < report.rows_read:
         raise _broken_row_error(frame, owners, as_of)
-    positions, arrays = compute_feature_arrays(prepare(tx), as_of)
+    positions, arrays = compute_feature_arrays(index_transactions(tx), as_of)
     n = len(positions)
     matrix = np.column_stack([arrays.get(c, np.full(n, np.nan)) for c in columns]) if n else np.empty((0, len(columns)))
     return {int(p): matrix[k] for k, p in enumerate(positions)}

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import ContractError, DataQualityReport
-from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, prepare
+from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, index_transactions
 from features.labels import labels_at
 from retention import progress
 from retention.settings import get_settings
@@ -88,7 +88,7 @@ def train(
     config = training_config(config, **choices)
     model_name = model_name or get_settings().model_name
     horizon_days = config.horizon_days
-    prep = prepare(transactions)
+    prep = index_transactions(transactions)
     result = fit_pipeline(prep, as_of, config=config)
     mlflow.set_experiment(experiment or get_settings().model_name)
     with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
@@ -240,7 +240,7 @@ def backtest(
         raise ContractError(f"--folds must be at least 1, got {folds}")
     config = training_config(config, **choices)
     horizon_days = config.horizon_days
-    prep = prepare(transactions)
+    prep = index_transactions(transactions)
     dates = fold_dates(as_of, horizon_days, folds, step_days)
     table = pd.concat(
         [evaluate_fold(prep, d, config=config) for d in progress.track(dates, "backtest folds", total=len(dates))],
@@ -268,7 +268,7 @@ def backtest(
 
 def fit_btyd_only(transactions: pd.DataFrame, as_of: dt.date) -> dict[str, Any]:
     """BG/NBD + Gamma-Gamma parameters at ``as_of`` (time unit: days) with the customers they were fitted on."""
-    features = compute_features(prepare(transactions), as_of)
+    features = compute_features(index_transactions(transactions), as_of)
     model = baselines.fit_btyd(features)
     buyers = int((features["n_purchase_days"] > 0).sum())
     repeat = int((features["btyd_frequency"] > 0).sum())

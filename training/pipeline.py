@@ -296,8 +296,8 @@ def fit_pipeline(
     """Train one model version at ``as_of``: the whole run behind ``retention train``, without MLflow.
 
     Args:
-        prep: contract-checked transactions, prepared (:func:`features.kernel.prepare`). Features read days on or
-            before each cutoff; every label window ends on or before ``as_of``.
+        prep: contract-checked transactions, indexed (:func:`features.kernel.index_transactions`). Features read
+            days on or before each cutoff; every label window ends on or before ``as_of``.
         as_of: the UTC day the version is trained for (included): its features are the first the version scores.
         horizon_days: H in days; replaces ``config.horizon_days`` when given.
         config: the training choices (default: :class:`~training.config.TrainingConfig`'s defaults).
