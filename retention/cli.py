@@ -535,7 +535,7 @@ def materialize(
 ) -> None:
     """Write every customer's features at the as-of date to the online store (atomic snapshot swap)."""
     from features.kernel import compute_features
-    from serving.store import open_store
+    from serving.store import is_unavailable_error, open_store, redact_url
 
     url = store or get_settings().resolved_store_url
     tx, _ = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of).load()
@@ -548,13 +548,11 @@ def materialize(
         finally:
             target.close()
     except Exception as exc:
-        from serving.store import is_unavailable_error, redact_url
-
         if not is_unavailable_error(exc):
             raise
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"the online store {redact_url(url)} cannot be reached ({reason}); nothing written") from None
-    _echo_err(f"materialized {info.rows:,} customers as of {info.as_of} into {url}")
+    _echo_err(f"materialized {info.rows:,} customers as of {info.as_of} into {redact_url(url)}")
 
 
 @app.command()
