@@ -52,7 +52,6 @@ from features.contract import (
     ContractError,
     DataQualityReport,
     needs_every_column,
-    prepare_transactions,
     to_date,
 )
 from features.sources import _ids_as_text, is_sql_url
@@ -68,7 +67,6 @@ from serving.batch import (
     score_partition,
     split_in_memory,
 )
-from serving.drift import bin_shares
 from serving.model import ScoringModel
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
@@ -454,18 +452,10 @@ def _empty_result(
     raw: pd.DataFrame,
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
-):
-    """What :func:`score_partition` gives for a part without any valid row (contract report, zero drift counts)."""
-    _, report = prepare_transactions(
-        raw, columns=columns, as_of=as_of, allow_empty=True, normalize_float_ids=normalize_float_ids, min_date=MIN_DATE
-    )
-    reference = model.meta.feature_reference
-    drift = {
-        c: (bin_shares(np.empty(0), np.asarray(reference[c]["edges"])) * 0).tolist()
-        for c in model.feature_columns
-        if c in reference
-    }
-    return PartitionResult(pd.DataFrame({c: [] for c in SCORE_COLUMNS}), report, drift)
+) -> PartitionResult:
+    """What a part without any row gives (zero counts, zero drift): :func:`score_partition` of no rows of ``raw``'s
+    shape -- so a missing required column fails here, on the driver, before any Spark job."""
+    return _score_part(raw.iloc[:0], model, as_of, columns, normalize_float_ids)
 
 
 def _score_part(
@@ -475,16 +465,8 @@ def _score_part(
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
 ) -> PartitionResult:
-    try:
-        return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
-    except ContractError:
-        raise
-    except Exception:
-        # the scorer cannot take zero customers (a part whose rows all break the contract): count them all the same
-        empty = _empty_result(model, as_of, raw, columns, normalize_float_ids)
-        if empty.report.rows_valid == 0:
-            return empty
-        raise
+    """:func:`serving.batch.score_partition` -- the local engine's function -- on one group of rows."""
+    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
 
 
 def _result_frame(part: int, result: PartitionResult) -> pd.DataFrame:
