@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root (``tests/`` is one level below it)."""
+
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600):
     """``python -m retention ARGS``; returns the CompletedProcess (text mode, output captured)."""

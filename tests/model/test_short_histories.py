@@ -18,7 +18,7 @@ from cli_util import run_cli
 from mlflow.tracking import MlflowClient
 
 from features.contract import ContractError, prepare_transactions
-from features.kernel import compute_features, prepare
+from features.kernel import compute_features, index_transactions
 from features.synthetic import generate_transactions
 from serving.model import ScoringModel
 from training.pipeline import fit_pipeline
@@ -30,7 +30,7 @@ def nine_months():
     """1,500 customers over 9 months, from 2024-01-01 (the generator's default start)."""
     raw = generate_transactions(1500, 274, seed=11)
     tx, _ = prepare_transactions(raw)
-    return prepare(tx)
+    return index_transactions(tx)
 
 
 def first_day(prep) -> dt.date:
@@ -94,9 +94,9 @@ def test_nothing_to_fit_is_a_clear_error() -> None:
     )
     tx, _ = prepare_transactions(raw)
     with pytest.raises(ContractError, match="no customer has a repeat purchase"):
-        fit_pipeline(prepare(tx), dt.date(2024, 3, 1), 90)
+        fit_pipeline(index_transactions(tx), dt.date(2024, 3, 1), 90)
     with pytest.raises(ContractError, match="at least 20 needed"):
-        fit_pipeline(prepare(tx.head(5)), dt.date(2024, 3, 1), 90)
+        fit_pipeline(index_transactions(tx.head(5)), dt.date(2024, 3, 1), 90)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_btyd_only_train_registers_and_says_so(short_log) -> None:
 
 
 def test_btyd_only_scores_serves_by_id_and_promotes(short_log, tmp_path: Path) -> None:
-    from test_service_http import start_server, stop
+    from server_util import start_server, stop
 
     out = tmp_path / "ranked.parquet"
     scored = run_cli(

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.contract import prepare_transactions
-from features.kernel import compute_features, prepare
+from features.kernel import compute_features, index_transactions
 from features.labels import labels_at
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
@@ -90,7 +90,7 @@ def test_labels_never_read_before_cutoff(rows, other_past, horizon) -> None:
 
     def labels(rows_):
         tx, _ = prepare_transactions(frame(rows_))
-        ids, lab = labels_at(prepare(tx), CUTOFF, horizon)
+        ids, lab = labels_at(index_transactions(tx), CUTOFF, horizon)
         order = np.argsort(ids)
         return ids[order].tolist(), lab["churned"][order].tolist(), lab["future_value"][order].tolist()
 

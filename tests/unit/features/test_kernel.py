@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.contract import prepare_transactions
-from features.kernel import compute_features, prepare
+from features.kernel import compute_features, index_transactions
 from features.labels import cutoff_plan, labels_at
 
 RAW = pd.DataFrame(
@@ -93,7 +93,7 @@ def test_customer_unknown_before_first_transaction(transactions: pd.DataFrame) -
 
 
 def test_labels_hand_computed(transactions: pd.DataFrame) -> None:
-    ids, labels = labels_at(prepare(transactions), CUTOFF, 30)
+    ids, labels = labels_at(index_transactions(transactions), CUTOFF, 30)
     got = dict(zip(ids, zip(labels["churned"].tolist(), labels["future_value"].tolist(), strict=True), strict=True))
     # 00042: only a refund in the window -> churned, value -3; 7: buys 12 on Mar 1 (day 30), Mar 2 is outside
     assert got == {"00042": (1, -3.0), "7": (0, 12.0)}

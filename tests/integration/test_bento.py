@@ -8,17 +8,16 @@ import subprocess
 import sys
 import time
 import tomllib
-from pathlib import Path
 
 import httpx
 import yaml
-from cli_util import run_cli
+from cli_util import REPO, run_cli
 from packaging.requirements import Requirement
-from test_service_http import free_port
+from server_util import free_port
 
 from serving import bento
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def _pyproject_requirements() -> list[str]:

@@ -53,7 +53,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GUIDES = ("docs/data-scientist.md", "docs/crm-engineer.md", "docs/data-engineer.md")
 PAGES = (*GUIDES, "README.md")
 CLI_COMMANDS = (

@@ -185,7 +185,7 @@ def test_materialize_into_an_unreachable_store_exits_2(tmp_path: Path, tx: Path)
 def test_the_service_starts_and_scores_inline_while_the_store_is_unreachable(workspace) -> None:
     """A closed loopback port as the Redis store: /livez 200, inline /predict 200, by-id 503 naming the store,
     /readyz 200 "degraded" with the store's state (the worker no longer exits every ~10 s)."""
-    from test_service_http import free_port, start_server, stop
+    from server_util import free_port, start_server, stop
 
     port = free_port()  # nothing listens there
     url = f"redis://:s3cret@127.0.0.1:{port}/0"
@@ -222,7 +222,7 @@ def test_the_service_follows_the_store_down_and_back_up(workspace, tmp_path: Pat
     import subprocess
     import time
 
-    from test_service_http import free_port, start_server, stop
+    from server_util import free_port, start_server, stop
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

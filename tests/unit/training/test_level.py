@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.contract import prepare_transactions
-from features.kernel import date_to_day, prepare
+from features.kernel import date_to_day, index_transactions
 from training import level
 from training.pipeline import choose_head
 
@@ -29,7 +29,7 @@ H = 10
 def prep():
     raw = pd.DataFrame(ROWS, columns=["customer_id", "timestamp", "amount"])
     tx, _ = prepare_transactions(raw)
-    return prepare(tx)
+    return index_transactions(tx)
 
 
 def day(text: str) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from features.contract import prepare_transactions
-from features.kernel import compute_features, date_to_day, prepare
+from features.kernel import compute_features, date_to_day, index_transactions
 from features.synthetic import generate_transactions
 from serving.model import CHURN_FILE, VALUE_FILE, ScoringModel
 from training.dataset import plan_training
@@ -23,7 +23,7 @@ HORIZON = 90
 def prep():
     raw = generate_transactions(2000, 730, seed=3)
     tx, _ = prepare_transactions(raw, as_of=AS_OF)
-    return prepare(tx)
+    return index_transactions(tx)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import test_service_http as http  # a module, not names: pytest would collect its tests here again
+import server_util as http
 
 MAX_BODY = 200_000
 MARKER = "CLIENT-DATA-7f3a"

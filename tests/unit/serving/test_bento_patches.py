@@ -1,7 +1,7 @@
 """serving.bento_patches against the installed BentoML: every internal a patch relies on is still there, as the
 patch expects it (these tests fail loudly on a BentoML upgrade that changes one), the patches do what they claim,
 and outside the tested series nothing is patched. That the running service applies them is checked against the
-real server in ``test_service_http.py``."""
+real server in ``tests/integration/test_service_http.py``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import inspect
 import logging
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import bentoml
 import pytest
+from cli_util import REPO
 from packaging.requirements import Requirement
 from packaging.version import Version
 from pydantic import BaseModel, ValidationError
@@ -66,7 +66,7 @@ def _ignore_client_error(method: str, path: str, status: int, what: str | None) 
 def test_the_installed_bentoml_is_the_tested_series_and_pyproject_bounds_it_to_that_series() -> None:
     installed = bento_patches.bentoml_version()
     assert bento_patches.supported(installed), f"BentoML {installed} is not {bento_patches.TESTED_SERIES}"
-    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
     (bound,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "bentoml"]
     major, minor = bento_patches.TESTED_SERIES
     assert Version(installed) in bound.specifier

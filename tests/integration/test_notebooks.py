@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NAMES = ("01-explore-transactions", "02-train-and-compare", "03-explain-and-rank")
 KERNEL = "retention-venv"
 CELL_TIMEOUT_S = 600

@@ -14,7 +14,7 @@ import math
 import pandas as pd
 import pytest
 from cli_util import run_cli
-from test_service_http import start_server, stop
+from server_util import start_server, stop
 
 from serving.scoring import JSON_DECIMALS
 

@@ -95,7 +95,7 @@ def env(tmp_path_factory):
     """``(spark, data)``: the JVM starts and runs a first job while the model trains in a thread."""
     if shutil.which("java") is None:
         pytest.skip("no Java runtime on the PATH")
-    from features.kernel import prepare
+    from features.kernel import index_transactions
     from serving.spark_engine import spark_session
     from training.pipeline import fit_pipeline
 
@@ -106,7 +106,7 @@ def env(tmp_path_factory):
     def fit() -> None:
         try:
             # one thread: OpenMP spinning on a shared machine makes more threads much slower here
-            box["model"] = fit_pipeline(prepare(tx), AS_OF, HORIZON_DAYS, num_threads=1).model
+            box["model"] = fit_pipeline(index_transactions(tx), AS_OF, HORIZON_DAYS, num_threads=1).model
         except BaseException as exc:  # re-raised in the main thread
             box["error"] = exc
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from features.contract import ContractError, prepare_transactions
-from features.kernel import compute_features, prepare
+from features.kernel import compute_features, index_transactions
 from features.synthetic import generate_transactions
 from training.config import DEFAULT_CONFIG, TrainingConfig
 from training.pipeline import fit_pipeline
@@ -78,7 +78,7 @@ def test_non_default_tier_shares_and_margin_reach_the_bundle() -> None:
     raw = generate_transactions(900, 540, seed=11)
     as_of = raw["timestamp"].max().date()
     tx, _ = prepare_transactions(raw, as_of=as_of)
-    prep = prepare(tx)
+    prep = index_transactions(tx)
     config = DEFAULT_CONFIG.replace(tier_top_shares=(0.10, 0.30, 0.60), margin=0.4, horizon_days=60, num_threads=1)
     result = fit_pipeline(prep, as_of, config=config)
     meta = result.model.meta

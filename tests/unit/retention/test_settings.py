@@ -13,11 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_util import run_cli
+from cli_util import REPO, run_cli
 
 from retention.settings import Settings, get_settings, settings_table
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPO / "README.md"
 TABLE = re.compile(r"<!-- settings-table:start -->\n(.*?)\n<!-- settings-table:end -->", re.S)
 
 

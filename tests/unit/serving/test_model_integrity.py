@@ -253,7 +253,7 @@ def test_gate_compares_recorded_validation_metrics_on_the_same_cutoff(model, tra
 
 
 def _server_helpers():
-    import test_service_http as http
+    import server_util as http
 
     return http.start_server, http.stop, getattr(http, "ADMIN", {})
 

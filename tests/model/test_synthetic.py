@@ -12,7 +12,7 @@ import pytest
 
 from features import synthetic
 from features.contract import prepare_transactions
-from features.kernel import prepare
+from features.kernel import index_transactions
 from features.sources import read_table
 from features.synthetic import COLUMNS, GeneratorConfig, generate_transactions, write_transactions
 
@@ -107,7 +107,7 @@ def test_sorted_by_customer_then_time_with_duplicates_next_to_original(frame: pd
         frame.iloc[np.flatnonzero(dup)].reset_index(drop=True), frame.iloc[original].reset_index(drop=True)
     )
     # the feature kernel's fast path keeps the order as it is
-    prep = prepare(frame)
+    prep = index_transactions(frame)
     assert (np.diff(prep.code) >= 0).all()
 
 
