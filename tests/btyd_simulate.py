@@ -8,6 +8,16 @@ import numpy as np
 from serving.btyd import BGNBDParams, GammaGammaParams
 from serving.btyd.arrays import ArrayLike, as_1d
 
+# Published CDNOW estimates (Fader, Hardie & Lee 2005): alpha = 4.414 weeks = 30.9 days.
+CDNOW = BGNBDParams(r=0.243, alpha=4.414 * 7, a=0.793, b=2.426)
+OTHER = BGNBDParams(r=1.2, alpha=60.0, a=2.0, b=5.0)
+CDNOW_GG = GammaGammaParams(p=6.25, q=3.74, v=15.44)
+
+
+def ages(n: int, seed: int) -> np.ndarray:
+    """Days each of ``n`` customers has been observed since the first purchase: uniform on 90 .. 730."""
+    return np.random.default_rng(seed).integers(90, 731, n).astype(np.float64)
+
 
 def simulate_bgnbd(
     params: BGNBDParams, n_customers: int, T: ArrayLike, seed: int | np.random.Generator | None = None

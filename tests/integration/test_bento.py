@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import subprocess
 import sys
 import time
-import tomllib
 
 import httpx
 import yaml
 from cli_util import REPO, run_cli
-from packaging.requirements import Requirement
 from server_util import free_port
 
 from serving import bento
-
-ROOT = REPO
-
-
-def _pyproject_requirements() -> list[str]:
-    """``pyproject.toml``'s core dependencies, then those of the online-store extras."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [
-        *project["dependencies"],
-        *project["optional-dependencies"]["postgres"],
-        *project["optional-dependencies"]["redis"],
-    ]
-
-
-def test_the_bento_requires_the_project_s_own_dependencies() -> None:
-    expected = _pyproject_requirements()
-    assert any(Requirement(r).name == "pydantic-settings" for r in expected)  # a core dependency the old list lacked
-    assert list(bento.requirements(ROOT)) == expected
-    packages = yaml.safe_load(bento.bentofile("7", bento.requirements(ROOT)))["python"]["packages"]
-    assert packages == expected  # markers with quotes survive the YAML (uvloop's sys_platform)
-
-
-def test_without_a_source_tree_the_requirements_come_from_the_installed_metadata() -> None:
-    declared = importlib.metadata.requires("retention")
-    core = [r for r in declared if "extra ==" not in r]
-    stores = [
-        r.split(";")[0].strip() for extra in ("postgres", "redis") for r in declared if f'extra == "{extra}"' in r
-    ]
-    assert list(bento.requirements(None)) == [str(Requirement(r)) for r in core + stores]
-    assert stores and all(";" not in r for r in stores)
 
 
 def test_bento_serves_the_bundled_model_without_mlflow(workspace, tmp_path) -> None:
@@ -56,7 +23,7 @@ def test_bento_serves_the_bundled_model_without_mlflow(workspace, tmp_path) -> N
     tag = built.stdout.split("built Bento ")[1].split()[0]
     assert (context / "bento_model" / "VERSION").read_text() == "1"
     bentofile = yaml.safe_load((context / "bentofile.yaml").read_text())
-    assert bentofile["python"]["packages"] == _pyproject_requirements()
+    assert bentofile["python"]["packages"] == list(bento.requirements(REPO))  # = pyproject's: test_bento_requirements
     assert all((context / package / "__init__.py").is_file() for package in bento.PACKAGES)
 
     port = free_port()

@@ -45,6 +45,7 @@ def test_fold_dates_end_one_horizon_before_as_of() -> None:
     assert fold_dates(AS_OF, HORIZON, 3, 30) == [dt.date(2024, 8, 2), dt.date(2024, 9, 1), dt.date(2024, 10, 1)]
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_every_fold_scores_all_three_models_on_the_same_customers(table) -> None:
     assert sorted(table["as_of"].unique()) == fold_dates(AS_OF, HORIZON, FOLDS, 30)
     for _, fold in table.groupby("as_of"):
@@ -52,6 +53,7 @@ def test_every_fold_scores_all_three_models_on_the_same_customers(table) -> None
         assert fold["customers"].nunique() == 1
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_one_time_and_repeat_buyers_are_reported_apart(full_table) -> None:
     for _, fold in full_table.groupby("as_of"):
         customers = fold[fold["model"] == "model"].set_index("group")["customers"]
@@ -59,18 +61,21 @@ def test_one_time_and_repeat_buyers_are_reported_apart(full_table) -> None:
         assert customers["one_time"] > 0 and customers["repeat"] > 0
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_level_holds_within_ten_percent_in_every_fold(table) -> None:
     level = table[table["model"] == "model"].set_index("as_of")["value_total_ratio"]
     assert len(level) == FOLDS
     assert ((level - 1.0).abs() <= LEVEL_TOLERANCE).all(), level.to_dict()
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_the_model_ranks_at_least_as_well_as_the_naive_baseline_in_every_fold(table) -> None:
     wide = table.pivot(index="as_of", columns="model", values=["churn_auc", "value_normalized_gini"])
     assert (wide["churn_auc"]["model"] > wide["churn_auc"]["naive"]).all()
     assert (wide["value_normalized_gini"]["model"] > wide["value_normalized_gini"]["naive"]).all()
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_backtest_report_shows_every_metric_side_by_side(full_table) -> None:
     text = backtest_markdown(full_table)
     assert text.count("### fold as of") == FOLDS * 3  # every customer, one-time and repeat buyers
@@ -96,6 +101,7 @@ def cohort_table():
     return table[table["group"] == "all"]
 
 
+@pytest.mark.slow  # the whole pipeline refitted at three folds
 def test_level_holds_on_an_ageing_cohort(cohort_table) -> None:
     level = cohort_table.pivot(index="as_of", columns="model", values="value_total_ratio")
     assert list(level.index) == fold_dates(COHORT_AS_OF, HORIZON, FOLDS, 30)
