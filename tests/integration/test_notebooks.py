@@ -6,7 +6,7 @@ directly, so a ``python3`` kernelspec of the user or the system can never pick a
 
 The notebooks write only to ``$RETENTION_NOTEBOOK_DIR`` (a temporary folder here), MLflow store included.
 Notebook 01 runs in a folder of its own; 02 and then 03 share one, as a user running them in order would, so 03
-explains the champion 02 registered (run alone, 03 trains one first with the same ``jobs.train`` call as 02).
+explains the champion 02 registered (run alone, 03 trains one first with the same ``rt.train`` call as 02).
 """
 
 from __future__ import annotations
