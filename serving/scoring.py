@@ -59,7 +59,7 @@ def assign_tiers(expected_value: np.ndarray, meta: BundleMeta) -> np.ndarray:
     """Tier name per customer: the first (highest) tier whose lower bound the expected value reaches."""
     thresholds = np.asarray(meta.tier_thresholds, dtype=np.float64)  # descending lower bounds
     names = np.asarray(meta.tier_names, dtype=object)
-    index = np.searchsorted(-thresholds, -np.asarray(expected_value), side="right")
+    index = np.searchsorted(-thresholds, -np.asarray(expected_value, dtype=np.float64), side="left")
     return names[np.minimum(index, len(names) - 1)]
 
 

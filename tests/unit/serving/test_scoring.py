@@ -58,12 +58,6 @@ def test_tiers_take_the_first_threshold_reached(model) -> None:
     assert tiers.tolist() == ["gold", "gold", "bronze", "bronze", "bronze"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="assign_tiers puts a value equal to a lower bound in the tier below (searchsorted side='right'), while "
-    "its docstring ('the first tier whose lower bound the expected value reaches') and the model card ('gold: >= t') "
-    "say the bound belongs to the tier",
-)
 def test_a_value_equal_to_a_lower_bound_is_in_that_tier(model) -> None:
     assert assign_tiers(np.array([100.0]), model.meta).tolist() == ["gold"]
 
