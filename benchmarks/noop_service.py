@@ -24,7 +24,10 @@ if os.environ.get("NOOP_STACK") == "defaults":
             return {"ok": True}
 
 else:
-    from serving.service import SERVICE_CONFIG, GuardMiddleware, _json_response, tune_runtime
+    from serving.guard import GuardMiddleware
+    from serving.responses import json_response
+    from serving.service import SERVICE_CONFIG
+    from serving.tuning import tune_runtime
 
     config = dict(SERVICE_CONFIG)
     if "tracing" in config:  # the service leaves its API routes out of tracing: the no-op route too
@@ -37,6 +40,6 @@ else:
 
         @bentoml.api
         async def noop(self) -> dict[str, Any]:
-            return _json_response({"ok": True})
+            return json_response({"ok": True})
 
     Noop.add_asgi_middleware(GuardMiddleware)

@@ -1,0 +1,115 @@
+"""The OpenAPI document at ``/docs.json``: BentoML's, corrected to what the service really accepts and answers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel
+
+from serving.http_errors import ERROR_SCHEMA, send_error
+from serving.responses import send_json
+from serving.schemas import PredictRequest, RankRequest
+
+__all__ = ["ERROR_STATUSES", "REQUEST_MODELS", "ROUTE_ERRORS", "OpenAPIMiddleware", "openapi_document"]
+
+ERROR_STATUSES: dict[int, str] = {
+    400: "The body does not match the schema (invalid JSON, unknown field, wrong type, missing field)",
+    401: "API key missing or wrong (when RETENTION_API_KEY is set)",
+    403: "Admin key missing or wrong, or no RETENTION_ADMIN_KEY configured",
+    405: "Wrong method",
+    409: "The new model version failed to load; the old one keeps serving",
+    413: "Body over RETENTION_MAX_BODY_BYTES, or too many customers or transactions",
+    415: "Content type other than application/json",
+    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date",
+    500: "Unexpected server error",
+    503: "The model is not loaded yet (retry when /readyz answers 200)",
+}
+"""What each error status means, the description of its response in the document."""
+ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
+    "/predict": (400, 401, 413, 415, 422, 500, 503),
+    "/rank": (400, 401, 413, 415, 422, 500, 503),
+    "/model": (401, 413, 415, 500, 503),
+    "/admin/reload": (401, 403, 409, 413, 415, 500),
+}
+"""The error statuses each route can answer."""
+REQUEST_MODELS: dict[str, type[BaseModel]] = {"/predict": PredictRequest, "/rank": RankRequest}
+"""The request body schema of each route that takes one."""
+
+
+def _openapi_30(schema: Any) -> Any:
+    """A pydantic JSON schema as OpenAPI 3.0 wants it: ``anyOf [X, null]`` -> X with ``nullable: true``."""
+    if isinstance(schema, list):
+        return [_openapi_30(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _openapi_30(v) for k, v in schema.items()}
+    options = out.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out.update(rest[0])
+        elif len(rest) == 1:
+            out["allOf"] = rest
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    return out
+
+
+def openapi_document(spec: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI document with what the service really answers: the request schemas of our models
+    (unknown fields refused, nullable fields marked ``nullable``; BentoML's own flattening drops the ``null``
+    of every optional field) and, per route, every error status it can answer in the one error shape."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for path, model in REQUEST_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas[name] = _openapi_30(definition)
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is not None:
+            content = {"application/json": {"schema": _openapi_30(schema)}}
+            operation["requestBody"] = {"required": True, "content": content}
+    for path, statuses in ROUTE_ERRORS.items():
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        responses = {k: v for k, v in operation.get("responses", {}).items() if str(k).startswith("2")}
+        for status in statuses:
+            responses[str(status)] = {
+                "description": ERROR_STATUSES[status],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        operation["responses"] = responses
+    return spec
+
+
+class OpenAPIMiddleware:
+    """Serves ``/docs.json`` as :func:`openapi_document` rewrites BentoML's (built once, then cached)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.document: bytes | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") != "/docs.json" or scope.get("method") != "GET":
+            await self.app(scope, receive, send)
+            return
+        if self.document is None:
+            held: dict[str, Any] = {}
+            chunks: list[bytes] = []
+
+            async def capture(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    held["status"] = message["status"]
+                else:
+                    chunks.append(message.get("body", b""))
+
+            await self.app(scope, receive, capture)
+            if held.get("status") != 200:
+                await send_error(send, 500, "the OpenAPI document could not be generated")
+                return
+            self.document = json.dumps(openapi_document(json.loads(b"".join(chunks)))).encode()
+        await send_json(send, 200, self.document)
