@@ -44,7 +44,7 @@ def phase_parts(args) -> None:
 
     from features.kernel import compute_feature_arrays, index_transactions
     from serving.loader import load_model
-    from serving.ranking import feature_matrix
+    from serving.scoring import feature_matrix
 
     as_of = common.last_day(DAYS)
     tx = common.load_contract_frame(args.data, as_of)
@@ -55,7 +55,7 @@ def phase_parts(args) -> None:
     model = load_model(common.MODEL_URI)
     names = model.feature_columns
     n = len(ids)
-    X, s_matrix = common.timed(lambda: feature_matrix({c: arrays.get(c, np.full(n, np.nan)) for c in names}, names))
+    X, s_matrix = common.timed(lambda: feature_matrix(arrays, names, n))
     arrays = None
     X = np.ascontiguousarray(X, dtype=np.float64)
     _, s_churn = common.timed(lambda: model.churn_booster.predict(X, num_threads=0))
@@ -110,13 +110,13 @@ def phase_job_api(args) -> None:
         (batch, "partition_of", "partition hash"),
         (batch, "spool", "spool input to partition files"),
         (batch, "prepare_transactions", "contract"),
-        (batch, "prepare", "kernel: prepare"),
+        (batch, "index_transactions", "kernel: index transactions"),
         (batch, "compute_feature_arrays", "kernel: features"),
         (batch, "feature_matrix", "feature matrix"),
         (model, "score", "LightGBM churn + value predict (+ calibration)"),
         (model, "churn_contributions", "LightGBM pred_contrib"),
-        (batch, "score_table", "score table (predict, tiers, segments)"),
-        (batch, "reason_columns", "reason texts (pred_contrib included)"),
+        (batch, "score_customers", "score customers (predict, tiers, segments, pred_contrib)"),
+        (batch, "output_columns", "output columns (reason texts)"),
         (batch, "_write_part", "write part files"),
         (batch, "finish_ranking", "rank"),
         (batch, "write_output", "write output"),

@@ -396,7 +396,7 @@ def score(
     day = _day(as_of)
     ids, arrays = compute_feature_arrays(index_transactions(_transactions(data, day)), day)
     columns = model.feature_columns
-    X = feature_matrix({c: arrays.get(c, np.full(len(ids), np.nan)) for c in columns}, columns)
+    X = feature_matrix(arrays, columns, len(ids))
     batch = score_customers(model, ids, X, reasons=reasons, num_threads=num_threads)
     return output_columns(batch, reasons=reasons) if as_frame else batch
 

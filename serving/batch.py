@@ -129,7 +129,7 @@ def score_partition(
     ids, arrays = compute_feature_arrays(index_transactions(tx), as_of)
     names = model.feature_columns
     n = len(ids)
-    X = feature_matrix({c: arrays.get(c, np.full(n, np.nan)) for c in names}, names)
+    X = feature_matrix(arrays, names, n)
     drift = {
         c: (bin_shares(X[:, j], np.asarray(model.meta.feature_reference[c]["edges"])) * n).tolist()
         for j, c in enumerate(names)

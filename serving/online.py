@@ -42,7 +42,7 @@ from features.kernel import compute_feature_arrays, index_transactions
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
 from serving.ranking import rank_order
-from serving.scoring import json_rows, score_customers
+from serving.scoring import feature_matrix, json_rows, score_customers
 
 log = logging.getLogger("retention.online")
 
@@ -225,7 +225,7 @@ def inline_features(
         raise _broken_row_error(frame, owners, as_of)
     positions, arrays = compute_feature_arrays(index_transactions(tx), as_of)
     n = len(positions)
-    matrix = np.column_stack([arrays.get(c, np.full(n, np.nan)) for c in columns]) if n else np.empty((0, len(columns)))
+    matrix = feature_matrix(arrays, columns, n)
     return {int(p): matrix[k] for k, p in enumerate(positions)}
 
 

@@ -71,14 +71,17 @@ def assign_segments(current_value: np.ndarray, expected_value: np.ndarray, meta:
     return out.astype(object)
 
 
-def feature_matrix(arrays: dict[str, np.ndarray], columns: Sequence[str]) -> np.ndarray:
-    """Stack kernel output arrays into the model's column order; raises KeyError naming a missing feature."""
-    missing = [c for c in columns if c not in arrays]
-    if missing:
-        raise KeyError(f"features missing for the model: {', '.join(missing)}")
+def feature_matrix(arrays: dict[str, np.ndarray], columns: Sequence[str], n: int) -> np.ndarray:
+    """Kernel output arrays (``n`` customers each) stacked in the model's column order, float64 (n x columns).
+
+    A model column the arrays do not hold (a feature this kernel version does not compute) is all missing (NaN),
+    which the heads score as LightGBM's missing value -- the same on every path.
+    """
     if not columns:
-        return np.empty((0, 0))
-    return np.column_stack([np.asarray(arrays[c], dtype=np.float64) for c in columns])
+        return np.empty((n, 0))
+    return np.column_stack(
+        [np.asarray(arrays[c], dtype=np.float64) if c in arrays else np.full(n, np.nan) for c in columns]
+    )
 
 
 def top_reasons(contributions: np.ndarray, X: np.ndarray, top: int = REASONS) -> tuple[np.ndarray, ...]:
