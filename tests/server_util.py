@@ -72,3 +72,17 @@ def stop(server: Server) -> None:
         server.proc.wait(20)
     except subprocess.TimeoutExpired:
         server.proc.kill()
+
+
+def assert_error_shape(response: httpx.Response, status: int) -> dict:
+    """Every error answer has one JSON shape: ``{"error": sentence, "status": code[, "field"][, "detail"]}``."""
+    assert response.status_code == status, response.text
+    content_type = response.headers["content-type"]  # Schemathesis' responses keep a list per header
+    assert (content_type[0] if isinstance(content_type, list) else content_type).startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"], body
+    assert body["status"] == status
+    assert set(body) <= {"error", "status", "field", "detail"}
+    if "field" in body:
+        assert body["field"] in body["error"]
+    return body

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_util import run_cli
-from server_util import ADMIN, UNKNOWN_CUSTOMER, Server, server_log, start_server, stop
+from server_util import ADMIN, UNKNOWN_CUSTOMER, Server, assert_error_shape, server_log, start_server, stop
 
 
 @pytest.fixture(scope="module")
@@ -231,20 +231,6 @@ def test_bad_input_is_a_4xx_naming_the_field(server, body, status, names) -> Non
     response = server.post(path, body)
     assert response.status_code == status, response.text
     assert names in assert_error_shape(response, status)["error"]
-
-
-def assert_error_shape(response: httpx.Response, status: int) -> dict:
-    """Every error answer has one JSON shape: ``{"error": sentence, "status": code[, "field"][, "detail"]}``."""
-    assert response.status_code == status, response.text
-    content_type = response.headers["content-type"]  # Schemathesis' responses keep a list per header
-    assert (content_type[0] if isinstance(content_type, list) else content_type).startswith("application/json")
-    body = response.json()
-    assert isinstance(body, dict) and isinstance(body["error"], str) and body["error"], body
-    assert body["status"] == status
-    assert set(body) <= {"error", "status", "field", "detail"}
-    if "field" in body:
-        assert body["field"] in body["error"]
-    return body
 
 
 def test_non_finite_amount_and_malformed_json(server) -> None:

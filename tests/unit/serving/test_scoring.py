@@ -53,13 +53,10 @@ def test_fewer_features_than_reasons_and_no_rows() -> None:
 
 
 def test_tiers_take_the_first_threshold_reached(model) -> None:
-    # thresholds (100, 0): gold above 100, bronze below (also below 0: the last tier takes the rest)
-    tiers = assign_tiers(np.array([150.0, 100.01, 99.99, 0.5, -1.0]), model.meta)
+    # thresholds (100, 0): gold from 100 up (the bound belongs to its tier, the model card's ">="), bronze below,
+    # also below 0 (the last tier takes the rest)
+    tiers = assign_tiers(np.array([150.0, 100.0, 99.99, 0.0, -1.0]), model.meta)
     assert tiers.tolist() == ["gold", "gold", "bronze", "bronze", "bronze"]
-
-
-def test_a_value_equal_to_a_lower_bound_is_in_that_tier(model) -> None:
-    assert assign_tiers(np.array([100.0]), model.meta).tolist() == ["gold"]
 
 
 def test_segments_split_at_the_two_thresholds(model) -> None:
