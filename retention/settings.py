@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_transactions: int = Field(10_000, ge=1, description="Inline transactions per customer in a request at most.")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="Request body size limit in bytes (413 above).")
     scoring_threads: int = Field(4, ge=0, description="Service scoring threads (0 scores on the event loop).")
+    workers: int = Field(
+        1, ge=1, description="Service worker processes: one per core (a reload reaches every worker; see `serve`)."
+    )
     api_key: SecretStr | None = Field(None, description="When set, every API route needs it (Bearer or X-API-Key).")
     admin_key: SecretStr | None = Field(
         None, description="/admin/reload needs it as X-Admin-Key (besides the API key); unset, the route answers 403."
@@ -75,6 +78,12 @@ class Settings(BaseSettings):
     spool_bytes: int = Field(
         1 << 30, ge=0, description="Batch inputs larger than this many bytes are spooled to partition files first."
     )
+    batch_root: Path | None = Field(
+        None,
+        description="Folder the /batch task routes may read inputs from and write outputs to (paths inside it only);"
+        " unset: the routes answer 403.",
+    )
+    batch_sql: bool = Field(False, description="/batch tasks may also read and write SQL URLs (off: paths only).")
     spark_master: str | None = Field(
         None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2])."
     )
@@ -93,6 +102,11 @@ class Settings(BaseSettings):
     def batch_dir(self) -> Path:
         """Where batch jobs keep their resumable state (``<home>/batch``)."""
         return self.home / "batch"
+
+    @property
+    def tasks_dir(self) -> Path:
+        """Where the service's batch task records live (``<home>/tasks``, see :mod:`serving.batch_tasks`)."""
+        return self.home / "tasks"
 
 
 @functools.cache

@@ -9,19 +9,22 @@ from pydantic import BaseModel
 
 from serving.http_errors import ERROR_SCHEMA, send_error
 from serving.responses import send_json
-from serving.schemas import PredictRequest, RankRequest
+from serving.schemas import BatchJobRequest, BatchSubmitRequest, PredictRequest, RankRequest
 
 __all__ = ["ERROR_STATUSES", "REQUEST_MODELS", "ROUTE_ERRORS", "OpenAPIMiddleware", "openapi_document"]
 
 ERROR_STATUSES: dict[int, str] = {
     400: "The body does not match the schema (invalid JSON, unknown field, wrong type, missing field)",
     401: "API key missing or wrong (when RETENTION_API_KEY is set)",
-    403: "Admin key missing or wrong, or no RETENTION_ADMIN_KEY configured",
+    403: "Admin key missing or wrong, or no RETENTION_ADMIN_KEY configured; /batch: tasks disabled (no"
+    " RETENTION_BATCH_ROOT), a path outside the batch root, or a SQL URL without RETENTION_BATCH_SQL",
+    404: "/batch: no job with this id",
     405: "Wrong method",
-    409: "The new model version failed to load; the old one keeps serving",
+    409: "The new model version failed to load; the old one keeps serving; /batch/result: the job is not done",
     413: "Body over RETENTION_MAX_BODY_BYTES, or too many customers or transactions",
     415: "Content type other than application/json",
-    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date",
+    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date; /batch: a path with"
+    " '..', a missing source, a destination not .parquet/.csv, a malformed job id",
     500: "Unexpected server error",
     503: "The model is not loaded yet (retry when /readyz answers 200)",
 }
@@ -31,9 +34,18 @@ ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "/rank": (400, 401, 413, 415, 422, 500, 503),
     "/model": (401, 413, 415, 500, 503),
     "/admin/reload": (401, 403, 409, 413, 415, 500),
+    "/batch/submit": (400, 401, 403, 413, 415, 422, 500, 503),
+    "/batch/status": (400, 401, 403, 404, 413, 415, 422, 500),
+    "/batch/result": (400, 401, 403, 404, 409, 413, 415, 422, 500),
 }
 """The error statuses each route can answer."""
-REQUEST_MODELS: dict[str, type[BaseModel]] = {"/predict": PredictRequest, "/rank": RankRequest}
+REQUEST_MODELS: dict[str, type[BaseModel]] = {
+    "/predict": PredictRequest,
+    "/rank": RankRequest,
+    "/batch/submit": BatchSubmitRequest,
+    "/batch/status": BatchJobRequest,
+    "/batch/result": BatchJobRequest,
+}
 """The request body schema of each route that takes one."""
 
 

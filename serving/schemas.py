@@ -1,13 +1,13 @@
-"""The request bodies of ``/predict`` and ``/rank`` (pydantic): what BentoML validates (400 on a mismatch) and
-what the OpenAPI document shows (:mod:`serving.openapi`)."""
+"""The request bodies of ``/predict``, ``/rank`` and the ``/batch/*`` task routes (pydantic): what BentoML
+validates (400 on a mismatch) and what the OpenAPI document shows (:mod:`serving.openapi`)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Customer", "PredictRequest", "RankRequest", "Transaction"]
+__all__ = ["BatchJobRequest", "BatchSubmitRequest", "Customer", "PredictRequest", "RankRequest", "Transaction"]
 
 
 class Transaction(BaseModel):
@@ -62,3 +62,38 @@ class RankRequest(PredictRequest):
     """The body of ``/rank``: ``/predict``'s and ``top_k``."""
 
     top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
+
+
+class BatchSubmitRequest(BaseModel):
+    """The body of ``/batch/submit``: a batch scoring job (:mod:`serving.batch_tasks`), as ``retention score``."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: Annotated[
+        str,
+        Field(
+            min_length=1,
+            description="Transactions: a .parquet/.csv file or a Parquet folder inside RETENTION_BATCH_ROOT (absolute,"
+            " or relative to it), or a SQL URL when RETENTION_BATCH_SQL=1",
+        ),
+    ]
+    as_of: Annotated[str, Field(min_length=1, description="ISO 8601 date (YYYY-MM-DD) features are computed at")]
+    destination: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            description="Output .parquet/.csv inside the batch root, or a SQL URL (?table=); default:"
+            " <root>/scores/<job_id>.parquet",
+        ),
+    ] = None
+    top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
+    reasons: Annotated[
+        Literal["all", "top-k", "none"] | None,
+        Field(description="Which rows get reasons (as `retention score --reasons`); default: the job's default"),
+    ] = None
+
+
+class BatchJobRequest(BaseModel):
+    """The body of ``/batch/status`` and ``/batch/result``: the id ``/batch/submit`` answered."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: Annotated[str, Field(min_length=1, description="The job id answered by /batch/submit")]
