@@ -52,6 +52,7 @@ from starlette.responses import Response
 
 from retention.settings import Settings, get_settings
 from serving import bento_patches, readiness
+from serving.batch_tasks import BatchTasks, TaskError
 from serving.bento import default_model_reference
 from serving.coalesce import RequestCoalescer
 from serving.guard import GuardMiddleware
@@ -60,7 +61,7 @@ from serving.online import Limits, ModelHolder, OnlineAnswer, OnlineScorer, Requ
 from serving.openapi import OpenAPIMiddleware
 from serving.readiness import ReadinessMiddleware, StoreReadinessMiddleware, not_ready_reason
 from serving.responses import json_response
-from serving.schemas import Customer, PredictRequest, RankRequest
+from serving.schemas import BatchJobRequest, BatchSubmitRequest, Customer, PredictRequest, RankRequest
 from serving.store import StoreUnavailable
 from serving.store_access import open_service_store
 from serving.tuning import freeze_heap, tune_runtime
@@ -68,7 +69,7 @@ from serving.tuning import freeze_heap, tune_runtime
 log = logging.getLogger("retention.service")
 INLINE_MAX_CUSTOMERS = 16
 INLINE_MAX_TRANSACTIONS = 500
-API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model")
+API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model", "/batch/submit", "/batch/status", "/batch/result")
 
 
 def service_config(settings: Settings) -> dict[str, Any]:
@@ -109,6 +110,7 @@ class Retention:
         store = open_service_store(settings)
         readiness.watch(self.holder, store)
         self.scorer = OnlineScorer(self.holder, store, Limits.from_env())
+        self.batch_tasks = BatchTasks(settings)  # /batch/*: jobs of serving.batch.run_score_job (serving.batch_tasks)
         threads = settings.scoring_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="retention-score") if threads > 0 else None
         self._coalescer = RequestCoalescer(self.scorer, self._pool) if self._pool is not None else None
@@ -194,6 +196,41 @@ class Retention:
         if self.holder.model is None:
             return error_response(503, not_ready_reason(self.holder))
         return json_response(self.holder.model.describe())
+
+    async def _task_answer(self, route: str, call: Any, *args: Any) -> Response:
+        """A ``/batch/*`` answer: ``call(*args)`` off the event loop (file I/O), or its refusal in the one shape."""
+        try:
+            return json_response(await asyncio.to_thread(call, *args))
+        except TaskError as exc:
+            log_client_error("POST", route, exc.status, exc.field)
+            return error_response(exc.status, str(exc), exc.field)
+
+    @bentoml.api(route="/batch/submit", input_spec=BatchSubmitRequest)
+    async def batch_submit(
+        self,
+        source: str,
+        as_of: str,
+        destination: str | None = None,
+        top_k: int | None = None,
+        reasons: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a batch scoring job (``retention score``'s) on files under ``RETENTION_BATCH_ROOT``: its record
+        at once (``job_id``, ``status``); the same submission again answers the same job, never a second run."""
+        model = self.holder.model
+        if model is None:
+            return error_response(503, not_ready_reason(self.holder))
+        args = (model, source, as_of, destination, top_k, reasons)
+        return await self._task_answer("/batch/submit", self.batch_tasks.submit, *args)
+
+    @bentoml.api(route="/batch/status", input_spec=BatchJobRequest)
+    async def batch_status(self, job_id: str) -> dict[str, Any]:
+        """A batch job's status and progress: partitions done of the total, input rows done, why it failed."""
+        return await self._task_answer("/batch/status", self.batch_tasks.status, job_id)
+
+    @bentoml.api(route="/batch/result", input_spec=BatchJobRequest)
+    async def batch_result(self, job_id: str) -> dict[str, Any]:
+        """A finished batch job's output location and run summary (rows, Pareto share, tiers, drift, data quality)."""
+        return await self._task_answer("/batch/result", self.batch_tasks.result, job_id)
 
 
 # the first added is the outermost: ErrorShapeMiddleware sees the answers of all the others
