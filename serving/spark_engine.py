@@ -58,6 +58,7 @@ from features.sources import _ids_as_text, is_sql_url
 from retention.settings import get_settings
 from serving.batch import (
     DEFAULT_PARTITIONS,
+    OUTPUT_COLUMNS,
     JobSummary,
     PartitionResult,
     check_output,
@@ -66,7 +67,9 @@ from serving.batch import (
     partition_of,
     score_partition,
     split_in_memory,
+    write_output,
 )
+from serving.batch import _top20_share as _top20_share
 from serving.model import ScoringModel
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
@@ -91,7 +94,10 @@ SCORE_COLUMNS = (
     "reason_2",
     "reason_3",
 )
+REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
+REASON_MODES = ("all", "top-k", "none")
 _PART, _POS, _META, _PAYLOAD = "_part", "_pos", "_meta", "_payload"
+_PID, _MID = "__rt_pid", "__rt_mid"
 _ORDER = ("__rt_file", "__rt_block", "__rt_row")
 _FILE_PATH = "__rt_path"
 RESULT_SCHEMA = (
@@ -507,6 +513,7 @@ def run_spark_job(
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
     allow_future_as_of: bool = False,
+    reasons: str = "all",
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
@@ -514,6 +521,8 @@ def run_spark_job(
     ``normalize_float_ids``: ids are normalised before the rows are grouped into partitions, as locally.
     ``min_date``: only the default floor (1990-01-01) on Spark so far.
     """
+    from pyspark.sql import functions as F
+
     del spool_input  # Spark spills to disk on its own
     if min_date != MIN_DATE:
         raise ContractError(f"--min-date other than {MIN_DATE} is not supported by the spark engine yet")
@@ -526,7 +535,10 @@ def run_spark_job(
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
     if not is_sql_url(source) and not _is_remote(source) and not Path(_local_path(source)).exists():
         raise ContractError(f"input '{source}' does not exist")
-    check_output(dest)
+    if reasons not in REASON_MODES:
+        raise ContractError(f"--reasons must be one of {', '.join(REASON_MODES)}, got '{reasons}'")
+    if not _is_remote(dest):
+        check_output(dest)
     columns = dict(columns or {})
 
     spark = spark_session()
@@ -537,8 +549,35 @@ def run_spark_job(
         shipped = None
     restore_nanos = spark.conf.get(NANOS_AS_LONG, None)
     spark.conf.set(NANOS_AS_LONG, "true")
+    scored = None
     try:
-        results = _run(spark, source, as_of_date, model, bundle, shipped, columns, partitions, normalize_float_ids)
+        results, scored, rows = _run(
+            spark, source, as_of_date, model, bundle, shipped, columns, partitions, normalize_float_ids
+        )
+        # the local engine's checks (--strict, empty input, future as-of) and summary (report, drift, notes) on the
+        # parts' metadata only: the rows are ranked and written below, by Spark
+        with tempfile.TemporaryDirectory(prefix="retention-spark-") as folder:
+            summary = finish_job(
+                results,
+                model,
+                as_of_date,
+                str(Path(folder) / "no-rows.parquet"),
+                strict=strict,
+                top_k=top_k,
+                partitions=partitions,
+                resumed=0,
+                started=start,
+                allow_future_as_of=allow_future_as_of,
+                input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
+            )
+        if reasons == "none":
+            rows = rows.withColumns({name: F.lit(None).cast("string") for name in REASON_COLUMNS})
+        tiers = dict(rows.groupBy("tier").count().collect())
+        expected = rows.select("expected_value").toArrow().column(0).to_numpy()
+        ranked = ranked_frame(rows, top_k).withColumns(
+            {"model_version": F.lit(str(model.version or "")), "as_of": F.lit(str(as_of_date))}
+        )
+        written = write_ranked(ranked.select(*OUTPUT_COLUMNS), dest)
     finally:
         if restore_nanos is None:
             spark.conf.unset(NANOS_AS_LONG)
@@ -546,20 +585,87 @@ def run_spark_job(
             spark.conf.set(NANOS_AS_LONG, restore_nanos)
         if shipped is not None:
             shipped.unpersist()
-
-    return finish_job(
-        results,
-        model,
-        as_of_date,
-        dest,
-        strict=strict,
-        top_k=top_k,
-        partitions=partitions,
-        resumed=0,
-        started=start,
-        allow_future_as_of=allow_future_as_of,
-        input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
+        if scored is not None:
+            scored.unpersist()
+    return dataclasses.replace(
+        summary,
+        output=dest,
+        customers_scored=len(expected),
+        rows_written=written,
+        top20_value_share=_top20_share(expected),
+        tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
+        seconds=time.perf_counter() - start,
     )
+
+
+def ranked_frame(rows: Any, top_k: int | None = None) -> Any:
+    """``rows`` (one per customer) in retention order, numbered ``retention_rank`` from 1, sorted by Spark.
+
+    The order is :func:`serving.ranking.rank_order`'s: value at risk descending on exact doubles (NaN, which the
+    scorer never gives, last), then customer id ascending by Spark's binary string order, i.e. UTF-8 bytes, i.e.
+    code points. ``orderBy`` range-partitions the rows (one shuffle; with ``top_k`` Spark keeps the first k of every
+    partition and merges them instead). The ranks are numbered without moving rows: each sorted partition tags its
+    rows with ``monotonically_increasing_id`` (increasing within a partition), a small job counts the rows of every
+    partition, and a rank is the partition's offset (rows in the partitions before it) plus the position. The
+    tagged frame is persisted so that the counts and the numbering see the same partitions.
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    risk = F.col("value_at_risk")
+    order = [F.desc_nulls_last(F.when(F.isnan(risk), None).otherwise(risk)), F.asc("customer_id")]
+    ordered = rows.orderBy(*order)
+    if top_k is not None:
+        ordered = ordered.limit(top_k)
+    tagged = ordered.select("*", F.spark_partition_id().alias(_PID), F.monotonically_increasing_id().alias(_MID))
+    tagged = tagged.persist(StorageLevel.MEMORY_AND_DISK)
+    spans = tagged.groupBy(_PID).agg(F.count(F.lit(1)).alias("n"), F.min(_MID).alias("first")).collect()
+    base, offset = {}, 1
+    for pid, n, first in sorted(spans):
+        base[int(pid)] = offset - int(first)  # rank = base + id: the first row of the partition gets ``offset``
+        offset += int(n)
+    start = F.create_map(*[F.lit(v) for item in base.items() for v in item])[F.col(_PID)] if base else F.lit(0)
+    rank = (start + F.col(_MID)).cast("long").alias("retention_rank")
+    names = [name for name in rows.columns if name != "customer_id"]
+    return tagged.select("customer_id", rank, *names)
+
+
+def write_ranked(ranked: Any, dest: str) -> int:
+    """Write the ranked Spark frame to ``dest``; the number of rows written.
+
+    A directory (no ``.csv``/``.parquet``/``.pq`` suffix, not a SQL URL): Parquet part files written by the
+    executors in rank order (``part-00000`` first) into a staging directory next to ``dest``, then renamed into
+    place (the previous output, if any, is replaced only once the new one is complete). A single file or a SQL
+    table: the driver collects the rows it writes (Arrow; only k rows with ``top_k``) and writes them with the
+    local engine's atomic :func:`serving.batch.write_output`.
+    """
+    if is_sql_url(dest) or Path(dest).suffix.lower() in (".csv", ".parquet", ".pq"):
+        frame = ranked.toArrow().to_pandas()
+        write_output(frame, dest)
+        return len(frame)
+    spark = ranked.sparkSession
+    jvm = spark.sparkContext._jvm
+    target = jvm.org.apache.hadoop.fs.Path(dest if _is_remote(dest) else Path(_local_path(dest)).as_uri())
+    fs = target.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    token = f"{os.getpid()}-{int(time.time() * 1e6)}"
+    staging = jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.staging-{token}")
+    old = jvm.org.apache.hadoop.fs.Path(target.getParent(), f".{target.getName()}.old-{token}")
+    try:
+        ranked.write.mode("errorifexists").parquet(staging.toString())
+        count = spark.read.parquet(staging.toString()).count()  # footers only
+        had_old = fs.exists(target)
+        if had_old and not fs.rename(target, old):
+            raise ContractError(f"cannot replace the output '{dest}'")
+        if not fs.rename(staging, target):
+            if had_old:
+                fs.rename(old, target)
+            raise ContractError(f"cannot write the output '{dest}'")
+        if had_old:
+            fs.delete(old, True)
+    finally:
+        if fs.exists(staging):
+            fs.delete(staging, True)
+    return int(count)
 
 
 def _run(
@@ -572,8 +678,10 @@ def _run(
     columns: dict[str, str],
     partitions: int,
     normalize_float_ids: bool = False,
-) -> list[PartitionResult]:
-    """Score every partition on Spark; one :class:`PartitionResult` per partition number, in order."""
+) -> tuple[list[PartitionResult], Any, Any]:
+    """Score every partition on Spark: one :class:`PartitionResult` per partition number, in order, with its report
+    and drift counts but no rows; the persisted scored frame (the caller unpersists it) and its rows
+    (``SCORE_COLUMNS``)."""
     from pyspark.sql import functions as F
 
     carrier: Any = shipped if shipped is not None else bundle  # only one of them travels with the functions
@@ -616,19 +724,18 @@ def _run(
             raw = layout.restore(pdf[keep].reset_index(drop=True))
             return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize))
 
+    from pyspark import StorageLevel
+
+    scored = grouped.groupBy(_PART).applyInPandas(score_group, RESULT_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        table = grouped.groupBy(_PART).applyInPandas(score_group, RESULT_SCHEMA).toArrow()
+        metas = scored.filter(F.col(_POS) < 0).select(_PART, _META).collect()  # runs the scoring, fills the cache
     except Exception as exc:
+        scored.unpersist()
         raise _translate(exc) from exc
-    frame = table.to_pandas()
-    frame = frame.sort_values([_PART, _POS], kind="stable")
-    meta = frame[frame[_POS] < 0]
-    rows = frame[frame[_POS] >= 0]
     empty = _empty_result(model, as_of, empty_raw, columns, normalize)
-    by_part = {int(p): group for p, group in rows.groupby(_PART, sort=False)}
     results = [empty] * partitions
-    for part, text in zip(meta[_PART].tolist(), meta[_META].tolist(), strict=True):
+    for part, text in metas:
         info = json.loads(text)
-        scores = by_part.get(part, rows.iloc[:0])[list(SCORE_COLUMNS)].reset_index(drop=True)
-        results[part] = PartitionResult(scores, DataQualityReport(**info["report"]), info["drift_counts"])
-    return results
+        results[int(part)] = PartitionResult(empty.scores, DataQualityReport(**info["report"]), info["drift_counts"])
+    rows = scored.filter(F.col(_POS) >= 0).select(*SCORE_COLUMNS)
+    return results, scored, rows

@@ -315,3 +315,48 @@ def test_normalize_ids_before_partitioning(spark, data):
     assert sorted(remote_rows["customer_id"]) == sorted(local_rows["customer_id"]) == ["13047", "17850"]
     pd.testing.assert_frame_equal(remote_rows, local_rows)
     assert remote.report == local.report and remote.report.customers == 2 and remote.report.float_like_ids == 0
+
+
+def test_spark_sort_is_rank_order(spark):
+    """Spark's global sort and numbering give :func:`rank_frame`'s order: exact values, ties by code point (ids
+    outside the BMP sort after U+FFFD by code point, before it in UTF-16), across several sorted partitions."""
+    from serving.ranking import rank_frame
+    from serving.spark_engine import ranked_frame
+
+    ids = ["b", "a", "B", "é", "z", "\ufffd", "\U0001f600", "a0", "A", "", "10", "9", "ß", "e\u0301"]
+    risk = [1.0, 1.0, 1.0, 1.0, 2.5, 1.0, 1.0, 1.0 + 2**-52, 0.0, 1.0, 2.5, 2.5, 1.0, 1.0]
+    table = pd.DataFrame({"customer_id": ids, "value_at_risk": risk, "tier": [f"t{i}" for i in range(len(ids))]})
+    expected = rank_frame(table)
+    rows = spark.createDataFrame(table).repartition(3)
+    got = ranked_frame(rows).toPandas()
+    assert got["customer_id"].tolist() == expected["customer_id"].tolist()
+    assert got["retention_rank"].tolist() == list(range(1, len(ids) + 1))
+    assert got["tier"].tolist() == expected["tier"].tolist()
+    top = ranked_frame(rows, top_k=5).toPandas()
+    assert top["customer_id"].tolist() == expected["customer_id"].tolist()[:5]
+    assert top["retention_rank"].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_directory_destination_written_by_spark(spark, data):
+    """A directory destination is written by the executors (Parquet parts in rank order): read back, it is the local
+    engine's list; a second run replaces it (here a top-k list without reasons)."""
+    from serving.spark_engine import run_spark_job
+
+    source = str(data["root"] / "tx.parquet")
+    out = data["root"] / "directory"
+    local = run_score_job(source, AS_OF, str(out / "local.parquet"), data["model"], partitions=4)
+    local_rows = pd.read_parquet(out / "local.parquet")
+    remote = run_spark_job(source, AS_OF, str(out / "list"), data["model"], partitions=4)
+    assert (out / "list").is_dir() and len(list((out / "list").glob("part-*.parquet"))) >= 1
+    assert not [p for p in out.iterdir() if p.name.startswith(".list")]  # no staging left behind
+    assert_same(local, local_rows, remote, pd.read_parquet(out / "list"))
+
+    top = run_spark_job(source, AS_OF, str(out / "list"), data["model"], partitions=4, top_k=30, reasons="none")
+    rows = pd.read_parquet(out / "list")
+    assert top.rows_written == len(rows) == 30 and top.customers_scored == local.customers_scored
+    assert rows["customer_id"].tolist() == local_rows["customer_id"].head(30).tolist()
+    assert rows[["reason_1", "reason_2", "reason_3"]].isna().all().all()
+    pd.testing.assert_frame_equal(
+        rows.drop(columns=["reason_1", "reason_2", "reason_3"]),
+        local_rows.head(30).drop(columns=["reason_1", "reason_2", "reason_3"]),
+    )
