@@ -13,9 +13,14 @@
    the as-of date, both LightGBM heads, tiers, segments, reason codes -- on each group. The model bundle (two
    booster text files and ``bundle.json``) is broadcast and loaded once per Python worker. Each group returns its
    scored rows plus one metadata row holding its data-quality report and drift bin counts as JSON;
-4. the rows are collected to the driver (Arrow), ranked globally with :func:`serving.batch.finish_ranking` and
-   written atomically with :func:`serving.batch.write_output`; reports and drift counts are combined in partition
-   order, like the local engine does.
+4. the scored frame is persisted; only the metadata rows (one per part) come to the driver, where the local
+   engine's :func:`serving.batch.finish_job` combines the reports and drift counts and judges ``--strict``, the empty
+   input and the as-of date on parts without rows (it writes nothing but an empty temporary file);
+5. Spark ranks (:func:`ranked_frame`: global ``orderBy``, ranks from per-partition offsets, ``--top-k`` as the
+   sorted frame's ``limit``) and :func:`write_ranked` writes: a directory destination by the executors (Parquet
+   parts in rank order, staged then renamed), a single file or SQL table by the driver from the collected rows it
+   writes (k rows with ``--top-k``). Tier counts are a Spark aggregate; the Pareto share needs every
+   ``expected_value`` (8 bytes per customer, the one column collected).
 
 Spark handles spilling and retries, so there is no spool and no resume: ``spool_input`` is accepted for the
 signature's sake and ignored, ``resumed_partitions`` is always 0. See ``docs/spark.md`` for cluster use.
