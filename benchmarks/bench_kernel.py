@@ -1,6 +1,7 @@
 """Feature kernel throughput and memory on 10M generated transactions, one cutoff, against pandas and DuckDB.
 
     python benchmarks/bench_kernel.py [--work DIR] [--quick] [--skip-spool] [--repeat N]
+    python benchmarks/bench_kernel.py --end-to-end [--before DIR] [--repeat N] [--work DIR]
 
 Data: ``retention generate --customers 500000 --days 730 --seed 0`` (about 10.1M rows; ``--quick``: 50,000
 customers, about 1M rows), saved once as Parquet in the work folder and reused; the cutoff is the last day.
@@ -15,6 +16,12 @@ cached as Parquet next to the data):
   ``pip install duckdb`` into the virtualenv for this benchmark), with all threads and with one thread.
 
 The pandas and DuckDB results are checked against the kernel's (column sums and customer counts).
+End to end (``--end-to-end``, issue #11): ``retention features -t FILE --as-of D -o OUT`` on 5M generated
+transactions (250,000 customers) against DuckDB reading the same Parquet file and writing the subset's features
+to Parquet (``COPY (SELECT ...) TO``), each a whole fresh process, alternated A B A B for ``--repeat`` pairs, with
+the load average beside every run; ``--before DIR`` adds a third command, the same CLI run from an older checkout
+of the project (``git archive <commit> | tar -x -C DIR``), so before/after/DuckDB are measured in one run.
+
 Then the partitioned batch path: peak RSS of ``retention score --spool --partitions 16`` vs ``--in-memory`` on the
 same file. That part needs a model: one is trained on 20,000 customers of the same generator (see
 ``bench_batch.py``) and cut to its first few trees, because the comparison is about the input's memory and the
@@ -35,6 +42,8 @@ DAYS = 730
 FULL_CUSTOMERS = 500_000
 QUICK_CUSTOMERS = 50_000
 MODEL_CUSTOMERS = 20_000
+E2E_CUSTOMERS = 250_000
+GOAL_E2E_RATIO = 1.5
 GOAL_M_TX_PER_S = 3.0
 SPOOL_TREES = 5
 NS_PER_DAY = 86_400 * 10**9
@@ -145,6 +154,39 @@ def duckdb_subset(tx, cutoff_day: int, threads: int):
     return result
 
 
+def duckdb_file_sql(data: Path, out: Path, cutoff_day: int) -> str:
+    """DuckDB SQL for the subset's features read straight from the Parquet file and written to Parquet."""
+    windows = ",\n".join(
+        f"count(*) FILTER (WHERE amount >= 0 AND day > {cutoff_day - w}) AS tx_{w}d,\n"
+        f"coalesce(sum(amount) FILTER (WHERE day > {cutoff_day - w}), 0) AS spend_{w}d"
+        for w in WINDOWS
+    )
+    source = str(data).replace("'", "''")
+    target = str(out).replace("'", "''")
+    return f"""
+        COPY (
+            WITH t AS (
+                SELECT customer_id, epoch_ns(timestamp) // {NS_PER_DAY} AS day, amount
+                FROM read_parquet('{source}')
+            )
+            SELECT customer_id,
+                {cutoff_day} - max(day) FILTER (WHERE amount >= 0) AS recency_days,
+                {cutoff_day} - min(day) AS tenure_days,
+                count(DISTINCT day) FILTER (WHERE amount >= 0) AS n_purchase_days,
+                count(*) FILTER (WHERE amount >= 0) AS n_transactions,
+                sum(amount) AS net_spend,
+                coalesce(sum(amount) FILTER (WHERE amount >= 0), 0) AS gross_spend,
+                avg(amount) FILTER (WHERE amount >= 0) AS mean_amount,
+                max(amount) FILTER (WHERE amount >= 0) AS max_amount,
+                stddev_pop(amount) FILTER (WHERE amount >= 0) AS std_amount,
+                {windows},
+                count(*) FILTER (WHERE amount < 0) AS refund_count
+            FROM t WHERE day <= {cutoff_day}
+            GROUP BY customer_id
+        ) TO '{target}' (FORMAT parquet)
+    """
+
+
 # --- phases ------------------------------------------------------------------------------------------------------
 
 
@@ -224,6 +266,129 @@ def phase_duckdb(args) -> None:
     common.emit({"rows": len(tx), **best_of(runs), "checksums": checksums(cols, out.num_rows)})
 
 
+def phase_duckdb_file(args) -> None:
+    """DuckDB end to end: the Parquet file in, the subset's features out (timed against ``retention features``)."""
+    import duckdb
+
+    from features.kernel import date_to_day
+
+    con = duckdb.connect(config={"threads": args.threads or (os.cpu_count() or 1)})
+    con.execute(duckdb_file_sql(args.data, args.out, date_to_day(args.as_of)))
+    con.close()
+    common.emit({"out": str(args.out)})
+
+
+def end_to_end(args, report, work: Path) -> None:
+    """``retention features`` vs DuckDB (and the CLI of an older checkout) on one file, alternated, load beside each."""
+    import statistics
+
+    data, gen = common.ensure_dataset(work, E2E_CUSTOMERS, DAYS, seed=0)
+    as_of = common.last_day(DAYS)
+    # (command, environment, working folder): ``python -m`` puts the working folder first on sys.path
+    commands: dict[str, tuple[list[str], dict[str, str] | None, Path]] = {}
+    cli = ["features", "-t", str(data), "--as-of", as_of, "-o", str(work / "e2e_features.parquet")]
+    commands["retention features (this tree)"] = ([*common.retention_cmd(), *cli], None, common.REPO)
+    if args.before:
+        env = dict(os.environ, PYTHONPATH=str(args.before.resolve()))
+        cli_before = [*cli[:-1], str(work / "e2e_features_before.parquet")]
+        before = args.before.resolve()
+        commands[f"retention features ({args.before.name})"] = ([*common.retention_cmd(), *cli_before], env, before)
+    duck_out = work / "e2e_duckdb.parquet"
+    duck = [sys.executable, __file__, "--phase", "duckdb-file", "--data", str(data), "--as-of", as_of]
+    threads = os.cpu_count() or 1
+    commands[f"DuckDB SQL, Parquet file to Parquet file ({threads} threads)"] = (
+        [*duck, "--out", str(duck_out)],
+        None,
+        common.REPO,
+    )
+    runs: dict[str, list[dict]] = {name: [] for name in commands}
+    for _ in range(args.repeat):
+        for name, (cmd, env, cwd) in commands.items():
+            load = common.load_average()
+            res = common.run_measured(cmd, env=env, cwd=cwd)
+            if res["returncode"] != 0:
+                raise RuntimeError(f"{name} failed:\n{res['output'][-3000:]}")
+            runs[name].append({**res, "load": load})
+    names = list(commands)
+    same = ""
+    if args.before:
+        import pandas as pd
+
+        equal = pd.read_parquet(work / "e2e_features.parquet").equals(
+            pd.read_parquet(work / "e2e_features_before.parquet")
+        )
+        same = f" The two checkouts' feature files are {'identical' if equal else 'DIFFERENT'} (`DataFrame.equals`)."
+    ours, duck_name = names[0], names[-1]
+    ratios = [a["seconds"] / b["seconds"] for a, b in zip(runs[ours], runs[duck_name], strict=True)]
+    table = []
+    for name in names:
+        rs = runs[name]
+        pair = [a["seconds"] / b["seconds"] for a, b in zip(rs, runs[duck_name], strict=True)]
+        table.append(
+            [
+                name,
+                statistics.median(r["seconds"] for r in rs),
+                statistics.median(r["cpu_seconds"] for r in rs),
+                max(r["peak_mb"] for r in rs),
+                f"{statistics.median(pair):.2f} ({min(pair):.2f}..{max(pair):.2f})",
+                "; ".join(f"{r['seconds']:.2f} s @ {r['load']}" for r in rs),
+            ]
+        )
+    ratio = statistics.median(ratios)
+    verdict = "meets" if ratio <= GOAL_E2E_RATIO else "MISSES"
+    report.table(
+        f"End to end: `retention features` vs DuckDB on {data.name} (one cutoff, {as_of})",
+        [
+            "command",
+            "median wall s",
+            "median CPU s",
+            "peak RSS MiB",
+            "x DuckDB, pair by pair: median (min..max)",
+            "every run: wall @ load average 1/5/15 min at its start",
+        ],
+        table,
+        note=f"""
+Each command is a fresh process run to completion ({args.repeat} rounds, the commands in turn within each round,
+so a drift of the shared machine's speed hits all of them alike); wall, CPU and peak RSS (`ru_maxrss`) from
+`wait4`. Ours: `retention features -t {data.name} --as-of {as_of} -o OUT.parquet` (read, the whole input
+contract with its data-quality report, the kernel's {len(SUBSET)}+ features -- all 36 -- and the Parquet
+write). DuckDB: `read_parquet` -> the same {len(SUBSET)}-feature subset as above -> `COPY ... TO` Parquet, all
+threads; no contract (no duplicate lines removed, no report).{same}
+
+**Goal (issue #11): <= {GOAL_E2E_RATIO:g}x DuckDB end to end -- {verdict} it (median ratio {ratio:.2f}).**
+""",
+    )
+    if gen:
+        report.table(
+            "Set-up done in this run (end to end)",
+            ["step", "seconds", "peak RSS MiB"],
+            [["`retention generate` (data set)", gen["seconds"], gen["peak_mb"]]],
+        )
+
+
+E2E_BEGIN, E2E_END = "<!-- end-to-end: written by --end-to-end -->", "<!-- /end-to-end -->"
+
+
+def write_block(path: Path, text: str) -> None:
+    """Put ``text`` into ``path`` between the end-to-end markers, replacing an earlier block (the rest is kept)."""
+    old = path.read_text() if path.exists() else ""
+    block = f"{E2E_BEGIN}\n{text.rstrip()}\n{E2E_END}\n"
+    if E2E_BEGIN in old and E2E_END in old:
+        head, rest = old.split(E2E_BEGIN, 1)
+        path.write_text(head + block + rest.split(E2E_END, 1)[1].lstrip("\n"))
+    else:
+        path.write_text(old.rstrip() + "\n\n" + block)
+    print(f"(written to {path})", file=sys.stderr)
+
+
+def saved_block(path: Path) -> str | None:
+    """The end-to-end block of an earlier results file (a full run keeps it), or None."""
+    old = path.read_text() if path.exists() else ""
+    if E2E_BEGIN not in old or E2E_END not in old:
+        return None
+    return old.split(E2E_BEGIN, 1)[1].split(E2E_END, 1)[0]
+
+
 def phase_small_model(args) -> None:
     """A bundle with the first few trees of the champion (same features and metadata) for the memory runs."""
     import lightgbm as lgb
@@ -263,6 +428,10 @@ def main() -> None:
     parser.add_argument(
         "--spool-only", action="store_true", help="only the retention score memory runs (kernel-spool.md)"
     )
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="only retention features vs DuckDB on 5M rows (kernel-e2e.md)"
+    )
+    parser.add_argument("--before", type=Path, help="with --end-to-end: also time the CLI of this older checkout")
     parser.add_argument("--data", type=Path, help=common.SUPPRESS)
     parser.add_argument("--as-of", help=common.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=common.SUPPRESS)
@@ -274,12 +443,20 @@ def main() -> None:
             "kernel": phase_kernel,
             "pandas": phase_pandas,
             "duckdb": phase_duckdb,
+            "duckdb-file": phase_duckdb_file,
             "small-model": phase_small_model,
         }
         phases[args.phase](args)
         return
 
     work: Path = args.work.resolve()
+    if args.end_to_end:
+        report = common.Report("kernel", "`retention features` end to end vs DuckDB")
+        end_to_end(args, report, work)
+        text = report.render().replace("\n## ", "\n### ").replace("# ", "## ", 1)
+        print(text)
+        write_block(common.RESULTS / "kernel.md", text)
+        return
     customers = QUICK_CUSTOMERS if args.quick else FULL_CUSTOMERS
     name = "kernel" + ("-spool" if args.spool_only else "") + ("-quick" if args.quick else "")
     report = common.Report(name, "Feature kernel: throughput and memory")
@@ -457,7 +634,10 @@ reason codes' `pred_contrib` does not dominate the run time; memory does not dep
             ["step", "seconds", "peak RSS MiB"],
             [["`retention generate` (data set)", gen["seconds"], gen["peak_mb"]]],
         )
-    report.write()
+    kept = saved_block(common.RESULTS / f"{name}.md")
+    path = report.write()
+    if kept:
+        write_block(path, kept)
 
 
 if __name__ == "__main__":
