@@ -87,19 +87,23 @@ class ModelHolder:
         self.on_loaded = on_loaded
         self._lock = threading.Lock()
 
-    def load(self) -> ScoringModel:
+    def load(self, reference: str | None = None) -> ScoringModel:
+        """Load ``reference`` (default: the holder's own, e.g. an alias) and swap it in; raises on failure, the
+        old model then keeps serving and :attr:`error` says why. A pinned ``reference`` (one version another
+        worker already loaded, see :mod:`serving.reload`) leaves :attr:`reference` as it is for later reloads."""
+        reference = reference or self.reference
         with self._lock:
             try:
-                model = load_model(self.reference)
+                model = load_model(reference)
             except Exception as exc:  # any failure keeps the model that is serving
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.error("model %s failed to load: %s", self.reference, self.error)
+                log.error("model %s failed to load: %s", reference, self.error)
                 raise
             warm = np.zeros((1, len(model.feature_columns)))
             model.score(warm, num_threads=1)  # warm up every call the online path makes
             model.churn_contributions(warm, num_threads=1)
             self.model, self.error = model, None
-            log.info("serving model %s version %s", self.reference, model.version)
+            log.info("serving model %s version %s", reference, model.version)
             if self.on_loaded is not None:
                 self.on_loaded()
             return model
