@@ -108,6 +108,7 @@ _NAT = np.iinfo(np.int64).min
 _NS_MIN, _NS_MAX = pd.Timestamp.min.value, pd.Timestamp.max.value
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _DAY_NS = 86_400 * 1_000_000_000
+_UTC_NS = pd.DatetimeTZDtype("ns", "UTC")
 ISO_8601 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?$"
@@ -400,7 +401,8 @@ def _ns_or_nat(utc: Any) -> np.ndarray:
 
 def _utc_series(ns: np.ndarray, index: pd.Index) -> pd.Series:
     """A ``datetime64[ns, UTC]`` Series of nanoseconds since the epoch (``NaT``: int64 min)."""
-    return pd.Series(pd.DatetimeIndex(ns.view("datetime64[ns]"), tz="UTC"), index=index)
+    # int64 with an aware dtype is read as UTC nanoseconds: no localisation pass, no copy of the fresh array
+    return pd.Series(pd.DatetimeIndex(ns, dtype=_UTC_NS, copy=False), index=index)
 
 
 def _arrow(values: pd.Series) -> pa.Array | pa.ChunkedArray:
@@ -493,12 +495,17 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
     offsets = np.frombuffer(values.buffers()[1], dtype=offset_type)[values.offset : values.offset + n + 1]
     data = values.buffers()[2]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
-    lengths = np.diff(offsets).astype(np.int64)
-    distinct = np.unique(lengths)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = np.diff(offsets)
+    shortest, longest = int(lengths.min()), int(lengths.max())
+    if longest - shortest >= 1 << 16:
+        return None
+    distinct = np.flatnonzero(np.bincount(lengths - shortest)) + shortest if longest > shortest else [shortest]
     if len(distinct) > _MAX_HASHED_LENGTHS:
         return None
     out = np.empty(n, dtype=np.uint64)
-    for length in distinct.tolist():
+    for length in [int(k) for k in distinct]:
         rows = None if len(distinct) == 1 else np.flatnonzero(lengths == length)
         width = -(-length // 8) * 8
         padded = np.zeros((n if rows is None else len(rows), max(width, 8)), dtype=np.uint8)
@@ -511,7 +518,7 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
         for j in range(words.shape[1]):
             h ^= words[:, j]
             h *= _HASH_MULTIPLIER
-            h ^= h >> np.uint64(31)
+        h ^= h >> np.uint64(29)
         if rows is None:
             out = h
         else:
@@ -539,7 +546,7 @@ def _repeated_values(text: pd.Series, rows: np.ndarray) -> np.ndarray:
         if len(twins):
             twins = np.unique(twins)
             # a bit table of the twins' low bits first: one gather per row, a binary search only for the few hits
-            bits = min(max(16, (8 * len(twins)).bit_length()), 26)
+            bits = min(max(16, (64 * len(twins)).bit_length()), 26)
             low = np.uint64((1 << bits) - 1)
             table = np.zeros(1 << bits, dtype=bool)
             table[(twins & low).astype(np.intp)] = True
@@ -648,7 +655,9 @@ def _duplicate_lines(lines: _Lines, ok: np.ndarray) -> np.ndarray:
     exact = repeated if line_id is None else repeated[~has_line[repeated]]
     if len(exact):
         # every input column, mapped or not: two products of one order may share price, quantity and time
-        columns = [frame.iloc[:, j].array.take(exact) for j in range(frame.shape[1])]
+        picked = np.zeros(n, dtype=bool)  # a mask (ascending rows): Arrow filters chunk by chunk, a take combines
+        picked[exact] = True
+        columns = [frame.iloc[:, j].array[picked] for j in range(frame.shape[1])]
         duplicate[exact[_repeats(_group_codes([key[exact], *columns]))]] = True
     return duplicate
 
@@ -777,7 +786,7 @@ def _transactions(lines: _Lines, orders: _Orders) -> pd.DataFrame:
     # row numbers on strings) and one DataFrame built from them: every pandas call costs tens of us
     columns: dict[str, Any] = {
         "customer_id": lines.customer.array[keep],  # ``str`` (see _as_string)
-        "timestamp": pd.DatetimeIndex(ns[keep].view("datetime64[ns]"), tz="UTC"),
+        "timestamp": pd.DatetimeIndex(ns[keep], dtype=_UTC_NS, copy=False),
         "amount": orders.amount[keep],
     }
     frame = lines.frame
@@ -792,6 +801,24 @@ def _transactions(lines: _Lines, orders: _Orders) -> pd.DataFrame:
             columns[name] = _as_string(frame[name]).array[keep]
     rows = len(columns["amount"])
     return pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)  # fresh arrays: no copy
+
+
+def _distinct_ids(ids: pd.Series) -> np.ndarray:
+    """The distinct values of an id column without missing values, in first-appearance order (``Series.unique``).
+
+    Input grouped by id in ascending order (what the generator, sorted exports and the batch partitions give) is
+    read off its runs with two Arrow comparisons of neighbours; anything else is hashed by ``Series.unique``.
+    """
+    if len(ids) > 1 and isinstance(ids.array, pd.arrays.ArrowStringArray):
+        arr = pa.array(ids.array)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        if not arr.null_count:
+            change = pc.not_equal(arr.slice(1), arr.slice(0, len(arr) - 1))
+            heads = arr.filter(pa.concat_arrays([pa.array([True]), change]))
+            if len(heads) < 2 or pc.all(pc.less(heads.slice(0, len(heads) - 1), heads.slice(1))).as_py():
+                return heads.to_numpy(zero_copy_only=False)
+    return np.asarray(ids.unique())
 
 
 def _float_like(ids: np.ndarray) -> int:
@@ -853,8 +880,10 @@ def prepare_transactions(
     line_amount = lines.amount[valid]
     gross = float(line_amount[line_amount > 0].sum())
     refunded = 0.0 - float(line_amount[line_amount < 0].sum())
-    days = (lines.ns[valid] // _DAY_NS).astype("datetime64[D]")
-    ids = out["customer_id"].unique()
+    # UTC days of the first and last valid line: the floor of the extremes is the extreme of the floors
+    valid_ns = lines.ns[valid]
+    days = [np.datetime64(int(edge) // _DAY_NS, "D") for edge in (valid_ns.min(), valid_ns.max())] if rows_valid else []
+    ids = _distinct_ids(out["customer_id"])
     report = DataQualityReport(
         rows_read=n,
         rows_valid=rows_valid,
@@ -864,8 +893,8 @@ def prepare_transactions(
         refunds=int((line_amount < 0).sum()),
         zero_amount=int((line_amount == 0).sum()),
         refund_share=refunded / gross if gross > 0 else 0.0,
-        first_date=str(days.min()) if rows_valid else None,
-        last_date=str(days.max()) if rows_valid else None,
+        first_date=str(days[0]) if rows_valid else None,
+        last_date=str(days[1]) if rows_valid else None,
         as_of=str(as_of_date) if as_of_date else None,
         gross_amount=gross,
         refunded_amount=refunded,
@@ -873,7 +902,7 @@ def prepare_transactions(
         multi_line_orders=orders.multi_line,
         cancelled_orders=int((out["amount"].to_numpy() < 0).sum()),
         undeclared_line_orders=undeclared,
-        float_like_ids=0 if normalize_float_ids else _float_like(np.asarray(ids)),
+        float_like_ids=0 if normalize_float_ids else _float_like(ids),
         price_mismatch_lines=lines.price_mismatch,
     )
     return out, report
