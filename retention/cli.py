@@ -487,8 +487,18 @@ def score(
     normalize_ids: NormalizeIdsOpt = False,
     min_date: MinDateOpt = DEFAULT_MIN_DATE,
     allow_future_as_of: AllowFutureOpt = False,
+    reasons: Annotated[
+        str,
+        typer.Option(
+            "--reasons",
+            help="Reason columns: top-k = for every written row, computed for those rows only (default); "
+            "all = computed for every customer; none = empty (same columns).",
+        ),
+    ] = "top-k",
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
+    import inspect
+
     from serving.loader import load_model
 
     if engine not in ("local", "spark"):
@@ -501,6 +511,10 @@ def score(
         from serving.spark_engine import run_spark_job as run_job
     else:
         from serving.batch import run_score_job as run_job
+    # --reasons goes to every engine that takes it (the Spark engine gains the keyword separately)
+    engine_options = {"reasons": reasons} if "reasons" in inspect.signature(run_job).parameters else {}
+    if not engine_options and reasons != "top-k":
+        raise UserError(f"--reasons {reasons} is not supported by the {engine} engine yet")
     summary = run_job(
         transactions,
         as_of,
@@ -514,6 +528,7 @@ def score(
         normalize_float_ids=normalize_ids,
         min_date=inputs.min_day,
         allow_future_as_of=allow_future_as_of,
+        **engine_options,
     )
     typer.echo(summary.render())
     if record:

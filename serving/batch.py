@@ -12,7 +12,14 @@ Work goes by customer partitions (``hash(customer_id) % P``), so memory is bound
 
 A killed job leaves the previous output untouched and no partial output visible; run again, it resumes from the
 finished parts (they live in a staging folder named by the job key = as-of date + model version + input
-fingerprint + partitions). The same job gives the same rows.
+fingerprint + partitions + reasons mode). The same job gives the same rows.
+
+Reasons (TreeSHAP, ~85% of a job that explains every customer) follow ``reasons`` (CLI ``--reasons``):
+``top-k`` (default) explains the rows that are written: without ``top_k`` that is every row, explained inside the
+partitions; with ``top_k`` the partitions are scored without contributions and keep their feature rows in their
+part files, and after the global rank only the K written rows are explained (same :func:`score_customers`, so
+their reasons are exactly what ``all`` gives them). ``all`` explains every customer inside the partitions;
+``none`` writes the same columns with null reasons.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel
 from serving.pareto import top_share
 from serving.ranking import rank_frame
-from serving.scoring import feature_matrix, output_columns, score_customers
+from serving.scoring import REASONS, feature_matrix, output_columns, score_customers
 
 OUTPUT_COLUMNS = (
     "customer_id",
@@ -73,17 +80,31 @@ OUTPUT_COLUMNS = (
     "as_of",
 )
 DEFAULT_PARTITIONS = 8
+REASON_MODES = ("all", "top-k", "none")
+"""``--reasons``: explain every customer, the rows written (the default), or none (null reason columns)."""
+REASON_COLUMNS = tuple(f"reason_{r + 1}" for r in range(REASONS))
+FEATURE_PREFIX = "feature:"
+"""Prefix of the feature columns a part file keeps when its reasons are computed after the rank."""
+EXPLAIN_CHUNK_ROWS = 65_536
+"""Rows per :func:`score_customers` call when the written rows are explained after the rank (bounds memory:
+TreeSHAP output is rows x (features + 1) float64)."""
 SPOOL_BYTES_ENV = "RETENTION_SPOOL_BYTES"
 log = logging.getLogger("retention.batch")
 
 
 @dataclasses.dataclass
 class PartitionResult:
-    """One partition's scored rows (unranked), its data-quality report and its drift bin counts."""
+    """One partition's scored rows (unranked), its data-quality report and its drift bin counts.
+
+    ``features``: the rows' feature matrix (rows of ``scores``, model column order, float64) when the rows were
+    scored without reasons so that the written ones get theirs after the global rank; None when the rows carry
+    their reasons already (or need none).
+    """
 
     scores: pd.DataFrame
     report: DataQualityReport
     drift_counts: dict[str, list[float]]
+    features: np.ndarray | None = None
 
 
 def partition_of(customer_ids: pd.Series, partitions: int, *, normalize_float_ids: bool = False) -> np.ndarray:
@@ -115,8 +136,13 @@ def score_partition(
     strict: bool = False,
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
+    reasons: str = "all",
 ) -> PartitionResult:
-    """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input."""
+    """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input.
+
+    ``reasons``: ``all`` explains every row here; ``top-k`` scores without contributions and keeps the feature
+    matrix in the result (explained after the rank by :func:`finish_ranking`); ``none`` leaves the reasons null.
+    """
     tx, report = prepare_transactions(
         raw,
         columns=columns,
@@ -135,8 +161,9 @@ def score_partition(
         for j, c in enumerate(names)
         if c in model.meta.feature_reference
     }
-    table = output_columns(score_customers(model, ids, X))
-    return PartitionResult(table, report, drift)
+    explain = reasons == "all"
+    table = output_columns(score_customers(model, ids, X, reasons=REASONS if explain else 0))
+    return PartitionResult(table, report, drift, X if reasons == "top-k" else None)
 
 
 def _top20_share(expected_value: np.ndarray) -> float:
@@ -144,10 +171,43 @@ def _top20_share(expected_value: np.ndarray) -> float:
     return top_share(expected_value, 0.2) if len(expected_value) and expected_value.sum() > 0 else 0.0
 
 
-def finish_ranking(scores: pd.DataFrame, model_version: str | None, as_of: dt.date, top_k: int | None) -> pd.DataFrame:
-    ranked = rank_frame(scores)
+def explain_rows(
+    model: ScoringModel, customer_ids: np.ndarray, X: np.ndarray
+) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """``reason_1..3`` text columns for these rows (feature matrix ``X``, model column order), computed by
+    :func:`score_customers` -- the one scorer -- :data:`EXPLAIN_CHUNK_ROWS` rows at a time (a row's TreeSHAP values
+    do not depend on the other rows of a call, so the texts equal those of a whole-partition call)."""
+    chunks = [
+        output_columns(score_customers(model, customer_ids[i : i + EXPLAIN_CHUNK_ROWS], X[i : i + EXPLAIN_CHUNK_ROWS]))
+        for i in range(0, len(X), EXPLAIN_CHUNK_ROWS)
+    ] or [output_columns(score_customers(model, customer_ids, X))]
+    return {c: pd.concat([f[c] for f in chunks], ignore_index=True).array for c in REASON_COLUMNS}
+
+
+def finish_ranking(
+    scores: pd.DataFrame,
+    model_version: str | None,
+    as_of: dt.date,
+    top_k: int | None,
+    *,
+    model: ScoringModel | None = None,
+    features: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Rank globally, keep the ``top_k`` first, add version and as-of: the written list (:data:`OUTPUT_COLUMNS`).
+
+    ``features`` (rows of ``scores``) with ``model``: the rows were scored without reasons; the kept rows are
+    explained here (:func:`explain_rows`), so a top-K list pays TreeSHAP for K rows only.
+    """
+    ranked = rank_frame(scores if features is None else scores.assign(_row=np.arange(len(scores))))
     if top_k is not None:
-        ranked = ranked.head(top_k)
+        ranked = ranked.head(top_k).copy()
+    if features is not None:
+        if model is None:
+            raise ValueError("finish_ranking: features given without the model to explain them")
+        rows = ranked.pop("_row").to_numpy()
+        ids = ranked["customer_id"].to_numpy(dtype=object)
+        for name, texts in explain_rows(model, ids, features[rows]).items():
+            ranked[name] = texts
     ranked["model_version"] = pd.array([str(model_version or "")] * len(ranked), dtype="str")
     ranked["as_of"] = str(as_of)
     return ranked[list(OUTPUT_COLUMNS)]
@@ -376,8 +436,13 @@ def run_score_job(
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
     allow_future_as_of: bool = False,
+    reasons: str = "top-k",
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
+
+    ``reasons`` (CLI ``--reasons``): ``top-k`` (default) = reasons for every written row, paid for the written rows
+    only; ``all`` = every customer explained in its partition (same output, the cost of explaining everyone);
+    ``none`` = null reason columns (same columns, scores and order).
 
     ``normalize_float_ids`` (CLI ``--normalize-ids``): ids an export turned into floats (``17850.0``) are read as
     ``17850`` -- before the input is split, so one customer's rows stay in one partition (see
@@ -392,6 +457,10 @@ def run_score_job(
         raise ContractError(f"--top-k must be at least 1, got {top_k}")
     if partitions < 1:
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
+    if reasons not in REASON_MODES:
+        raise ContractError(f"--reasons must be one of {', '.join(REASON_MODES)}, got '{reasons}'")
+    if reasons == "top-k" and top_k is None:
+        reasons = "all"  # every row is written: explain inside the partitions (no feature rows to keep)
     if not is_sql_url(source) and not Path(source).exists():
         raise ContractError(f"input '{source}' does not exist")
     check_output(dest)
@@ -400,6 +469,8 @@ def run_score_job(
         key_text += "|normalize-ids"
     if min_date != MIN_DATE:
         key_text += f"|min-date={min_date}"
+    if reasons != "all":  # parts of another mode hold other columns
+        key_text += f"|reasons={reasons}"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key
@@ -430,7 +501,7 @@ def run_score_job(
             split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
             parts = ((p, raw) for p, raw in split if p not in done)
         for p, raw in progress.track(parts, "scoring partitions", total=partitions - len(done)):
-            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date)
+            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
             _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
         shutil.rmtree(staging / "spool", ignore_errors=True)
 
@@ -491,7 +562,9 @@ def finish_job(
             notes.append(f"partition {p}: {part.rows_broken:,} of {part.rows_read:,} rows ({share:.0%}) break a rule")
     frames = [r.scores for r in results]
     all_scores = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
-    ranked = finish_ranking(all_scores, model.version, as_of, top_k)
+    kept = [r.features for r in results]
+    features = np.concatenate(kept) if kept and all(f is not None for f in kept) else None
+    ranked = finish_ranking(all_scores, model.version, as_of, top_k, model=model, features=features)
     write_output(ranked, dest)
 
     psi_by_feature = {
@@ -524,13 +597,14 @@ def _score_raw_part(
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
+    reasons: str = "all",
 ) -> PartitionResult:
     """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
     if raw.empty and not len(raw.columns):  # a spool partition that received no row
         raw = pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "timestamp": [], "amount": []})
         columns = None
     return score_partition(
-        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date
+        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date, reasons=reasons
     )
 
 
@@ -573,16 +647,24 @@ def _read_part(path: Path) -> PartitionResult | None:
         if set(fields.get("rule_counts", ())) != set(RULES):
             return None
         report = DataQualityReport(**fields)
-        return PartitionResult(pd.read_parquet(path), report, meta["drift_counts"])
+        frame = pd.read_parquet(path)
+        kept = [c for c in frame.columns if c.startswith(FEATURE_PREFIX)]
+        features = frame[kept].to_numpy(dtype=np.float64) if kept else None
+        return PartitionResult(frame.drop(columns=kept), report, meta["drift_counts"], features)
     except (OSError, ValueError, TypeError, KeyError) as exc:  # a torn or foreign file: recompute the part
         log.info("recomputing partition %s: %s", path.name, exc)
         return None
 
 
 def _write_part(result: PartitionResult, path: Path) -> None:
-    """Write one part's rows, then its metadata; the metadata file marks the part as finished."""
+    """Write one part's rows (with its feature rows as ``feature:<name>`` float64 columns when it keeps them), then
+    its metadata; the metadata file marks the part as finished."""
     tmp = path.with_name(path.name + ".tmp")
-    result.scores.to_parquet(tmp, index=False)
+    frame = result.scores
+    if result.features is not None:
+        names = [f"{FEATURE_PREFIX}{j:04d}" for j in range(result.features.shape[1])]
+        frame = pd.concat([frame, pd.DataFrame(result.features, columns=names, index=frame.index)], axis=1)
+    frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     meta_tmp = path.with_suffix(".json.tmp")
     meta_tmp.write_text(json.dumps({"report": dataclasses.asdict(result.report), "drift_counts": result.drift_counts}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -349,3 +350,65 @@ def test_score_refuses_a_future_as_of_date(workspace, tmp_path) -> None:
         assert result.returncode == 2, result.stderr
         assert f"error: as-of date {as_of} is" in result.stderr and "--allow-future-as-of" in result.stderr
         assert not out.exists()
+
+
+def test_top_k_with_default_reasons_equals_the_head_of_the_full_list(workspace, scored, tmp_path) -> None:
+    """``--top-k K`` explains only its K rows (after the rank); every column equals the first K rows of the full
+    ``--reasons all`` list exactly, as does ``--top-k K --reasons all`` (everyone explained in the partitions)."""
+    full = tmp_path / "all.parquet"
+    assert score(workspace, str(full), "--reasons", "all", "--no-record").returncode == 0
+    expected = pd.read_parquet(full)
+    pd.testing.assert_frame_equal(expected, pd.read_parquet(scored[0]), check_exact=True)
+    k = 57
+    for extra in ((), ("--reasons", "top-k"), ("--reasons", "all")):
+        top = tmp_path / f"top{len(extra)}{'-'.join(extra)}.parquet"
+        result = score(workspace, str(top), "--top-k", str(k), "--partitions", "3", "--no-record", *extra)
+        assert result.returncode == 0, result.stderr
+        pd.testing.assert_frame_equal(pd.read_parquet(top), expected.head(k), check_exact=True)
+    assert expected.head(k)["reason_1"].notna().all()
+
+
+def test_reasons_none_keeps_scores_order_and_columns_with_null_reasons(workspace, scored, tmp_path) -> None:
+    none = tmp_path / "none.parquet"
+    assert score(workspace, str(none), "--reasons", "none", "--no-record").returncode == 0
+    table, expected = pd.read_parquet(none), pd.read_parquet(scored[0])
+    assert list(table.columns) == list(OUTPUT_COLUMNS)
+    assert table.dtypes.equals(expected.dtypes), "same schema, reasons null"
+    reasons = ["reason_1", "reason_2", "reason_3"]
+    assert table[reasons].isna().all().all()
+    rest = [c for c in OUTPUT_COLUMNS if c not in reasons]
+    pd.testing.assert_frame_equal(table[rest], expected[rest], check_exact=True)
+    assert score(workspace, str(none), "--reasons", "some", "--no-record").returncode == 2
+
+
+def test_resumed_top_k_job_gives_the_same_bytes(workspace, tmp_path, monkeypatch) -> None:
+    """A top-K job resumed from its part files (scores + feature rows, no reasons) writes the same bytes; parts of
+    another reasons mode are not reused (the job key holds the mode)."""
+    import types
+
+    from serving import batch
+    from serving.loader import load_model
+
+    for name, value in workspace.env.items():
+        monkeypatch.setenv(name, value)
+    model = load_model("models:/retention@champion")
+    source = _small_source(workspace, tmp_path)
+    dest = tmp_path / "out" / "top.parquet"
+    staging_root = dest.parent / ".top.parquet.parts"
+    with monkeypatch.context() as patch:  # keep the staging folder of a finished job, as a killed job leaves it
+        patch.setattr(batch, "shutil", types.SimpleNamespace(rmtree=lambda *a, **k: None))
+        first = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4, top_k=25)
+        expected = dest.read_bytes()
+        [staging] = staging_root.iterdir()
+        part = pd.read_parquet(staging / "part-00000.parquet")
+        assert part["reason_1"].isna().all() and any(c.startswith(batch.FEATURE_PREFIX) for c in part.columns)
+        dest.unlink()
+        again = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4, top_k=25)
+        assert (first.resumed_partitions, again.resumed_partitions) == (0, 4)
+        assert dest.read_bytes() == expected
+        other = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4, reasons="none")
+        assert other.resumed_partitions == 0
+    full = batch.run_score_job(str(source), workspace.AS_OF, str(dest), model, partitions=4, reasons="all")
+    assert full.resumed_partitions == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(dest).head(25), pd.read_parquet(io.BytesIO(expected)))
+    assert not staging_root.exists()
