@@ -505,6 +505,14 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
     if len(distinct) > _MAX_HASHED_LENGTHS:
         return None
     out = np.empty(n, dtype=np.uint64)
+    if len(distinct) == 1 and shortest >= 8:  # one length: 8-byte words read in place (the last one overlaps)
+        start = int(offsets[0])
+        h = np.full(n, shortest, dtype=np.uint64)
+        for at in sorted({*range(0, shortest - 7, 8), shortest - 8}):
+            h ^= np.ndarray((n,), dtype="<u8", buffer=data, offset=start + at, strides=(shortest,))
+            h *= _HASH_MULTIPLIER
+            h ^= h >> np.uint64(29)
+        return h
     for length in [int(k) for k in distinct]:
         rows = None if len(distinct) == 1 else np.flatnonzero(lengths == length)
         width = -(-length // 8) * 8
@@ -518,7 +526,7 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
         for j in range(words.shape[1]):
             h ^= words[:, j]
             h *= _HASH_MULTIPLIER
-        h ^= h >> np.uint64(29)
+            h ^= h >> np.uint64(29)
         if rows is None:
             out = h
         else:
