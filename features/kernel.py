@@ -192,34 +192,14 @@ def _is_ordered(code: np.ndarray, day: np.ndarray) -> bool:
     return bool(ok.all())
 
 
-_RADIX = 1 << 16
-
-
-def _order_by_code_and_day(code: np.ndarray, day: np.ndarray) -> np.ndarray:
-    """The stable permutation that orders rows by (code, day): the ``argsort(kind="stable")`` of the combined key.
-
-    When the days span at most 2**16 and codes fit in 32 bits, it is built as a least-significant-digit radix sort:
-    stable sorts of 16-bit digits (day, then the code's low and high halves), which numpy does by counting in
-    linear time, instead of a comparison sort of 64-bit keys. A stable order is unique, so both give the same rows.
-    """
-    first = int(day.min())
-    span = int(day.max()) - first + 1
-    n_codes = int(code.max()) + 1
-    if span > _RADIX or n_codes > _RADIX * _RADIX:
-        return np.argsort(code * span + (day - first), kind="stable")
-    order = np.argsort((day - first).astype(np.uint16), kind="stable")
-    digits = [code & (_RADIX - 1)] + ([code >> 16] if n_codes > _RADIX else [])
-    for digit in digits:
-        order = order[np.argsort(digit[order].astype(np.uint16), kind="stable")]
-    return order
-
-
 def sort_prepared(prep: PreparedTransactions) -> PreparedTransactions:
     """Order rows by (customer code, day); a no-op (no copy) for input that is already ordered."""
     n = len(prep.code)
     if n < 2 or _is_ordered(prep.code, prep.day):
         return prep
-    order = _order_by_code_and_day(prep.code, prep.day)
+    span = int(prep.day.max() - prep.day.min()) + 1
+    key = prep.code * span + (prep.day - prep.day.min())
+    order = np.argsort(key, kind="stable")
     return PreparedTransactions(
         prep.customers,
         prep.code[order],
