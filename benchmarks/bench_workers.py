@@ -6,7 +6,7 @@
 Reuses ``benchmarks/bench_service.py``'s workspace (made on first use), request script and ``wrk`` runs; one
 server at a time, on 127.0.0.1. Before each measurement it checks that every worker answers (``/model`` names the
 worker PID) with the same model version. Writes a markdown table with the command, ``uptime``'s load and the
-machine's cores to ``benchmarks/results/workers.md``.
+machine's cores to ``benchmarks/results/workers.md`` (what is below its keep marker is kept).
 """
 
 from __future__ import annotations
@@ -67,13 +67,14 @@ def render(rows: dict[int, dict[str, Any]], command: str) -> str:
         " 16 connections (2 wrk threads; wrk runs on the same machine).",
         "",
         "| workers | req/s | p50 ms | p99 ms | server CPU ms/req | waiting for a CPU ms/req | errors | vs 1st |"
-        " load (`uptime` after the run) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        " CPU pressure | load (`uptime` after the run) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n, r in rows.items():
         lines.append(
             f"| {n} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r.get('cpu_ms', float('nan')):.2f} |"
             f" {r.get('wait_ms', float('nan')):.2f} | {r['errors']} | {r['rps'] / first:.2f}x |"
+            f" {r['cpu_pressure']:.0f}% |"
             f" {r['uptime'].split('load average:')[-1].strip()} |"
         )
     return "\n".join(lines) + "\n"
@@ -98,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/bench_workers.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(rows, command.strip())
     print(text)
-    args.out.write_text(text + KEPT)
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = old.split(bench.KEEP_MARKER, 1)[1] if bench.KEEP_MARKER in old else KEPT
+    args.out.write_text(f"{text}\n{bench.KEEP_MARKER}\n{kept}")
     return 0
 
 
