@@ -18,7 +18,6 @@ LightGBM calls on a one-row matrix and no pandas; most of its ~1 ms is LightGBM'
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -107,15 +106,6 @@ class ModelHolder:
             if self.on_loaded is not None:
                 self.on_loaded()
             return model
-
-    def load_in_background(self) -> threading.Thread:
-        def run() -> None:
-            with contextlib.suppress(Exception):  # logged in load(); readiness stays false
-                self.load()
-
-        thread = threading.Thread(target=run, name="model-loader", daemon=True)
-        thread.start()
-        return thread
 
 
 def _ids_and_transactions(customers: Sequence[dict[str, Any]], limits: Limits) -> None:
