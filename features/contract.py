@@ -484,9 +484,10 @@ _MAX_HASHED_LENGTHS = 32
 def _string_hashes(values: pa.Array) -> np.ndarray | None:
     """A 64-bit hash of each string of an Arrow string array without nulls (equal strings, equal hashes).
 
-    Strings of one byte length are gathered into a matrix, padded to 8-byte words and folded word by word (numpy,
-    no Python object per row); the length is part of the hash. ``None`` when the array has nulls or too many
-    distinct lengths. Collisions are possible: callers confirm equality on the few rows whose hashes repeat.
+    The bytes are folded 8-byte word by word (numpy, no Python object per row); the length is part of the hash.
+    Strings all of one length of 8 bytes or more are read in place (strided words, the last one overlapping);
+    otherwise the strings of each length are gathered into a zero-padded matrix. ``None`` when the array has nulls
+    or too many distinct lengths. Collisions are possible: callers confirm equality on the rows whose hashes repeat.
     """
     if values.null_count or not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return None
@@ -504,7 +505,6 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
     distinct = np.flatnonzero(np.bincount(lengths - shortest)) + shortest if longest > shortest else [shortest]
     if len(distinct) > _MAX_HASHED_LENGTHS:
         return None
-    out = np.empty(n, dtype=np.uint64)
     if len(distinct) == 1 and shortest >= 8:  # one length: 8-byte words read in place (the last one overlaps)
         start = int(offsets[0])
         h = np.full(n, shortest, dtype=np.uint64)
@@ -513,6 +513,7 @@ def _string_hashes(values: pa.Array) -> np.ndarray | None:
             h *= _HASH_MULTIPLIER
             h ^= h >> np.uint64(29)
         return h
+    out = np.empty(n, dtype=np.uint64)
     for length in [int(k) for k in distinct]:
         rows = None if len(distinct) == 1 else np.flatnonzero(lengths == length)
         width = -(-length // 8) * 8
