@@ -497,8 +497,6 @@ def score(
     ] = "top-k",
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
-    import inspect
-
     from serving.loader import load_model
 
     if engine not in ("local", "spark"):
@@ -511,10 +509,6 @@ def score(
         from serving.spark_engine import run_spark_job as run_job
     else:
         from serving.batch import run_score_job as run_job
-    # --reasons goes to every engine that takes it (the Spark engine gains the keyword separately)
-    engine_options = {"reasons": reasons} if "reasons" in inspect.signature(run_job).parameters else {}
-    if not engine_options and reasons != "top-k":
-        raise UserError(f"--reasons {reasons} is not supported by the {engine} engine yet")
     summary = run_job(
         transactions,
         as_of,
@@ -528,7 +522,7 @@ def score(
         normalize_float_ids=normalize_ids,
         min_date=inputs.min_day,
         allow_future_as_of=allow_future_as_of,
-        **engine_options,
+        reasons=reasons,
     )
     typer.echo(summary.render())
     if record:
