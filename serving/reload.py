@@ -9,10 +9,11 @@ which passes it to one worker) loads the model reference in that worker first. O
 workers converge on the exact version the first one loaded, even when the alias moves again meanwhile. A worker
 started later (BentoML restarts a dead one) loads the published version, not the alias.
 
-Each worker writes its own state after each load it follows (``worker-<PID>.json``: generation, version,
-error). ``/admin/reload`` waits (at most :data:`FOLLOW_SECONDS`) until every live worker has the new generation
-and answers with the version each one serves. A worker that fails to follow keeps its old model and ``/readyz``
-(on any worker) answers 503 naming it, until a later reload succeeds everywhere.
+Each worker writes its own state after its start-up load and each load it follows (``worker-<PID>.json``:
+generation, version, error). ``/admin/reload`` waits (at most :data:`FOLLOW_SECONDS`) until every live worker has
+the new generation and answers with the version each one serves. ``/readyz`` (on any worker) answers 200 only
+when every live worker has a model: 503 naming a worker still loading, or one that failed to follow (it keeps
+its old model) until a later reload succeeds everywhere.
 
 A response never mixes versions: a request reads the holder's model once and scores with that one object
 (:meth:`serving.online.OnlineScorer.score_checked`); its ``model_version`` names it.
@@ -131,7 +132,7 @@ class ReloadChannel:
                 error = f"{type(exc).__name__}: {exc}"
             if state is not None:
                 self.generation = state["generation"]
-                self._write_status(error)
+            self._write_status(error)
 
     def reload(self) -> tuple[ScoringModel, int]:
         """Load the holder's reference here, then publish it as a new generation the other workers follow.
@@ -191,12 +192,13 @@ class ReloadChannel:
             await asyncio.sleep(POLL_SECONDS / 2)
 
     def lagging(self) -> str | None:
-        """Why not every worker serves the published version (a worker failed to load it), or None."""
+        """Why not every live worker serves a model, or the published version (it failed to load it), or None."""
         state = self.published()
-        if state is None:
-            return None
         for pid, status in self.workers().items():
-            if status is not None and status["generation"] == state["generation"] and status["error"]:
+            if status is None or status["version"] is None:
+                why = f": {status['error']}" if status and status["error"] else " yet"
+                return f"worker PID {pid} has no model loaded{why}; retry when /readyz answers 200"
+            if state is not None and status["generation"] == state["generation"] and status["error"]:
                 return (
                     f"worker PID {pid} failed to load version {state['version']} (reload generation"
                     f" {state['generation']}: {status['error']}) and keeps serving version {status['version']};"
@@ -210,8 +212,8 @@ class ReloadChannel:
 
 
 class ReloadReadinessMiddleware:
-    """``/readyz`` answers 503 with the reason while a worker failed to load the published version (it keeps
-    serving its old one, so the workers do not serve one version)."""
+    """``/readyz`` answers 503 with the reason while a worker has no model yet, or failed to load the published
+    version (it keeps serving its old one, so the workers do not serve one version)."""
 
     def __init__(self, app: Any):
         self.app = app
