@@ -14,7 +14,8 @@ background at start-up, so ``/readyz`` answers 503 until it is loaded and 200 af
 or ``X-API-Key: KEY``) and answers 401 without it. ``/admin/reload`` also needs
 ``X-Admin-Key: RETENTION_ADMIN_KEY`` (403 without it, and to everyone when no admin key is set). ``SIGHUP`` or
 ``POST /admin/reload`` reloads the model
-reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving. Every version is
+reference (e.g. a new ``champion``) in every worker (``RETENTION_WORKERS``; all serve one version, see
+:mod:`serving.reload`); a version that fails to load leaves the old one serving. Every version is
 loaded and scored once in a child process first (:func:`serving.loader.check_in_child`) and its files are checked
 against the bundle's manifest, so a damaged file can only crash the child; a champion that cannot load at start-up
 leaves the service up (``/livez`` 200) with ``/readyz`` and the prediction routes answering 503 with the reason.
