@@ -2,30 +2,19 @@
 
 Sent to BentoML's own main process (its circus arbiter), ``SIGHUP`` restarts the workers: every request in flight and
 every request until the new worker has loaded the model gets 503. So ``retention serve`` stays the main process,
-prints its PID, and on ``SIGHUP`` signals one worker process instead, which reloads the model in the background
-(checked in a child process first) while the old version keeps answering, then publishes the version it loaded to
-the other workers (``RETENTION_WORKERS``), which load the same one (:mod:`serving.reload`). ``SIGTERM`` and
-``SIGINT`` stop the server gracefully and remove the workers' shared reload state; the exit status is the server's.
+prints its PID, and on ``SIGHUP`` signals the worker processes instead, which reload the model in the background
+(checked in a child process first) while the old version keeps answering. ``SIGTERM`` and ``SIGINT`` stop the
+server gracefully; the exit status is the server's.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from serving.bento_patches import WORKER_MARK
-
-
-def reload_dir(server_pid: int) -> Path:
-    """The directory where the workers of the BentoML server ``server_pid`` share their reload state
-    (:mod:`serving.reload`): ``<RETENTION_HOME>/serve/<server_pid>``."""
-    from retention.settings import get_settings
-
-    return get_settings().home.resolve() / "serve" / str(server_pid)
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -48,16 +37,13 @@ def run(command: list[str], env: dict[str, str]) -> int:
     server = subprocess.Popen(command, env=env)
 
     def reload(*_: object) -> None:
-        # one worker reloads and publishes the version it loaded: the others follow it (serving.reload)
-        for pid in worker_pids(server.pid):
+        pids = worker_pids(server.pid)
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGHUP)
             except ProcessLookupError:
                 continue
-            note = f"reloading the model in worker PID {pid}; the other workers load the same version after it"
-            break
-        else:
-            note = "no worker running yet"
+        note = f"reloading the model in worker PID {', '.join(map(str, pids))}" if pids else "no worker running yet"
         print(f"retention serve: SIGHUP: {note}", file=sys.stderr, flush=True)
 
     def stop(*_: object) -> None:
@@ -72,8 +58,5 @@ def run(command: list[str], env: dict[str, str]) -> int:
         f" SIGTERM or Ctrl-C stops), BentoML server PID {server.pid}",
         flush=True,
     )
-    try:
-        status = server.wait()
-    finally:
-        shutil.rmtree(reload_dir(server.pid), ignore_errors=True)
+    status = server.wait()
     return status if status >= 0 else 128 - status
