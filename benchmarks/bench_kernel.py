@@ -123,14 +123,25 @@ def duckdb_subset(tx, cutoff_day: int, threads: int):
 
     arrow_tx = pa.Table.from_pandas(tx[["customer_id", "timestamp", "amount"]], preserve_index=False)  # noqa: F841
     con = duckdb.connect(config={"threads": threads})
+    sql = duckdb_features_sql("arrow_tx", cutoff_day)
+    result = con.sql(sql).arrow()
+    if hasattr(result, "read_all"):  # duckdb >= 1.4 returns a RecordBatchReader
+        result = result.read_all()
+    con.close()
+    return result
+
+
+def duckdb_features_sql(source: str, cutoff_day: int) -> str:
+    """The kernel's features at ``cutoff_day`` (days since the epoch) as one DuckDB query over ``source`` (a table
+    name or a ``read_parquet(...)`` call): the comparison query of every DuckDB figure here."""
     windows = ",\n".join(
         f"count(*) FILTER (WHERE amount >= 0 AND day > {cutoff_day - w}) AS tx_{w}d,\n"
         f"coalesce(sum(amount) FILTER (WHERE day > {cutoff_day - w}), 0) AS spend_{w}d"
         for w in WINDOWS
     )
-    sql = f"""
+    return f"""
         WITH t AS (
-            SELECT customer_id, epoch_ns(timestamp) // {NS_PER_DAY} AS day, amount FROM arrow_tx
+            SELECT customer_id, epoch_ns(timestamp) // {NS_PER_DAY} AS day, amount FROM {source}
         )
         SELECT customer_id,
             {cutoff_day} - max(day) FILTER (WHERE amount >= 0) AS recency_days,
@@ -147,44 +158,14 @@ def duckdb_subset(tx, cutoff_day: int, threads: int):
         FROM t WHERE day <= {cutoff_day}
         GROUP BY customer_id
     """
-    result = con.sql(sql).arrow()
-    if hasattr(result, "read_all"):  # duckdb >= 1.4 returns a RecordBatchReader
-        result = result.read_all()
-    con.close()
-    return result
 
 
 def duckdb_file_sql(data: Path, out: Path, cutoff_day: int) -> str:
     """DuckDB SQL for the subset's features read straight from the Parquet file and written to Parquet."""
-    windows = ",\n".join(
-        f"count(*) FILTER (WHERE amount >= 0 AND day > {cutoff_day - w}) AS tx_{w}d,\n"
-        f"coalesce(sum(amount) FILTER (WHERE day > {cutoff_day - w}), 0) AS spend_{w}d"
-        for w in WINDOWS
-    )
     source = str(data).replace("'", "''")
     target = str(out).replace("'", "''")
-    return f"""
-        COPY (
-            WITH t AS (
-                SELECT customer_id, epoch_ns(timestamp) // {NS_PER_DAY} AS day, amount
-                FROM read_parquet('{source}')
-            )
-            SELECT customer_id,
-                {cutoff_day} - max(day) FILTER (WHERE amount >= 0) AS recency_days,
-                {cutoff_day} - min(day) AS tenure_days,
-                count(DISTINCT day) FILTER (WHERE amount >= 0) AS n_purchase_days,
-                count(*) FILTER (WHERE amount >= 0) AS n_transactions,
-                sum(amount) AS net_spend,
-                coalesce(sum(amount) FILTER (WHERE amount >= 0), 0) AS gross_spend,
-                avg(amount) FILTER (WHERE amount >= 0) AS mean_amount,
-                max(amount) FILTER (WHERE amount >= 0) AS max_amount,
-                stddev_pop(amount) FILTER (WHERE amount >= 0) AS std_amount,
-                {windows},
-                count(*) FILTER (WHERE amount < 0) AS refund_count
-            FROM t WHERE day <= {cutoff_day}
-            GROUP BY customer_id
-        ) TO '{target}' (FORMAT parquet)
-    """
+    query = duckdb_features_sql(f"read_parquet('{source}')", cutoff_day)
+    return f"COPY ({query}) TO '{target}' (FORMAT parquet)"
 
 
 # --- phases ------------------------------------------------------------------------------------------------------
