@@ -453,17 +453,28 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     store: StoreOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Worker processes, one per core the service may use (0: one per core; default $RETENTION_WORKERS,"
+            " else 1). All serve one model version; a reload reaches every worker.",
+        ),
+    ] = None,
 ) -> None:
     """Start the BentoML prediction service (/predict, /rank, /readyz, /metrics, OpenAPI at /)."""
     # without --store the service opens the settings' store: $RETENTION_STORE_URL, else where `materialize` writes
     env = {**os.environ, "RETENTION_MODEL_URI": model or get_settings().resolved_model_uri}
     if store:
         env["RETENTION_STORE_URL"] = store
+    if workers is not None:
+        env["RETENTION_WORKERS"] = str(workers)
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Retention", "--port", str(port)]
     command += ["--host", host]
     from serving.supervise import run
 
-    # this process stays the main one: SIGHUP to the PID it prints reloads the model in the worker (no restart)
+    # this process stays the main one: SIGHUP to the PID it prints reloads the model in every worker (no restart)
     status = run(command, env)
     if status:
         raise typer.Exit(status)

@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     max_transactions: int = Field(10_000, ge=1, description="Inline transactions per customer in a request at most.")
     max_body_bytes: int = Field(5 * 1024 * 1024, ge=1, description="Request body size limit in bytes (413 above).")
     scoring_threads: int = Field(4, ge=0, description="Service scoring threads (0 scores on the event loop).")
+    workers: int = Field(
+        1,
+        ge=0,
+        description="Service worker processes, one model copy each: one per core the service may use (0: one per"
+        " core of the machine). All serve one model version; a reload reaches every worker.",
+    )
     api_key: SecretStr | None = Field(None, description="When set, every API route needs it (Bearer or X-API-Key).")
     admin_key: SecretStr | None = Field(
         None, description="/admin/reload needs it as X-Admin-Key (besides the API key); unset, the route answers 403."

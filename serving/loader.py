@@ -120,6 +120,14 @@ def resolve_version(uri: str) -> str | None:
     return None
 
 
+def pin_reference(reference: str) -> str:
+    """The reference of exactly the version ``reference`` names now: ``models:/NAME/VERSION`` for an alias URI
+    (asked of the registry; raises :class:`ModelNotFound` for an unknown alias), ``reference`` itself otherwise
+    (a version URI or a local directory, which names its files by path)."""
+    match = ALIAS_URI.match(reference)
+    return f"models:/{match['name']}/{resolve_version(reference)}" if match else reference
+
+
 def load_model(reference: str, download_dir: str | Path | None = None, *, isolate: bool = True) -> ScoringModel:
     """Load a model version for scoring; raises :class:`ModelNotFound` (or :class:`ModelRejected`) with one clear
     sentence. ``isolate=False`` skips the child-process check (only for bundles this process just wrote)."""

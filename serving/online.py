@@ -18,7 +18,6 @@ LightGBM calls on a one-row matrix and no pandas; most of its ~1 ms is LightGBM'
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -87,31 +86,26 @@ class ModelHolder:
         self.on_loaded = on_loaded
         self._lock = threading.Lock()
 
-    def load(self) -> ScoringModel:
+    def load(self, reference: str | None = None) -> ScoringModel:
+        """Load ``reference`` (default: the holder's own, e.g. an alias) and swap it in; raises on failure, the
+        old model then keeps serving and :attr:`error` says why. A pinned ``reference`` (the version every worker
+        serves, see :mod:`serving.reload`) leaves :attr:`reference` as it is for later reloads."""
+        reference = reference or self.reference
         with self._lock:
             try:
-                model = load_model(self.reference)
+                model = load_model(reference)
             except Exception as exc:  # any failure keeps the model that is serving
                 self.error = f"{type(exc).__name__}: {exc}"
-                log.error("model %s failed to load: %s", self.reference, self.error)
+                log.error("model %s failed to load: %s", reference, self.error)
                 raise
             warm = np.zeros((1, len(model.feature_columns)))
             model.score(warm, num_threads=1)  # warm up every call the online path makes
             model.churn_contributions(warm, num_threads=1)
             self.model, self.error = model, None
-            log.info("serving model %s version %s", self.reference, model.version)
+            log.info("serving model %s version %s", reference, model.version)
             if self.on_loaded is not None:
                 self.on_loaded()
             return model
-
-    def load_in_background(self) -> threading.Thread:
-        def run() -> None:
-            with contextlib.suppress(Exception):  # logged in load(); readiness stays false
-                self.load()
-
-        thread = threading.Thread(target=run, name="model-loader", daemon=True)
-        thread.start()
-        return thread
 
 
 def _ids_and_transactions(customers: Sequence[dict[str, Any]], limits: Limits) -> None:

@@ -1,7 +1,11 @@
-"""``/readyz``: 503 with the reason while no model is loaded, 200 ``degraded`` while the online store is down.
+"""``/readyz``: 503 with the reason while no model is loaded (in this worker or another one), 200 ``degraded``
+while the online store is down.
 
-The service registers its model holder and online store at start-up (:func:`watch`); until then both
-middlewares pass ``/readyz`` on to BentoML (which asks the service's ``__is_ready__``).
+The service registers its model holder, the workers' reload channel and the online store at start-up
+(:func:`watch`); until then both middlewares pass ``/readyz`` on to BentoML (which asks the service's
+``__is_ready__``). With several workers, the worker that answers ``/readyz`` also reads the others' states
+(:meth:`serving.reload.ReloadChannel.lagging`): 503 while any of them has no model yet or failed to load the
+published version.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any
 
 from serving.http_errors import error_body, normalize_error
 from serving.online import ModelHolder
+from serving.reload import ReloadChannel
 from serving.responses import send_json
 from serving.store import ResilientStore
 
@@ -23,10 +28,12 @@ _watched: dict[str, Any] = {}
 """The worker's model holder and online store (set by :func:`watch`), read by the middlewares."""
 
 
-def watch(holder: ModelHolder, store: ResilientStore) -> None:
-    """At service start: ``/readyz`` reports on this model holder and this online store from now on."""
+def watch(holder: ModelHolder, store: ResilientStore, channel: ReloadChannel | None = None) -> None:
+    """At service start: ``/readyz`` reports on this model holder, the workers of ``channel`` and this online store
+    from now on."""
     _watched["holder"] = holder
     _watched["store"] = store
+    _watched["channel"] = channel
 
 
 def not_ready_reason(holder: ModelHolder) -> str:
@@ -40,18 +47,22 @@ def not_ready_reason(holder: ModelHolder) -> str:
 
 
 class ReadinessMiddleware:
-    """``/readyz`` answers 503 in :func:`~serving.http_errors.error_body`'s shape with the reason while no model is
-    loaded."""
+    """``/readyz`` answers 503 in :func:`~serving.http_errors.error_body`'s shape with the reason while this worker
+    has no model, or another worker has none or failed to load the published version."""
 
     def __init__(self, app: Any):
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        holder = _watched.get("holder")
-        if scope["type"] == "http" and scope.get("path") == "/readyz" and holder is not None and holder.model is None:
-            # normalize_error: the shape (and care) of every error answer of the API routes
-            await send_json(send, 503, normalize_error(503, error_body(503, not_ready_reason(holder))))
-            return
+        holder, channel = _watched.get("holder"), _watched.get("channel")
+        if scope["type"] == "http" and scope.get("path") == "/readyz" and holder is not None:
+            reason = not_ready_reason(holder) if holder.model is None else None
+            if reason is None and channel is not None:
+                reason = await asyncio.to_thread(channel.lagging)  # reads the other workers' state files
+            if reason is not None:
+                # normalize_error: the shape (and care) of every error answer of the API routes
+                await send_json(send, 503, normalize_error(503, error_body(503, reason)))
+                return
         await self.app(scope, receive, send)
 
 

@@ -5,6 +5,7 @@ in :mod:`serving.online`, the HTTP around it in one module per concern, wired at
 - :mod:`serving.guard`: API key, admin key, JSON bodies only, body size limit (401/403/415/413);
 - :mod:`serving.http_errors`: the one JSON error shape of every error answer, and its log line;
 - :mod:`serving.readiness`: ``/readyz`` (503 with the reason, or 200 ``degraded`` while the store is down);
+- :mod:`serving.reload`: one model version in every worker (``RETENTION_WORKERS``), at start-up and on reload;
 - :mod:`serving.store_access`: the online store, opened without ever stopping the start-up;
 - :mod:`serving.tuning`: the worker's start-up tuning for the latency tail (:mod:`serving.bento_patches`).
 
@@ -14,7 +15,8 @@ background at start-up, so ``/readyz`` answers 503 until it is loaded and 200 af
 or ``X-API-Key: KEY``) and answers 401 without it. ``/admin/reload`` also needs
 ``X-Admin-Key: RETENTION_ADMIN_KEY`` (403 without it, and to everyone when no admin key is set). ``SIGHUP`` or
 ``POST /admin/reload`` reloads the model
-reference (e.g. a new ``champion``); a version that fails to load leaves the old one serving. Every version is
+reference (e.g. a new ``champion``) in every worker (all serve one version, see :mod:`serving.reload`); a version
+that fails to load leaves the old one serving. Every version is
 loaded and scored once in a child process first (:func:`serving.loader.check_in_child`) and its files are checked
 against the bundle's manifest, so a damaged file can only crash the child; a champion that cannot load at start-up
 leaves the service up (``/livez`` 200) with ``/readyz`` and the prediction routes answering 503 with the reason.
@@ -60,6 +62,7 @@ from serving.http_errors import ErrorShapeMiddleware, configure_logging, error_r
 from serving.online import Limits, ModelHolder, OnlineAnswer, OnlineScorer, RequestError, check_top_k
 from serving.openapi import OpenAPIMiddleware
 from serving.readiness import ReadinessMiddleware, StoreReadinessMiddleware, not_ready_reason
+from serving.reload import FOLLOW_SECONDS, ReloadChannel, all_on
 from serving.responses import json_response
 from serving.schemas import BatchJobRequest, BatchSubmitRequest, Customer, PredictRequest, RankRequest
 from serving.store import StoreUnavailable
@@ -80,7 +83,7 @@ def service_config(settings: Settings) -> dict[str, Any]:
     """
     return {
         "traffic": {"timeout": 30, "max_concurrency": 256},  # timeout in seconds (504 after it)
-        "workers": 1,  # one process: /admin/reload and SIGHUP reload the only copy of the model
+        "workers": settings.workers or "cpu_count",  # a reload reaches every worker: see serving.reload
         "threads": max(settings.scoring_threads, 1),
         # one log line per request through the logging module costs ~10% of a no-op request's time; CRM
         # calls are counted and timed in /metrics (Prometheus) instead
@@ -108,16 +111,17 @@ class Retention:
         configure_logging(settings)
         self.holder = ModelHolder(default_model_reference(settings), on_loaded=freeze_heap)
         store = open_service_store(settings)
-        readiness.watch(self.holder, store)
+        self.reloads = ReloadChannel.for_this_worker(self.holder)  # one model version in every worker
+        readiness.watch(self.holder, store, self.reloads)
         self.scorer = OnlineScorer(self.holder, store, Limits.from_env())
         self.batch_tasks = BatchTasks(settings)  # /batch/*: jobs of serving.batch.run_score_job (serving.batch_tasks)
         threads = settings.scoring_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="retention-score") if threads > 0 else None
         self._coalescer = RequestCoalescer(self.scorer, self._pool) if self._pool is not None else None
         tune_runtime(self)
-        self.holder.load_in_background()
+        self.reloads.start()  # in the background: loads the version every worker serves, then follows reloads
         with contextlib.suppress(ValueError):  # not the main thread (in-process tests): reload by admin call only
-            signal.signal(signal.SIGHUP, lambda *_: self.holder.load_in_background())
+            signal.signal(signal.SIGHUP, lambda *_: self.reloads.reload_in_background())
 
     async def __is_ready__(self) -> bool:  # async: BentoML awaits it instead of hopping to a thread
         return self.scorer.ready
@@ -181,21 +185,33 @@ class Retention:
 
     @bentoml.api(route="/admin/reload")
     async def reload(self) -> dict[str, Any]:
-        """Reload the model reference now; on failure the old version keeps serving and the error is returned."""
+        """Reload the model reference now in this worker, then in every other one (the same version: see
+        :mod:`serving.reload`); answers once all have it (or after ``FOLLOW_SECONDS``) with each worker's version.
+        On failure here every worker keeps its version and the error is returned."""
         previous = self.holder.model.version if self.holder.model else None
         try:
-            model = await asyncio.to_thread(self.holder.load)  # a download: never on the event loop
+            model, generation = await asyncio.to_thread(self.reloads.reload)  # a download: never on the event loop
         except Exception as exc:
             log.warning("reload of %s failed, version %s keeps serving: %s", self.holder.reference, previous, exc)
             return error_response(409, f"reload failed, version {previous} keeps serving: {exc}")
-        return json_response({"model_version": model.version, "previous_version": previous})
+        workers = await self.reloads.wait_for_workers(generation)
+        return json_response(
+            {
+                "model_version": model.version,
+                "previous_version": previous,
+                "reload_generation": generation,
+                "all_workers": all_on(workers, generation),
+                "workers": {str(pid): w for pid, w in workers.items()},
+                "follow_timeout_s": FOLLOW_SECONDS,
+            }
+        )
 
     @bentoml.api(route="/model")
     async def model_info(self) -> dict[str, Any]:
         """Which model answers: version, horizon, training as-of date, tiers."""
         if self.holder.model is None:
             return error_response(503, not_ready_reason(self.holder))
-        return json_response(self.holder.model.describe())
+        return json_response({**self.holder.model.describe(), **self.reloads.describe()})
 
     async def _task_answer(self, route: str, call: Any, *args: Any) -> Response:
         """A ``/batch/*`` answer: ``call(*args)`` off the event loop (file I/O), or its refusal in the one shape."""

@@ -2,19 +2,61 @@
 
 Sent to BentoML's own main process (its circus arbiter), ``SIGHUP`` restarts the workers: every request in flight and
 every request until the new worker has loaded the model gets 503. So ``retention serve`` stays the main process,
-prints its PID, and on ``SIGHUP`` signals the worker processes instead, which reload the model in the background
-(checked in a child process first) while the old version keeps answering. ``SIGTERM`` and ``SIGINT`` stop the
-server gracefully; the exit status is the server's.
+prints its PID, and on ``SIGHUP`` signals one worker process instead, which reloads the model in the background
+(checked in a child process first) while the old version keeps answering, then publishes the version it loaded to
+the other workers (``RETENTION_WORKERS``), which load the same one (:mod:`serving.reload`). ``SIGTERM`` and
+``SIGINT`` stop the server gracefully and remove the workers' shared reload state; the exit status is the server's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from serving.bento_patches import WORKER_MARK
+
+SERVE_DIR = "serve"
+"""Under ``RETENTION_HOME``: one directory of shared reload state per running server (:func:`reload_dir`)."""
+
+
+def reload_dir(server_pid: int) -> Path:
+    """The directory where the workers of the BentoML server ``server_pid`` share their reload state
+    (:mod:`serving.reload`): ``<RETENTION_HOME>/serve/<server_pid>-<its start time in 1/100 s>``, so that a PID
+    reused after a server was killed never finds that server's state."""
+    import psutil
+
+    from retention.settings import get_settings
+
+    started = round(psutil.Process(server_pid).create_time() * 100)
+    return get_settings().home.resolve() / SERVE_DIR / f"{server_pid}-{started}"
+
+
+def prune_reload_dirs() -> None:
+    """Remove the reload state of servers that are gone (killed before they could remove their own)."""
+    from retention.settings import get_settings
+
+    for directory in (get_settings().home.resolve() / SERVE_DIR).glob("*-*"):
+        pid = directory.name.split("-", 1)[0]
+        with contextlib.suppress(Exception):  # a live server keeps its directory; a gone PID raises
+            if pid.isdigit() and reload_dir(int(pid)) == directory:
+                continue
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def server_of_this_process() -> int:
+    """The PID of the BentoML server this process is a worker of (its parent), or this process's own PID when it is
+    not a BentoML worker (e.g. a service made in a test): its workers then are this process alone."""
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        if WORKER_MARK in " ".join(psutil.Process().cmdline()):
+            return os.getppid()
+    return os.getpid()
 
 
 def worker_pids(server_pid: int) -> list[int]:
@@ -34,16 +76,24 @@ def worker_pids(server_pid: int) -> list[int]:
 
 def run(command: list[str], env: dict[str, str]) -> int:
     """Run the server ``command`` until it exits; returns its exit status (128 + signal when killed)."""
-    server = subprocess.Popen(command, env=env)
+    from retention.settings import get_settings
+
+    prune_reload_dirs()
+    # the workers find the shared reload state under the same absolute RETENTION_HOME as this process
+    server = subprocess.Popen(command, env={**env, "RETENTION_HOME": str(get_settings().home.resolve())})
+    shared = reload_dir(server.pid)
 
     def reload(*_: object) -> None:
-        pids = worker_pids(server.pid)
-        for pid in pids:
+        # one worker reloads and publishes the version it loaded: the others follow it (serving.reload)
+        for pid in worker_pids(server.pid):
             try:
                 os.kill(pid, signal.SIGHUP)
             except ProcessLookupError:
                 continue
-        note = f"reloading the model in worker PID {', '.join(map(str, pids))}" if pids else "no worker running yet"
+            note = f"reloading the model in worker PID {pid}; the other workers load the same version after it"
+            break
+        else:
+            note = "no worker running yet"
         print(f"retention serve: SIGHUP: {note}", file=sys.stderr, flush=True)
 
     def stop(*_: object) -> None:
@@ -58,5 +108,8 @@ def run(command: list[str], env: dict[str, str]) -> int:
         f" SIGTERM or Ctrl-C stops), BentoML server PID {server.pid}",
         flush=True,
     )
-    status = server.wait()
+    try:
+        status = server.wait()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     return status if status >= 0 else 128 - status
