@@ -55,20 +55,61 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "btyd_monetary": "average spend per repeat purchase day",
     "season_sin": "time of year of the as-of date (sine)",
     "season_cos": "time of year of the as-of date (cosine)",
+    "first_basket_value": "spend on the first purchase day (first basket value)",
+    "first_season_sin": "time of year of the first purchase day, the acquisition month (sine)",
+    "first_season_cos": "time of year of the first purchase day, the acquisition month (cosine)",
+    "days_to_second_purchase": "days from the first to the second purchase day (missing for one-time buyers)",
     "n_categories": "distinct product categories bought",
     "n_channels": "distinct channels used",
+    "first_category_code": "category of the first purchase day's largest purchase, as a fixed code of its name",
+    "first_channel_code": "channel of the first purchase day's largest purchase (acquisition channel), as a fixed "
+    "code of its name",
+    "first_basket_items": "items (quantity) bought on the first purchase day",
 }
-BASE_FEATURES: tuple[str, ...] = tuple(k for k in FEATURE_DESCRIPTIONS if k not in ("n_categories", "n_channels"))
+OPTIONAL_FEATURES: dict[str, tuple[str, ...]] = {
+    "category": ("n_categories", "first_category_code"),
+    "channel": ("n_channels", "first_channel_code"),
+    "quantity": ("first_basket_items",),
+}
+"""Features an input gives only when it has the optional transaction column (the key)."""
+FIRST_PURCHASE_FEATURES: tuple[str, ...] = (
+    "first_basket_value",
+    "first_season_sin",
+    "first_season_cos",
+    "days_to_second_purchase",
+    "first_category_code",
+    "first_channel_code",
+    "first_basket_items",
+)
+"""What a customer's first purchase day says (the acquisition): the features a one-time buyer is scored on beyond
+recency and tenure. A benchmark drops them to measure what they add."""
+BASE_FEATURES: tuple[str, ...] = tuple(
+    k for k in FEATURE_DESCRIPTIONS if not any(k in names for names in OPTIONAL_FEATURES.values())
+)
 
 
-def feature_columns(has_category: bool = False, has_channel: bool = False) -> list[str]:
+def feature_columns(has_category: bool = False, has_channel: bool = False, has_quantity: bool = False) -> list[str]:
     """The feature names the kernel produces for an input with or without the optional columns."""
-    cols = list(BASE_FEATURES)
-    if has_category:
-        cols.append("n_categories")
-    if has_channel:
-        cols.append("n_channels")
-    return cols
+    has = {"category": has_category, "channel": has_channel, "quantity": has_quantity}
+    optional = {name for column, names in OPTIONAL_FEATURES.items() if has[column] for name in names}
+    return [*BASE_FEATURES, *(k for k in FEATURE_DESCRIPTIONS if k in optional)]
+
+
+def label_codes(labels: np.ndarray) -> np.ndarray:
+    """The fixed numeric code of each category / channel name: CRC-32 of its UTF-8 text, as float64 (NaN: empty).
+
+    The code depends on the name alone, never on the input it comes from, so a first-channel feature means the
+    same in training, batch, Spark and online scoring (a request's few transactions would number channels
+    differently from the training log). Names are taken as written (``"Web"`` and ``"web"`` are two channels, as
+    for ``n_channels``). A name the model never saw gets a code that falls between learned split points: trees
+    treat it like some known name, so keep category / channel vocabularies stable between training and scoring.
+    """
+    import zlib
+
+    return np.array(
+        [zlib.crc32(str(v).encode("utf-8")) if isinstance(v, str) and v != "" else np.nan for v in labels],
+        dtype=np.float64,
+    )
 
 
 def date_to_day(value: dt.date | str | pd.Timestamp) -> int:
@@ -89,7 +130,9 @@ class PreparedTransactions:
     """Transactions reduced to sorted integer arrays, ready for any number of cutoffs.
 
     ``code`` indexes ``customers``; ``day`` is days since 1970-01-01 (UTC); ``amount`` in currency units.
-    Rows are ordered by (code, day). ``category``/``channel`` are small-integer codes or ``None``.
+    Rows are ordered by (code, day). ``category``/``channel`` are small-integer codes (numbered per input) or
+    ``None``; ``category_keys``/``channel_keys`` give each code's input-independent :func:`label_codes` value.
+    ``quantity`` is the items per transaction (float64, NaN where unknown) or ``None``.
     """
 
     customers: np.ndarray
@@ -98,6 +141,9 @@ class PreparedTransactions:
     amount: np.ndarray
     category: np.ndarray | None = None
     channel: np.ndarray | None = None
+    quantity: np.ndarray | None = None
+    category_keys: np.ndarray | None = None
+    channel_keys: np.ndarray | None = None
 
     @property
     def n_customers(self) -> int:
@@ -105,7 +151,7 @@ class PreparedTransactions:
 
     @property
     def columns(self) -> list[str]:
-        return feature_columns(self.category is not None, self.channel is not None)
+        return feature_columns(self.category is not None, self.channel is not None, self.quantity is not None)
 
 
 def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,16 +197,20 @@ def _factorize_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return code, np.asarray(heads.to_numpy(zero_copy_only=False), dtype=object)
 
 
-def _factorize_labels(values: pd.Series) -> np.ndarray:
-    """Codes of ``values.fillna("")`` in first-appearance order (as :func:`_factorize`), via Arrow when possible."""
+def _factorize_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of ``values.fillna("")`` in first-appearance order (as :func:`_factorize`), via Arrow when possible,
+    with each code's :func:`label_codes` value."""
     import pyarrow.compute as pc
 
     arr = _arrow_strings(values)
     if arr is None:
-        return _factorize(values.fillna(""))[0]
+        codes, uniques = _factorize(values.fillna(""))
+        return codes, label_codes(uniques)
     if arr.null_count:
         arr = pc.fill_null(arr, "")
-    return pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    encoded = pc.dictionary_encode(arr)
+    keys = label_codes(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), keys
 
 
 def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
@@ -169,17 +219,20 @@ def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
     ``transactions`` is the output of :func:`features.contract.prepare_transactions` (which applies the input
     contract: parsing, rule counts, order lines summed); this function validates nothing. It factorises customer
     ids (and ``category`` / ``channel`` when present) into integer codes, turns timestamps into UTC days since
-    1970-01-01 and orders the rows by (customer, day), once, for any number of cutoffs.
+    1970-01-01 and orders the rows by (customer, day), once, for any number of cutoffs. ``quantity`` is kept
+    when present.
     """
     code, customers = _factorize_ids(transactions["customer_id"])
     ts = transactions["timestamp"]
     ns = ts.to_numpy(dtype="datetime64[ns]").view(np.int64) if len(ts) else np.empty(0, np.int64)
     day = np.floor_divide(ns, NS_PER_DAY)
     amount = transactions["amount"].to_numpy(dtype=np.float64)
-    extra = {}
+    extra: dict[str, np.ndarray] = {}
     for name in ("category", "channel"):
         if name in transactions.columns:
-            extra[name] = _factorize_labels(transactions[name])
+            extra[name], extra[f"{name}_keys"] = _factorize_labels(transactions[name])
+    if "quantity" in transactions.columns:
+        extra["quantity"] = pd.to_numeric(transactions["quantity"], errors="coerce").to_numpy(dtype=np.float64)
     return sort_prepared(PreparedTransactions(customers, code, day, amount, **extra))
 
 
@@ -200,13 +253,14 @@ def sort_prepared(prep: PreparedTransactions) -> PreparedTransactions:
     span = int(prep.day.max() - prep.day.min()) + 1
     key = prep.code * span + (prep.day - prep.day.min())
     order = np.argsort(key, kind="stable")
-    return PreparedTransactions(
-        prep.customers,
-        prep.code[order],
-        prep.day[order],
-        prep.amount[order],
-        None if prep.category is None else prep.category[order],
-        None if prep.channel is None else prep.channel[order],
+    return dataclasses.replace(
+        prep,
+        code=prep.code[order],
+        day=prep.day[order],
+        amount=prep.amount[order],
+        category=None if prep.category is None else prep.category[order],
+        channel=None if prep.channel is None else prep.channel[order],
+        quantity=None if prep.quantity is None else prep.quantity[order],
     )
 
 
@@ -240,6 +294,28 @@ def _distinct_per_customer(code: np.ndarray, values: np.ndarray, n: int, start: 
         seen[pairs] = True
         return np.count_nonzero(seen.reshape(n, k), axis=1).astype(np.float64)
     return np.bincount(np.unique(pairs) // k, minlength=n).astype(np.float64)
+
+
+def _season_angle(day: np.ndarray | int) -> np.ndarray:
+    """Time of year of UTC days since 1970-01-01 as an angle: ``2 pi x (day of the year - 1) / 365.25``."""
+    d = np.asarray(day, dtype=np.int64).astype("datetime64[D]")
+    day_of_year = (d - d.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
+    return 2.0 * np.pi * day_of_year / 365.25
+
+
+def _largest_purchase_key(keys: np.ndarray, amounts: np.ndarray, offset: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Per group of rows ``[offset, offset + length)``: the key of the largest amount (ties: the smallest key, a
+    missing key last), so the choice never depends on the order of one day's rows."""
+    out = keys[offset]
+    multi = np.flatnonzero(length > 1)
+    if len(multi):
+        size = length[multi]
+        sub_offset = np.cumsum(size) - size
+        idx = np.arange(int(size.sum())) + np.repeat(offset[multi] - sub_offset, size)
+        group = np.repeat(np.arange(len(multi)), size)
+        order = np.lexsort((keys[idx], -amounts[idx], group))
+        out[multi] = keys[idx[order[sub_offset]]]
+    return out
 
 
 def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.ndarray]:
@@ -281,6 +357,13 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
         pc, pd_, pa = code, day, amount
     del is_refund
 
+    def purchase_rows(values: np.ndarray | None) -> np.ndarray | None:
+        """A per-row column of ``prep`` restricted to the purchases at or before the cutoff (rows of ``pc``)."""
+        if values is None:
+            return None
+        values = values if everything else values[upto]
+        return values if buy is None else values[buy]
+
     n_tx = np.bincount(pc, minlength=n).astype(np.float64)
     gross = np.bincount(pc, weights=pa, minlength=n)
     sum_sq = np.bincount(pc, weights=pa * pa, minlength=n)
@@ -293,8 +376,12 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
     first_purchase_day = np.zeros(n, dtype=np.int64)
     last_purchase_day = np.zeros(n, dtype=np.int64)
     first_spend = np.zeros(n)
+    second_day = np.full(n, np.nan)
+    first_items = np.full(n, np.nan)
+    first_label = {name: np.full(n, np.nan) for name in ("category", "channel")}
     gap_sq = np.zeros(n)
     purchase_start = None
+    purchase_labels = {name: purchase_rows(getattr(prep, name)) for name in first_label}
     m = len(pc)
     if m:
         # purchase runs: rows [start, end) of customer `who`, in day order
@@ -327,7 +414,16 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
         offset = np.cumsum(length) - length
         rows = np.arange(int(length.sum())) + np.repeat(start - offset, length)
         first_spend[who] = np.add.reduceat(pa[rows], offset)
-        del day_rows, nxt, first_end, length, offset, rows
+        second = first_end < end  # the row after the first day's rows is the same customer's second purchase day
+        second_day[who[second]] = pd_[first_end[second]]
+        quantity = purchase_rows(prep.quantity)
+        if quantity is not None:
+            first_items[who] = np.add.reduceat(quantity[rows], offset)
+        for name in first_label:
+            codes, keys = purchase_labels[name], getattr(prep, f"{name}_keys")
+            if codes is not None and keys is not None:
+                first_label[name][who] = _largest_purchase_key(keys[codes[rows]], pa[rows], offset, length)
+        del day_rows, nxt, first_end, length, offset, rows, second
 
     has_purchase = n_days > 0
     repeat = np.maximum(n_days - 1, 0)
@@ -385,16 +481,25 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
     out["btyd_recency"] = np.where(has_purchase, span_days, 0.0)
     out["btyd_T"] = np.where(has_purchase, cutoff_day - first_purchase_day, 0).astype(np.float64)
     out["btyd_monetary"] = np.where(repeat > 0, _safe_div(gross - first_spend, repeat), 0.0)
-    angle = 2.0 * np.pi * (day_to_date(cutoff_day).timetuple().tm_yday - 1) / 365.25
+    angle = float(_season_angle(cutoff_day))
     out["season_sin"] = np.full(n, np.sin(angle))
     out["season_cos"] = np.full(n, np.cos(angle))
+    # the first purchase day (acquisition): NaN for customers without a purchase yet
+    out["first_basket_value"] = np.where(has_purchase, first_spend, np.nan)
+    first_angle = np.where(has_purchase, _season_angle(first_purchase_day), np.nan)
+    out["first_season_sin"] = np.sin(first_angle)
+    out["first_season_cos"] = np.cos(first_angle)
+    out["days_to_second_purchase"] = second_day - first_purchase_day
 
     if prep.category is not None:
-        cat = prep.category if everything else prep.category[upto]
-        out["n_categories"] = _distinct_per_customer(pc, cat if buy is None else cat[buy], n, purchase_start)
+        out["n_categories"] = _distinct_per_customer(pc, purchase_labels["category"], n, purchase_start)
+        out["first_category_code"] = first_label["category"]
     if prep.channel is not None:
         chan = prep.channel if everything else prep.channel[upto]
         out["n_channels"] = _distinct_per_customer(code, chan, n, run_start)
+        out["first_channel_code"] = first_label["channel"]
+    if prep.quantity is not None:
+        out["first_basket_items"] = first_items
 
     index = np.flatnonzero(present)
     if len(index) == n:  # everyone present (the usual batch case): no gather, no copy of fresh arrays

@@ -26,7 +26,11 @@ The generating process (all knobs are fields of :class:`GeneratorConfig`):
     moves mass towards loyal, rarely-dropping customers);
   - *category effects*: each customer has a favourite category that sets their frequency, dropout,
     basket price and refund propensity (grocery: frequent, cheap, loyal; electronics: rare, expensive,
-    volatile; apparel: most refunds).
+    volatile; apparel: most refunds);
+  - *the first purchase tells*: it goes through the customer's primary channel (the channel that acquired
+    them, ``acquisition_channel_share``) and its basket is larger for loyal customers (``first_basket_loyalty``:
+    a log-normal lift of ``0.35`` standard deviations per standard deviation of ``-logit(p)``), so a one-time
+    buyer's first basket, channel and category say something about whether they come back, as in real logs.
 
 * **Calendar intensity.** Purchases follow ``season(t) = weekly(t) * yearly(t) * drift(t)``: a weekend
   peak (Saturday highest), a Nov/Dec holiday peak (Black-Friday week and December), a Jan/Feb lull.
@@ -162,7 +166,15 @@ class GeneratorConfig:
     store_share: float = 0.35
     """Share of non-app customers whose primary channel is the store (the rest: web)."""
     primary_channel_share: float = 0.8
-    """Probability that a purchase uses the customer's primary channel."""
+    """Probability that a repeat purchase uses the customer's primary channel."""
+    acquisition_channel_share: float = 1.0
+    """Probability that the first purchase uses the customer's primary channel (the channel that acquired them);
+    otherwise any channel at random, as for a repeat purchase."""
+    first_basket_loyalty: float = 0.35
+    """Log-scale effect of the customer's loyalty on the first purchase's basket: the first basket is multiplied by
+    ``exp(first_basket_loyalty * z - first_basket_loyalty**2 / 2)``, ``z`` the customer's standardized
+    ``-logit(p)`` (low dropout probability ``p``: a bigger first basket). 0: the first basket carries no more than
+    the customer's mean basket does."""
     favourite_category_share: float = 0.6
     """Probability that a purchase is in the customer's favourite category."""
     mean_amount: float = 42.0
@@ -254,6 +266,12 @@ def _calendar(days: int, start: np.datetime64, cfg: GeneratorConfig) -> _Calenda
     return _Calendar(days, cum, np.arange(days + 1, dtype=np.float64), join_cdf, basket)
 
 
+def _standardized(values: np.ndarray) -> np.ndarray:
+    """``(values - mean) / std`` over the block (zeros when fewer than two customers or no spread)."""
+    spread = float(values.std()) if len(values) > 1 else 0.0
+    return (values - values.mean()) / spread if spread > 0 else np.zeros(len(values))
+
+
 def _segment_cumsum(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Cumulative sums restarting at each segment (segments are consecutive, ``counts`` may hold zeros)."""
     total = np.cumsum(values)
@@ -306,6 +324,7 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
     dropout_effect = _CHAN_DROPOUT[primary] * _CAT_DROPOUT[favourite]
     p = rng.beta(cfg.dropout_a * dropout_effect, cfg.dropout_b / dropout_effect)
     p = np.clip(p, 1e-4, 0.98)
+    loyalty = _standardized(np.log1p(-p) - np.log(p))  # high: unlikely to drop out after a purchase
     lifetime_purchases = rng.geometric(p)  # purchases before dropping out, >= 1
 
     # --- repeat purchases in engaged seasonal time ----------------------------------------------------
@@ -338,14 +357,16 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
 
     cust = np.concatenate([np.arange(n), owner[inside]])
     t = np.concatenate([join_t, t_event])
+    joining = np.arange(len(cust)) < n  # the first purchase (same-day extras below belong to it)
     if cfg.same_day_rate > 0:
         extra = 1 + rng.poisson(cfg.same_day_rate, len(cust))
-        cust, t = np.repeat(cust, extra), np.repeat(t, extra)
+        cust, t, joining = np.repeat(cust, extra), np.repeat(t, extra), np.repeat(joining, extra)
     rows = len(cust)
 
     # --- purchase attributes --------------------------------------------------------------------------
     day = np.minimum(t.astype(np.int64), days - 1)
-    chan = np.where(rng.random(rows) < cfg.primary_channel_share, primary[cust], rng.integers(0, 3, rows))
+    primary_share = np.where(joining, cfg.acquisition_channel_share, cfg.primary_channel_share)
+    chan = np.where(rng.random(rows) < primary_share, primary[cust], rng.integers(0, 3, rows))
     hour_cdf = np.cumsum(_HOUR_PROFILE, axis=1)
     hour_cdf = (hour_cdf / hour_cdf[:, -1:] + np.arange(3)[:, None]).ravel()
     hour = np.searchsorted(hour_cdf, chan + rng.random(rows), side="right") - 24 * chan
@@ -355,6 +376,9 @@ def _block(block: int, first: int, n: int, seed: int, cal: _Calendar, cfg: Gener
     any_cat = np.searchsorted(np.cumsum(_CAT_POPULARITY), rng.random(rows) * _CAT_POPULARITY.sum(), side="right")
     cat = np.where(fav_pick, favourite[cust], any_cat)
     size = rng.gamma(cfg.amount_shape, 1.0 / cfg.amount_shape, rows)
+    if cfg.first_basket_loyalty:
+        beta = cfg.first_basket_loyalty
+        size[joining] *= np.exp(beta * loyalty[cust[joining]] - beta**2 / 2)
     amount = np.round(mean_basket[cust] * _CAT_PRICE[cat] * cal.basket[day] * size, 2)
     amount = np.maximum(amount, 0.01)
     amount[rng.random(rows) < cfg.zero_amount_rate] = 0.0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from features.contract import prepare_transactions
-from features.kernel import compute_features, index_transactions
+from features.kernel import compute_features, index_transactions, label_codes
 from features.labels import cutoff_plan, labels_at
 
 RAW = pd.DataFrame(
@@ -136,3 +136,65 @@ def test_optional_columns_diversity() -> None:
     assert row["n_categories"] == 2  # purchases in a, a, b, b (the refund's category c does not count)
     assert row["n_channels"] == 2  # web and app up to the cutoff (the later app row is excluded)
     assert np.isfinite(row["n_channels"])
+
+
+# --- first purchase (acquisition) features -----------------------------------------------------------------------
+# CRC-32 of the names (zlib.crc32(b"app") ...): the fixed codes every input gives these names
+CODE = {"web": 365508689.0, "app": 3379458255.0, "store": 4283914359.0, "a": 3904355907.0, "b": 1908338681.0}
+WITH_OPTIONAL = RAW.assign(
+    channel=["web", "app", "app", "web", "web", "store", "app", "web", "x"],
+    category=["a", "b", "a", "b", "b", "a", "a", "a", "a"],
+    quantity=[1, 2, 3, -1, 4, 1, -1, 1, 1],
+)
+
+
+def test_label_codes_are_fixed_numbers() -> None:
+    codes = label_codes(np.array(["web", "app", "", None, "web"], dtype=object))
+    np.testing.assert_array_equal(codes, [CODE["web"], CODE["app"], np.nan, np.nan, CODE["web"]])
+
+
+def test_first_purchase_features_hand_computed() -> None:
+    tx, _ = prepare_transactions(WITH_OPTIONAL)
+    table = compute_features(tx, CUTOFF).set_index("customer_id")
+    row = table.loc["00042"]
+    # first purchase day Jan 1: 10 (web, a, 1 item) and 20 (app, b, 2 items); second purchase day Jan 11
+    assert row["first_basket_value"] == 30.0
+    assert row["first_basket_items"] == 3.0
+    assert row["first_channel_code"] == CODE["app"]  # the channel of the day's largest purchase (20)
+    assert row["first_category_code"] == CODE["b"]
+    assert row["days_to_second_purchase"] == 10.0
+    assert (row["first_season_sin"], row["first_season_cos"]) == (0.0, 1.0)  # Jan 1: day 0 of the year
+    one = table.loc["7"]
+    # one purchase (0.00, store, a, 1 item) on Jan 20 = day 19 of the year; the Mar 1 purchase is after the cutoff
+    assert (one["first_basket_value"], one["first_basket_items"]) == (0.0, 1.0)
+    assert (one["first_channel_code"], one["first_category_code"]) == (CODE["store"], CODE["a"])
+    assert math.isnan(one["days_to_second_purchase"])
+    angle = 2 * math.pi * 19 / 365.25
+    assert one["first_season_sin"] == pytest.approx(math.sin(angle), abs=1e-15)
+    assert one["first_season_cos"] == pytest.approx(math.cos(angle), abs=1e-15)
+    # point in time: on Jan 10 the second purchase day (Jan 11) has not happened yet
+    early = compute_features(tx, dt.date(2024, 1, 10)).set_index("customer_id").loc["00042"]
+    assert math.isnan(early["days_to_second_purchase"]) and early["first_basket_value"] == 30.0
+
+
+def test_first_purchase_features_without_optional_columns() -> None:
+    tx, _ = prepare_transactions(RAW)
+    table = compute_features(tx, CUTOFF)
+    assert not {"first_channel_code", "first_category_code", "first_basket_items"} & set(table.columns)
+    assert table.set_index("customer_id").loc["00042", "first_basket_value"] == 30.0
+
+
+def test_first_label_tie_takes_the_smallest_code_whatever_the_row_order() -> None:
+    rows = pd.DataFrame(
+        {
+            "customer_id": ["t", "t", "t"],
+            "timestamp": ["2024-01-03T08:00", "2024-01-03T09:00", "2024-01-02T10:00"],
+            "amount": [5.0, 5.0, -2.0],  # the refund on Jan 2 is not a purchase: the first purchase day is Jan 3
+            "channel": ["store", "web", "app"],
+        }
+    )
+    for frame in (rows, rows.iloc[::-1]):
+        tx, _ = prepare_transactions(frame.reset_index(drop=True))
+        row = compute_features(tx, CUTOFF).iloc[0]
+        assert row["first_channel_code"] == min(CODE["store"], CODE["web"])
+        assert row["first_basket_value"] == 10.0
