@@ -34,7 +34,11 @@ nothing but the feature row. Scores for a feature matrix ``X`` (rows = customers
 - ``expected_value`` = max(raw value head(X), 0) x level_factor x margin x discount_factor: expected net revenue
   (or, with a margin < 1, gross profit) over the next ``horizon_days``, discounted to the as-of date at the
   mid-horizon point with the annual ``discount_rate``;
-- ``value_at_risk`` = churn_probability x expected_value.
+- ``value_at_risk`` = churn_probability x expected_value;
+- intervals (format 3, ``intervals`` in ``bundle.json``): ``value_p10/p50/p90`` and the 80% interval
+  ``value_low``/``value_high`` of future value, in ``expected_value``'s units, and ``purchases_p50/low/high`` of the
+  number of purchase days, from the churn probability, the expected value and the tier (see :mod:`serving.intervals`).
+  A bundle without ``intervals`` (saved before format 3) scores every interval field as None.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from typing import Any
 import numpy as np
 
 from serving.btyd import BTYDModel
+from serving.btyd.counts import positive_count_cdf
+from serving.intervals import IntervalCalibration, Intervals, count_intervals, value_intervals
 
 BUNDLE_FILE = "bundle.json"
 CHURN_FILE = "churn.txt"
@@ -56,9 +62,10 @@ MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 BOOSTER_OBJECTIVES = {"churn": ("binary",), "value": ("tweedie",)}
 """The LightGBM objectives a booster may have in each role (the first word of its ``objective=`` line)."""
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
-"""Format 1 (before hybrid heads) loads as two ``lightgbm`` heads."""
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
+"""Format 1 (before hybrid heads) loads as two ``lightgbm`` heads; formats 1 and 2 (before intervals) load without
+``intervals``: their interval outputs are None. Format 3 adds ``intervals`` (older readers refuse it by number)."""
 HEAD_KINDS = ("lightgbm", "hybrid", "btyd")
 BTYD_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary")
 """The BTYD summary features (days, currency units) that BG/NBD + Gamma-Gamma score from."""
@@ -143,6 +150,7 @@ class BundleMeta:
     ``segment_current_threshold``/``segment_future_value_threshold``: split points of the current x future
     value matrix (current value = net spend in the last 365 days).
     ``validation_scheme``: how the heads were chosen and validated (``temporal``, ``customer_grouped`` or ``none``).
+    ``intervals``: :meth:`serving.intervals.IntervalCalibration.to_dict` (None: no interval outputs).
     """
 
     feature_columns: tuple[str, ...]
@@ -169,6 +177,7 @@ class BundleMeta:
     """Log-odds added to every calibrated churn probability (0 unless ``churn_rate_source`` moved the mean)."""
     churn_rate_source: str = "recent"
     validation_scheme: str = "temporal"
+    intervals: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -181,6 +190,11 @@ class BundleMeta:
             missing = [c for c in (*BTYD_COLUMNS, BUYER_COLUMN) if c not in self.feature_columns]
             if missing:
                 raise ValueError(f"bundle has a BTYD or hybrid head but no feature {', '.join(missing)}")
+        if self.intervals is not None:
+            calibration = IntervalCalibration.from_dict(self.intervals)
+            knots = calibration.ratio_knots
+            if knots is not None and len(knots) != len(self.tier_names):
+                raise ValueError(f"bundle intervals have {len(knots)} tiers of ratios, not {len(self.tier_names)}")
 
     @property
     def discount_factor(self) -> float:
@@ -320,13 +334,25 @@ def verify_bundle(directory: str | Path) -> BundleMeta:
     return meta
 
 
+def tier_index(expected_value: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
+    """Tier number per customer (0 = highest): the first tier whose lower bound (``thresholds``, descending,
+    currency units) the expected value reaches; the last tier below every bound."""
+    bounds = np.asarray(thresholds, dtype=np.float64)
+    index = np.searchsorted(-bounds, -np.asarray(expected_value, dtype=np.float64), side="left")
+    return np.minimum(index, len(bounds) - 1)
+
+
 @dataclasses.dataclass
 class Scores:
-    """Per-customer model outputs, aligned with the input rows."""
+    """Per-customer model outputs, aligned with the input rows.
+
+    ``intervals``: quantiles and 80% intervals (:class:`serving.intervals.Intervals`); None when the bundle has
+    no interval calibration (saved before format 3)."""
 
     churn_probability: np.ndarray
     expected_value: np.ndarray
     value_at_risk: np.ndarray
+    intervals: Intervals | None = None
 
 
 class ScoringModel:
@@ -354,6 +380,7 @@ class ScoringModel:
         self._calib_y = np.asarray(meta.calibrator_y, dtype=np.float64)
         self._value_scale = meta.level_factor * meta.margin * meta.discount_factor
         self._btyd_index = [meta.feature_columns.index(c) for c in BTYD_COLUMNS] if self.btyd is not None else []
+        self.intervals = IntervalCalibration.from_dict(meta.intervals) if meta.intervals is not None else None
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -423,7 +450,29 @@ class ScoringModel:
         X = np.ascontiguousarray(X, dtype=np.float64)
         churn = self.calibrate(self.raw_churn(X, num_threads))
         value = np.maximum(self.raw_value(X, num_threads), 0.0) * self._value_scale
-        return Scores(churn, value, churn * value)
+        return Scores(churn, value, churn * value, self.score_intervals(X, churn, value))
+
+    def score_intervals(self, X: np.ndarray, churn: np.ndarray, value: np.ndarray) -> Intervals | None:
+        """Quantiles and 80% intervals of future value and purchase days (:mod:`serving.intervals`) from the scored
+        churn probabilities and expected values (after level, margin and discount, so the intervals carry the
+        same scale); None without an interval calibration, value fields NaN when it holds no ratios (BTYD-only
+        version), purchase fields None without BG/NBD."""
+        calibration = self.intervals
+        if calibration is None:
+            return None
+        if calibration.ratio_knots is not None:
+            tiers = tier_index(value, self.meta.tier_thresholds)
+            value_fields = value_intervals(churn, value, tiers, calibration)
+        else:
+            value_fields = (np.full(len(X), np.nan),) * 5
+        counts: tuple[np.ndarray | None, ...] = (None, None, None)
+        if calibration.purchases and self.btyd is not None:
+            j_freq, _, j_age = self._btyd_index[:3]
+            frequency = np.nan_to_num(X[:, j_freq])
+            age = np.nan_to_num(X[:, j_age])
+            cdf = positive_count_cdf(self.btyd.bgnbd, frequency, age, float(self.meta.horizon_days))
+            counts = count_intervals(churn, cdf)
+        return Intervals(*value_fields, *counts)
 
     def churn_contributions(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
         """``[n, k]`` log-odds contributions of each feature to the raw churn head (columns = features).
@@ -467,9 +516,23 @@ class ScoringModel:
             "level_source": self.meta.level_source,
             "churn_rate_source": self.meta.churn_rate_source,
             "validation_scheme": self.meta.validation_scheme,
+            "intervals": self._describe_intervals(),
             "margin": self.meta.margin,
             "discount_rate": self.meta.discount_rate,
             "tiers": dict(zip(self.meta.tier_names, self.meta.tier_thresholds, strict=True)),
+        }
+
+    def _describe_intervals(self) -> dict[str, Any] | None:
+        """What ``/model`` says about the intervals: None for a bundle without them (saved before format 3)."""
+        c = self.intervals
+        if c is None:
+            return None
+        return {
+            "level": c.level,
+            "method": c.method,
+            "value": c.ratio_knots is not None,
+            "purchases": c.purchases and self.btyd is not None,
+            "calibration_rows": dict(zip(self.meta.tier_names, c.calibration_rows, strict=False)),
         }
 
 

@@ -9,9 +9,23 @@ from pydantic import BaseModel
 
 from serving.http_errors import ERROR_SCHEMA, send_error
 from serving.responses import send_json
-from serving.schemas import BatchJobRequest, BatchSubmitRequest, PredictRequest, RankRequest
+from serving.schemas import (
+    BatchJobRequest,
+    BatchSubmitRequest,
+    PredictRequest,
+    PredictResponse,
+    RankRequest,
+    RankResponse,
+)
 
-__all__ = ["ERROR_STATUSES", "REQUEST_MODELS", "ROUTE_ERRORS", "OpenAPIMiddleware", "openapi_document"]
+__all__ = [
+    "ERROR_STATUSES",
+    "REQUEST_MODELS",
+    "RESPONSE_MODELS",
+    "ROUTE_ERRORS",
+    "OpenAPIMiddleware",
+    "openapi_document",
+]
 
 ERROR_STATUSES: dict[int, str] = {
     400: "The body does not match the schema (invalid JSON, unknown field, wrong type, missing field)",
@@ -47,6 +61,16 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/batch/result": BatchJobRequest,
 }
 """The request body schema of each route that takes one."""
+RESPONSE_MODELS: dict[str, type[BaseModel]] = {"/predict": PredictResponse, "/rank": RankResponse}
+"""The schema of the 200 answer of the scoring routes."""
+
+
+def _component(model: type[BaseModel], schemas: dict[str, Any], mode: str) -> dict[str, Any]:
+    """``model``'s JSON schema with its nested models moved to ``components/schemas`` (OpenAPI 3.0 form)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)  # type: ignore[arg-type]
+    for name, definition in schema.pop("$defs", {}).items():
+        schemas[name] = _openapi_30(definition)
+    return _openapi_30(schema)
 
 
 def _openapi_30(schema: Any) -> Any:
@@ -73,17 +97,21 @@ def _openapi_30(schema: Any) -> Any:
 def openapi_document(spec: dict[str, Any]) -> dict[str, Any]:
     """BentoML's OpenAPI document with what the service really answers: the request schemas of our models
     (unknown fields refused, nullable fields marked ``nullable``; BentoML's own flattening drops the ``null``
-    of every optional field) and, per route, every error status it can answer in the one error shape."""
+    of every optional field), the answers of the scoring routes (:data:`RESPONSE_MODELS`) and, per route, every
+    error status it can answer in the one error shape."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
     for path, model in REQUEST_MODELS.items():
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas[name] = _openapi_30(definition)
         operation = spec.get("paths", {}).get(path, {}).get("post")
+        schema = _component(model, schemas, "validation")
         if operation is not None:
-            content = {"application/json": {"schema": _openapi_30(schema)}}
-            operation["requestBody"] = {"required": True, "content": content}
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    for path, model in RESPONSE_MODELS.items():
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        schema = _component(model, schemas, "serialization")
+        if operation is not None:
+            ok = {"description": "Successful Response", "content": {"application/json": {"schema": schema}}}
+            operation.setdefault("responses", {})["200"] = ok
     for path, statuses in ROUTE_ERRORS.items():
         operation = spec.get("paths", {}).get(path, {}).get("post")
         if operation is None:

@@ -3,8 +3,9 @@
 
 Input: a DataFrame with the bundle's feature columns (and optionally ``customer_id``); output: one row per input
 row, in input order, with the nightly list's columns (:func:`serving.scoring.output_columns`): ``customer_id``
-(when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment`` and
-``reason_1..3``. Scored by :func:`serving.scoring.score_customers`, like every other path.
+(when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment``, the interval
+columns (:data:`serving.scoring.INTERVAL_FIELDS`: value quantiles and 80% intervals, purchase-day intervals; NaN for a
+bundle without intervals) and ``reason_1..3``. Scored by :func:`serving.scoring.score_customers`, like every other path.
 
 Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the logged model holds that file, the bundle
 artifact and MLmodel, and no ``python_model.pkl``; loading runs the file instead of unpickling anything.

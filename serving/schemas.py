@@ -1,5 +1,7 @@
 """The request bodies of ``/predict``, ``/rank`` and the ``/batch/*`` task routes (pydantic): what BentoML
-validates (400 on a mismatch) and what the OpenAPI document shows (:mod:`serving.openapi`)."""
+validates (400 on a mismatch) and what the OpenAPI document shows (:mod:`serving.openapi`); and the response
+bodies of ``/predict`` and ``/rank``, for the document (responses are written by :func:`serving.scoring.json_rows`
+and :mod:`serving.online`, not through these models; the HTTP tests check real answers against them)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,20 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BatchJobRequest", "BatchSubmitRequest", "Customer", "PredictRequest", "RankRequest", "Transaction"]
+__all__ = [
+    "BatchJobRequest",
+    "BatchSubmitRequest",
+    "Customer",
+    "PredictRequest",
+    "PredictResponse",
+    "Prediction",
+    "PredictionError",
+    "RankRequest",
+    "RankResponse",
+    "RankedPrediction",
+    "Reason",
+    "Transaction",
+]
 
 
 class Transaction(BaseModel):
@@ -97,3 +112,73 @@ class BatchJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job_id: Annotated[str, Field(min_length=1, description="The job id answered by /batch/submit")]
+
+
+# --- responses ---------------------------------------------------------------------------------------------------
+
+_VALUE_UNITS = "currency units over the horizon, after margin and discount (as expected_value)"
+
+_NO_INTERVALS = "; null when the model version has no intervals (trained before them)"
+
+
+class Reason(BaseModel):
+    """One of the churn head's largest contributions for the customer."""
+
+    feature: str
+    description: str
+    value: Annotated[float | None, Field(description="The customer's feature value; null when missing")]
+    effect: Literal["raises churn risk", "lowers churn risk"]
+    contribution: Annotated[float, Field(description="Log-odds contribution to the churn head")]
+
+
+class Prediction(BaseModel):
+    """One scored customer (:func:`serving.scoring.json_rows`). Intervals: ``value_low``..``value_high`` holds the
+    customer's future value with probability 80% (``[value_p10, value_p90]`` when P(no purchase) < 10%, else
+    ``[0, P80]``: with a point mass at 0 the equal-tailed interval would hold 90%); see ``serving/intervals.py``."""
+
+    customer_id: str
+    churn_probability: Annotated[float, Field(description="P(no purchase in the next horizon_days)")]
+    expected_value: Annotated[float, Field(description=f"Expected future value, {_VALUE_UNITS}")]
+    value_at_risk: Annotated[float, Field(description="churn_probability x expected_value")]
+    tier: str
+    segment: str
+    value_p10: float | None = Field(description=f"10% quantile of future value, {_VALUE_UNITS}{_NO_INTERVALS}")
+    value_p50: float | None = Field(description=f"Median future value{_NO_INTERVALS}")
+    value_p90: float | None = Field(description=f"90% quantile of future value{_NO_INTERVALS}")
+    value_low: float | None = Field(description=f"Lower end of the 80% interval of future value{_NO_INTERVALS}")
+    value_high: float | None = Field(description=f"Upper end of the 80% interval of future value{_NO_INTERVALS}")
+    purchases_p50: int | None = Field(description=f"Median number of purchase days in the horizon{_NO_INTERVALS}")
+    purchases_low: int | None = Field(description=f"Lower end of the 80% interval of purchase days{_NO_INTERVALS}")
+    purchases_high: int | None = Field(description=f"Upper end of the 80% interval of purchase days{_NO_INTERVALS}")
+    features_as_of: Annotated[str, Field(description="Date the features were computed at (store or inline)")]
+    reasons: list[Reason]
+
+
+class PredictionError(BaseModel):
+    """A customer that could not be scored (unknown id, no transaction on or before as_of)."""
+
+    customer_id: str
+    error: str
+
+
+class PredictResponse(BaseModel):
+    """The body of a ``/predict`` answer: one entry per requested customer, in request order."""
+
+    model_version: str | None
+    as_of: str
+    horizon_days: int
+    predictions: list[Prediction | PredictionError]
+
+
+class RankedPrediction(Prediction):
+    retention_rank: Annotated[int, Field(ge=1, description="1 = highest value at risk")]
+
+
+class RankResponse(BaseModel):
+    """The body of a ``/rank`` answer: scored customers in retention order, the others under ``errors``."""
+
+    model_version: str | None
+    as_of: str
+    horizon_days: int
+    ranking: list[RankedPrediction]
+    errors: list[PredictionError]

@@ -10,6 +10,9 @@ values (:func:`serving.ranking.rank_order`). Rounding happens only when JSON is 
 - *Segment*: current value (net spend in the last 365 days) x future value (expected value), split at the
   training population's medians: ``star`` (high/high), ``rising`` (low now, high future), ``fading``
   (high now, low future), ``low`` (low/low).
+- *Intervals*: ``value_p10/p50/p90`` and the 80% interval ``value_low``/``value_high`` of future value (same units as
+  ``expected_value``), ``purchases_p50/low/high`` of the number of purchase days in the horizon
+  (:mod:`serving.intervals`); None (JSON ``null``, empty columns) for a bundle without intervals.
 - *Reasons*: the churn head's largest contributions (log-odds, TreeSHAP) per customer, largest absolute first
   (stable order), zero contributions left out; coded as (feature index, feature value, contribution) arrays and
   rendered as JSON objects or as text, from the same arrays.
@@ -27,10 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serving.model import BundleMeta, ScoringModel
+from serving.model import BundleMeta, ScoringModel, tier_index
 
 __all__ = [
     "CURRENT_VALUE_FEATURE",
+    "INTERVAL_FIELDS",
     "JSON_DECIMALS",
     "REASONS",
     "SEGMENTS",
@@ -50,17 +54,32 @@ SEGMENTS = ("star", "rising", "fading", "low")
 CURRENT_VALUE_FEATURE = "spend_365d"
 REASONS = 3
 """Reasons per customer in every output (``reason_1..3`` columns, three JSON objects at most)."""
-JSON_DECIMALS = {"churn_probability": 6, "expected_value": 4, "value_at_risk": 4, "reason": 4}
-"""Decimals kept when a value is written as JSON (ranking and files use the exact values)."""
+INTERVAL_FIELDS = (
+    "value_p10",
+    "value_p50",
+    "value_p90",
+    "value_low",
+    "value_high",
+    "purchases_p50",
+    "purchases_low",
+    "purchases_high",
+)
+"""The interval outputs (:class:`serving.intervals.Intervals`' fields), in output order, after ``segment``."""
+JSON_DECIMALS = {
+    "churn_probability": 6,
+    "expected_value": 4,
+    "value_at_risk": 4,
+    "reason": 4,
+    **{f: 4 if f.startswith("value_") else 0 for f in INTERVAL_FIELDS},
+}
+"""Decimals kept when a value is written as JSON (ranking and files use the exact values); purchase days are
+whole numbers."""
 RAISES, LOWERS = "raises churn risk", "lowers churn risk"
 
 
 def assign_tiers(expected_value: np.ndarray, meta: BundleMeta) -> np.ndarray:
     """Tier name per customer: the first (highest) tier whose lower bound the expected value reaches."""
-    thresholds = np.asarray(meta.tier_thresholds, dtype=np.float64)  # descending lower bounds
-    names = np.asarray(meta.tier_names, dtype=object)
-    index = np.searchsorted(-thresholds, -np.asarray(expected_value, dtype=np.float64), side="left")
-    return names[np.minimum(index, len(names) - 1)]
+    return np.asarray(meta.tier_names, dtype=object)[tier_index(expected_value, meta.tier_thresholds)]
 
 
 def assign_segments(current_value: np.ndarray, expected_value: np.ndarray, meta: BundleMeta) -> np.ndarray:
@@ -111,7 +130,9 @@ class ScoredBatch:
 
     Probabilities are P(no purchase in the next ``horizon_days`` after the as-of date); values are expected net
     spend over that horizon in the data's currency (discounted and after margin as the bundle says); value at
-    risk = churn probability x expected value. Reasons are coded (see :func:`top_reasons`).
+    risk = churn probability x expected value. Reasons are coded (see :func:`top_reasons`). The
+    :data:`INTERVAL_FIELDS` are None when the bundle has no interval calibration (and the purchase fields when it
+    has no BG/NBD).
     """
 
     customer_id: np.ndarray
@@ -126,6 +147,14 @@ class ScoredBatch:
     reason_count: np.ndarray
     feature_names: tuple[str, ...]
     feature_descriptions: tuple[str, ...]
+    value_p10: np.ndarray | None = None
+    value_p50: np.ndarray | None = None
+    value_p90: np.ndarray | None = None
+    value_low: np.ndarray | None = None
+    value_high: np.ndarray | None = None
+    purchases_p50: np.ndarray | None = None
+    purchases_low: np.ndarray | None = None
+    purchases_high: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -135,7 +164,7 @@ class ScoredBatch:
         per_customer = {
             f.name: getattr(self, f.name)[index]
             for f in dataclasses.fields(self)
-            if f.name not in ("feature_names", "feature_descriptions")
+            if f.name not in ("feature_names", "feature_descriptions") and getattr(self, f.name) is not None
         }
         return dataclasses.replace(self, **per_customer)
 
@@ -162,6 +191,7 @@ def score_customers(
     else:
         coded = top_reasons(np.empty((len(X), 0)), np.empty((len(X), 0)), 0)
     descriptions = model.meta.feature_descriptions
+    intervals = {f: getattr(scores.intervals, f) for f in INTERVAL_FIELDS} if scores.intervals is not None else {}
     return ScoredBatch(
         customer_id=ids,
         churn_probability=scores.churn_probability,
@@ -175,6 +205,7 @@ def score_customers(
         reason_count=coded[3],
         feature_names=tuple(model.feature_columns),
         feature_descriptions=tuple(descriptions.get(c, c) for c in model.feature_columns),
+        **intervals,
     )
 
 
@@ -199,9 +230,18 @@ def reason_objects(batch: ScoredBatch, row: int) -> list[dict[str, Any]]:
     return out
 
 
+def _json_number(value: float, decimals: int) -> float | int | None:
+    """``value`` rounded for JSON (an int for 0 decimals); None when it is not finite."""
+    if not math.isfinite(value):
+        return None
+    return round(value) if decimals == 0 else round(value, decimals)
+
+
 def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any]]:
-    """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`."""
+    """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`; the
+    :data:`INTERVAL_FIELDS` after ``segment`` (``null`` when the batch has none)."""
     p = JSON_DECIMALS
+    intervals = [(f, getattr(batch, f)) for f in INTERVAL_FIELDS]
     rows = []
     for i in range(len(batch)):
         row = {
@@ -212,6 +252,8 @@ def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any
             "tier": str(batch.tier[i]),
             "segment": str(batch.segment[i]),
         }
+        for field, values in intervals:
+            row[field] = None if values is None else _json_number(float(values[i]), p[field])
         if reasons:
             row["reasons"] = reason_objects(batch, i)
         rows.append(row)
@@ -252,8 +294,9 @@ def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.
 
 
 def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFrame:
-    """The batch as the nightly list's columns (input order, exact values): id, scores, tier, segment and
-    ``reason_1..reasons`` text columns (all empty when the batch was scored without reasons)."""
+    """The batch as the nightly list's columns (input order, exact values): id, scores, tier, segment, the
+    :data:`INTERVAL_FIELDS` (float64, NaN when the batch has none) and ``reason_1..reasons`` text columns (all empty
+    when the batch was scored without reasons)."""
     frame = pd.DataFrame(
         {
             "customer_id": pd.array(batch.customer_id, dtype="str"),
@@ -262,6 +305,10 @@ def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFram
             "value_at_risk": batch.value_at_risk,
             "tier": pd.array(batch.tier, dtype="str"),
             "segment": pd.array(batch.segment, dtype="str"),
+            **{
+                f: np.full(len(batch), np.nan) if getattr(batch, f) is None else getattr(batch, f)
+                for f in INTERVAL_FIELDS
+            },
         }
     )
     for name, texts in reason_text_columns(batch, reasons).items():

@@ -76,6 +76,7 @@ from serving.batch import (
 )
 from serving.batch import _top20_share as _top20_share
 from serving.model import ScoringModel
+from serving.scoring import INTERVAL_FIELDS
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
 DEFAULT_MASTER = "local[2]"
@@ -95,6 +96,7 @@ SCORE_COLUMNS = (
     "value_at_risk",
     "tier",
     "segment",
+    *INTERVAL_FIELDS,
     "reason_1",
     "reason_2",
     "reason_3",
@@ -107,8 +109,8 @@ _ORDER = ("__rt_file", "__rt_block", "__rt_row")
 _FILE_PATH = "__rt_path"
 RESULT_SCHEMA = (
     f"{_PART} int, {_POS} long, customer_id string, churn_probability double, expected_value double, "
-    f"value_at_risk double, tier string, segment string, reason_1 string, reason_2 string, reason_3 string, "
-    f"{_META} string"
+    f"value_at_risk double, tier string, segment string, {', '.join(f'{c} double' for c in INTERVAL_FIELDS)}, "
+    f"reason_1 string, reason_2 string, reason_3 string, {_META} string"
 )
 _CONTRACT_ERROR = re.compile(r"ContractError: (.+)")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")

@@ -22,8 +22,12 @@ from features.kernel import PreparedTransactions, compute_features, date_to_day,
 from features.labels import labels_at
 from retention import progress
 from retention.settings import get_settings
+from serving.intervals import equity_interval
+from serving.model import tier_index
 from training import baselines, registry, report
 from training.config import TrainingConfig, training_config
+from training.intervals import purchase_days
+from training.metrics import INTERVAL_KEYS, interval_metrics
 from training.pipeline import PRODUCT, all_metrics, fit_pipeline
 
 CONFIG_ARTIFACT = "training_config.json"
@@ -183,6 +187,8 @@ def evaluate_fold(
     ``btyd`` (BG/NBD + Gamma-Gamma fitted at ``fold_as_of``) and ``naive``, for ``all`` customers and apart for
     ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages hide how
     differently models do on them. ``horizon_days`` and ``seed`` (when given) replace the config's.
+
+    The product's rows also hold its intervals' out-of-time coverage (:func:`interval_columns`).
     """
     config = training_config(config, horizon_days=horizon_days, seed=seed)
     horizon_days = config.horizon_days
@@ -192,7 +198,9 @@ def evaluate_fold(
     churned, actual = labels["churned"], labels["future_value"]
     X = test[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
     scores = result.model.score(X)
-    revenue = scores.expected_value / (result.model.meta.margin * result.model.meta.discount_factor)
+    scale = result.model.meta.margin * result.model.meta.discount_factor
+    revenue = scores.expected_value / scale
+    intervals = interval_columns(result.model, scores, actual, purchase_days(prep, fold_as_of, horizon_days))
     btyd = baselines.fit_btyd(test)
     btyd_churn, btyd_value = baselines.btyd_predict(btyd, test, horizon_days)
     naive_train = result.valid_features if len(result.valid_features) else None
@@ -217,10 +225,64 @@ def evaluate_fold(
                     "customers": int(mask.sum()),
                     "group": group,
                     **all_metrics(churned[mask], p[mask], actual[mask], value[mask]),
+                    **(intervals(mask) if model == PRODUCT else {}),
                     **({k: v for k, v in result.choice.items() if not k.startswith("why")} if model == PRODUCT else {}),
                 }
             )
     return pd.DataFrame(rows)
+
+
+INTERVAL_COLUMNS = (
+    *(f"interval_{k}" for k in INTERVAL_KEYS),
+    *(f"purchases_interval_{k}" for k in INTERVAL_KEYS),
+    "equity_low",
+    "equity_high",
+    "equity_covered",
+)
+"""The product's interval columns in a backtest table (see :func:`interval_columns`)."""
+
+
+def interval_columns(model, scores, actual: np.ndarray, purchases: np.ndarray):
+    """A function of a customer mask giving the product's interval columns (:data:`INTERVAL_COLUMNS`) for those
+    customers, from the scores of ``model`` (a :class:`serving.model.ScoringModel`) at a fold's as-of date and the
+    fold's actual next-H-day values (revenue) and purchase days.
+
+    Intervals are scored in ``expected_value``'s units and compared with revenue after dividing by margin x
+    discount, like the expected value. ``interval_*``: :func:`training.metrics.interval_metrics` of the value
+    intervals (top tier = the bundle's first tier); ``purchases_interval_*``: the same for purchase days;
+    ``equity_low`` / ``equity_high``: the 80% interval of the group's total (revenue,
+    :func:`serving.intervals.equity_interval`) and ``equity_covered`` whether the actual total lies inside (1/0).
+    Columns are NaN when the model has no such intervals."""
+    meta = model.meta
+    scale = meta.margin * meta.discount_factor
+    found = scores.intervals
+    tiers = tier_index(scores.expected_value, meta.tier_thresholds)
+    p = scores.churn_probability
+
+    def columns(mask: np.ndarray) -> dict[str, float]:
+        out = dict.fromkeys(INTERVAL_COLUMNS, float("nan"))
+        if found is None or not mask.any():
+            return out
+        top = tiers[mask] == 0
+        if np.isfinite(found.value_low).all():
+            low, high = found.value_low[mask] / scale, found.value_high[mask] / scale
+            out.update({f"interval_{k}": v for k, v in interval_metrics(actual[mask], low, high, p[mask], top).items()})
+        if found.purchases_low is not None:
+            counts = interval_metrics(
+                purchases[mask], found.purchases_low[mask], found.purchases_high[mask], p[mask], top
+            )
+            out.update({f"purchases_interval_{k}": v for k, v in counts.items()})
+        if model.intervals is not None and model.intervals.value_cv2 is not None:
+            low, high, _ = equity_interval(scores.expected_value[mask], tiers[mask], model.intervals)
+            total = float(actual[mask].sum())
+            out.update(
+                equity_low=low / scale,
+                equity_high=high / scale,
+                equity_covered=float(low / scale <= total <= high / scale),
+            )
+        return out
+
+    return columns
 
 
 def backtest(
@@ -257,10 +319,9 @@ def backtest(
             )
             for i, d in enumerate(dates):
                 for _, row in table[(table["as_of"] == d) & (table["group"] == "all")].iterrows():
-                    mlflow.log_metrics(
-                        {f"{row['model']}_{k}": float(row[k]) for k in report.CHURN_KEYS + report.VALUE_KEYS},
-                        step=i,
-                    )
+                    keys = report.CHURN_KEYS + report.VALUE_KEYS + (INTERVAL_COLUMNS if row["model"] == PRODUCT else ())
+                    values = {f"{row['model']}_{k}": float(row[k]) for k in keys}
+                    mlflow.log_metrics({k: v for k, v in values.items() if np.isfinite(v)}, step=i)
             mlflow.log_table(table.assign(as_of=table["as_of"].astype(str)), "backtest.json")
             mlflow.log_text(report.backtest_markdown(table), "backtest.md")
     return table

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from serving.intervals import INTERVAL_LEVEL, promised_coverage
 from serving.pareto import ordered_by_score, top_share
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float]
@@ -61,6 +62,8 @@ COMPARED_VALUE_KEYS: tuple[str, ...] = tuple(
 )
 """Value metrics compared between models, ranking quality first: :data:`VALUE_KEYS` prefixed with ``value_``,
 without the two sums (currency totals, not quality)."""
+INTERVAL_KEYS: tuple[str, ...] = ("coverage", "promised", "coverage_attainable", "coverage_top_tier", "below", "above")
+"""Keys of :func:`interval_metrics`, in order."""
 
 METRIC_UNITS: dict[str, str] = {
     "auc": "ROC AUC (0.5 = random)",
@@ -79,13 +82,20 @@ METRIC_UNITS: dict[str, str] = {
     "total_ratio": "sum pred / sum actual",
     "total_pred": "currency",
     "total_actual": "currency",
+    "coverage": "share inside the 80% interval",
+    "promised": "coverage the intervals promise",
+    "coverage_attainable": "coverage where P(no purchase) <= 80%",
+    "coverage_top_tier": "coverage in the top tier",
+    "below": "share below the interval",
+    "above": "share above the interval",
 }
 """What each metric of :data:`CHURN_KEYS` and :data:`VALUE_KEYS` measures, with its unit (an axis label)."""
 
 
 def metric_label(metric: str) -> str:
     """Axis label of a metric named with or without its ``churn_`` / ``value_`` prefix; the name if unknown."""
-    base = metric.removeprefix("churn_").removeprefix("value_") if metric != "churn_rate" else metric
+    base = metric if metric == "churn_rate" else metric.removeprefix("churn_").removeprefix("value_")
+    base = base.removeprefix("purchases_").removeprefix("interval_")
     return METRIC_UNITS.get(base, metric)
 
 
@@ -361,3 +371,50 @@ def decile_table(
         **extra,
     )
     return table.reset_index()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# intervals
+# --------------------------------------------------------------------------------------------------------------
+
+
+def covered(actual: ArrayLike, low: ArrayLike, high: ArrayLike) -> np.ndarray:
+    """``low <= actual <= high`` per customer (closed interval, with a relative 1e-9 of slack for float noise)."""
+    y = np.asarray(actual, dtype=np.float64)
+    slack = 1e-9 * np.maximum(1.0, np.abs(y))
+    return (y >= np.asarray(low, dtype=np.float64) - slack) & (y <= np.asarray(high, dtype=np.float64) + slack)
+
+
+def interval_metrics(
+    actual: ArrayLike, low: ArrayLike, high: ArrayLike, p_churn: ArrayLike, top_tier: ArrayLike
+) -> dict[str, float]:
+    """How 80% prediction intervals ``[low, high]`` cover the realised ``actual`` (value or purchase days).
+
+    Keys (:data:`INTERVAL_KEYS`), shares of customers in [0, 1]:
+
+    * ``coverage``: share with ``low <= actual <= high``;
+    * ``promised``: the coverage the intervals promise, the mean of ``max(P(no purchase), 0.8)`` -- with a point
+      mass at 0 the smallest interval holding 80% holds the whole mass (:mod:`serving.intervals`), so a calibrated
+      model covers ``promised``, which is 0.8 only when every customer may well buy;
+    * ``coverage_attainable``: coverage among customers with ``P(no purchase) <= 0.8``, whose interval promises
+      exactly 80% (NaN when there are none);
+    * ``coverage_top_tier``: coverage among the customers of ``top_tier`` (a boolean mask; NaN when empty);
+    * ``below`` / ``above``: shares below ``low`` / above ``high`` (``coverage + below + above = 1``).
+    """
+    y = np.asarray(actual, dtype=np.float64)
+    p = np.asarray(p_churn, dtype=np.float64)
+    inside = covered(y, low, high)
+    top = np.asarray(top_tier, dtype=bool)
+    attainable = p <= INTERVAL_LEVEL
+
+    def share(mask: np.ndarray) -> float:
+        return float(inside[mask].mean()) if mask.any() else math.nan
+
+    return {
+        "coverage": float(inside.mean()) if y.size else math.nan,
+        "promised": float(promised_coverage(p).mean()) if y.size else math.nan,
+        "coverage_attainable": share(attainable),
+        "coverage_top_tier": share(top),
+        "below": float(np.mean(y < np.asarray(low) - 1e-9 * np.maximum(1.0, np.abs(y)))) if y.size else math.nan,
+        "above": float(np.mean(y > np.asarray(high) + 1e-9 * np.maximum(1.0, np.abs(y)))) if y.size else math.nan,
+    }

@@ -17,6 +17,10 @@ Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :
    backtested best at the latest labeled cutoffs (BTYD, the recent run rate or last year's season; see
    :mod:`training.level`): ranking comes from the heads, the level from something that extrapolates.
 7. Tier and segment thresholds from the scored population at ``as_of``.
+8. Intervals (:mod:`training.intervals`): per tier, the conformal quantiles of ``actual / expected value given a
+   purchase`` of ``V``'s buying customers, scored with the cross-fitted churn probabilities and values of step 4;
+   their coverage at ``V`` is cross-fitted on the same two halves (``interval_*`` metrics of the product).
+   BTYD-only versions give purchase-day intervals only (nothing labeled to calibrate value intervals on).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_
 from retention import progress
 from serving.btyd import BTYDModel
 from serving.drift import reference_bins
+from serving.intervals import IntervalCalibration
 from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
 from serving.scoring import CURRENT_VALUE_FEATURE
 from training import baselines, heads, level
+from training import intervals as interval_fit
 from training.config import TrainingConfig, training_config
 from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
-from training.metrics import churn_metrics, value_metrics
+from training.metrics import churn_metrics, interval_metrics, value_metrics
 
 PRODUCT = "model"
 """Key of the product's model (chosen churn head + chosen value head) in the metrics and validation columns."""
@@ -70,6 +76,10 @@ class PipelineResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     config: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     """The training choices this result was fitted with."""
+    interval_checks: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
+    """Cross-fitted interval checks at the validation cutoff: ``reliability`` (per level tau, the share of actual
+    values at most Q(tau)) and ``tiers`` (per tier, coverage of the 80% interval and its promise); empty when no
+    value interval could be calibrated."""
 
 
 def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> np.ndarray:
@@ -256,10 +266,11 @@ def _finish(
     target_total: float,
     churn: level.LevelChoice,
     tier_top_shares: tuple[float, ...],
+    intervals: IntervalCalibration,
 ) -> ScoringModel:
     """Level (the raw value head's total at as-of scaled to ``target_total``), the churn rate (probabilities shifted
     to ``churn``'s rate unless it is ``recent`` or ``none``), tiers (expected-value quantiles at the cumulative
-    ``tier_top_shares``), segments, drift reference."""
+    ``tier_top_shares``), segments, drift reference, the interval calibration."""
     columns = list(draft.feature_columns)
     X_now = population[columns].to_numpy(dtype=np.float64)
     model = ScoringModel(churn_booster, value_booster, draft)
@@ -274,10 +285,10 @@ def _finish(
         churn_rate_source=churn.source,
     )
     expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
-    thresholds = (*tuple(float(np.quantile(expected, 1.0 - s)) for s in tier_top_shares), 0.0)
     meta = dataclasses.replace(
         draft,
-        tier_thresholds=thresholds,
+        tier_thresholds=interval_fit.tier_thresholds(expected, tier_top_shares),
+        intervals=intervals.to_dict(),
         segment_current_threshold=float(np.median(np.nan_to_num(population[CURRENT_VALUE_FEATURE].to_numpy()))),
         segment_future_threshold=float(np.median(expected)),
         feature_reference={c: reference_bins(X_now[:, j]) for j, c in enumerate(columns)},
@@ -420,6 +431,7 @@ class _Validation:
     """(chosen churn kind, why)."""
     value: tuple[str, str]
     """(chosen value kind, why)."""
+    interval_checks: dict[str, pd.DataFrame] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -441,7 +453,8 @@ class _Run:
         for w in warnings:
             progress.warn(w)
         draft = dataclasses.replace(self.draft, level_source=total.source)
-        model = _finish(draft, None, None, self.population, total.total, churn, self.config.tier_top_shares)
+        no_labels = IntervalCalibration(None, None, level_log_sd=_level_log_sd(total))
+        model = _finish(draft, None, None, self.population, total.total, churn, self.config.tier_top_shares, no_labels)
         why = "no labeled cutoff: BG/NBD + Gamma-Gamma fitted at the as-of date, not validated"
         return PipelineResult(
             model=model,
@@ -476,8 +489,16 @@ class _Run:
             value_head=value_kind,
             level_source=total.source,
         )
+        calibration = self._interval_calibration(checked.rows, total)
         model = _finish(
-            draft, final["churn"], final["value"], self.population, total.total, churn, self.config.tier_top_shares
+            draft,
+            final["churn"],
+            final["value"],
+            self.population,
+            total.total,
+            churn,
+            self.config.tier_top_shares,
+            calibration,
         )
         for w in self.warnings:
             progress.warn(w)
@@ -502,7 +523,26 @@ class _Run:
             choice=_choice(self.plan, (checked.churn, checked.value), total, churn),
             warnings=self.warnings,
             config=self.config,
+            interval_checks=checked.interval_checks,
         )
+
+    def _interval_calibration(self, rows: pd.DataFrame, total: level.LevelChoice) -> IntervalCalibration:
+        """Step 8: the tiers' conformal ratio quantiles from the product's cross-fitted scores at ``V`` (purchase-day
+        intervals only, with a warning, when nobody bought in ``V``'s window)."""
+        p, ev = rows[f"{PRODUCT}_churn"].to_numpy(np.float64), rows[f"{PRODUCT}_value"].to_numpy(np.float64)
+        tiers = interval_fit.tiers_by_rank(ev, self.config.tier_top_shares)
+        try:
+            return interval_fit.fit_calibration(
+                p,
+                ev,
+                rows["future_value"].to_numpy(np.float64),
+                tiers,
+                self.config.tier_names,
+                level_log_sd=_level_log_sd(total),
+            )
+        except ValueError as exc:
+            self.warnings.append(f"no value intervals: {exc}")
+            return IntervalCalibration(None, None, level_log_sd=_level_log_sd(total))
 
     def _validate(
         self, train: pd.DataFrame, valid: pd.DataFrame, best: dict[tuple[str, str], heads.FittedHead]
@@ -531,13 +571,36 @@ class _Run:
         metrics[PRODUCT] = all_metrics(
             y_churn, rows[f"{PRODUCT}_churn"].to_numpy(), y_value, rows[f"{PRODUCT}_value"].to_numpy()
         )
+        checks = self._check_intervals(rows, folds, metrics[PRODUCT])
         with progress.step("baselines (naive)"):
             rows["naive_churn"] = baselines.naive_churn(train, valid)
             rows["naive_value"] = baselines.naive_value(valid, self.plan.horizon_days)
             metrics["naive"] = all_metrics(
                 y_churn, rows["naive_churn"].to_numpy(), y_value, rows["naive_value"].to_numpy()
             )
-        return _Validation(rows, metrics, raw_churn, churn_choice, value_choice)
+        return _Validation(rows, metrics, raw_churn, churn_choice, value_choice, checks)
+
+    def _check_intervals(
+        self, rows: pd.DataFrame, folds: np.ndarray, metrics: dict[str, float]
+    ) -> dict[str, pd.DataFrame]:
+        """Cross-fitted value intervals of the product at ``V`` (each half calibrated on the other): the
+        ``<product>_value_p10/p50/p90/low/high`` columns of ``rows``, the ``interval_*`` metrics added to
+        ``metrics``, and the reliability and per-tier tables (empty when a half has no buyer)."""
+        p, ev = rows[f"{PRODUCT}_churn"].to_numpy(np.float64), rows[f"{PRODUCT}_value"].to_numpy(np.float64)
+        y = rows["future_value"].to_numpy(np.float64)
+        names = self.config.tier_names
+        tiers = interval_fit.tiers_by_rank(ev, self.config.tier_top_shares)
+        fitted = interval_fit.cross_fitted_intervals(p, ev, y, tiers, folds, names)
+        if fitted is None:
+            return {}
+        for name in ("p10", "p50", "p90", "low", "high"):
+            rows[f"{PRODUCT}_value_{name}"] = getattr(fitted, name)
+        found = interval_metrics(y, fitted.low, fitted.high, p, tiers == 0)
+        metrics.update({f"interval_{k}": v for k, v in found.items()})
+        return {
+            "reliability": interval_fit.reliability_table(y, fitted.quantiles),
+            "tiers": interval_fit.tier_coverage(y, fitted.low, fitted.high, p, tiers, names),
+        }
 
     def _refit(self, best: dict[tuple[str, str], heads.FittedHead], churn_kind: str, value_kind: str) -> dict[str, Any]:
         """The chosen supervised heads refitted on every labeled row with their selected rounds (None for BTYD)."""
@@ -553,6 +616,11 @@ class _Run:
     def _searched(self, head: heads.FittedHead) -> dict[str, Any]:
         """The selected values of the searched parameters (for the MLflow params)."""
         return {k: v for k, v in head.params.items() if k in self.config.search_space}
+
+
+def _level_log_sd(total: level.LevelChoice) -> float | None:
+    """The level's uncertainty for the equity interval: from the chosen estimator's backtest error, if any."""
+    return interval_fit.level_log_sd(total.backtest_errors.get(total.source))
 
 
 def _importance(columns: list[str], final: dict[str, Any]) -> pd.DataFrame:

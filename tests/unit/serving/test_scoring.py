@@ -3,12 +3,15 @@ hand-made arrays and a hand-built ScoredBatch; score_customers on a tiny two-boo
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 from model_util import COLUMNS, make_model
 
 from serving.scoring import (
+    INTERVAL_FIELDS,
     LOWERS,
     RAISES,
     ScoredBatch,
@@ -140,10 +143,30 @@ def test_json_rows_round_only_the_written_values() -> None:
         "value_at_risk": 1.2497,
         "tier": "gold",
         "segment": "star",
+        **dict.fromkeys(INTERVAL_FIELDS),  # a batch without intervals: every interval field is null
         "reasons": None,
     }
     assert batch.churn_probability[0] == 0.123456789  # the batch keeps the exact values
     assert "reasons" not in json_rows(batch, reasons=False)[0]
+
+
+def test_interval_fields_are_rounded_in_json_and_exact_in_columns() -> None:
+    value = np.array([1.234567, 0.0, np.nan])
+    count = np.array([2.0, 0.0, np.nan])
+    batch = dataclasses.replace(
+        hand_batch(), **{f: value if f.startswith("value_") else count for f in INTERVAL_FIELDS}
+    )
+    rows = json_rows(batch, reasons=False)
+    assert [rows[i]["value_p10"] for i in range(3)] == [1.2346, 0.0, None]  # NaN (no calibration) -> null
+    assert [rows[i]["purchases_high"] for i in range(3)] == [2, 0, None]
+    assert isinstance(rows[0]["purchases_low"], int)
+    assert list(rows[0])[-len(INTERVAL_FIELDS) :] == list(INTERVAL_FIELDS)  # after the segment
+    table = output_columns(batch)
+    assert list(table.columns[6 : 6 + len(INTERVAL_FIELDS)]) == list(INTERVAL_FIELDS)
+    assert table["value_p90"].iloc[0] == 1.234567
+    assert output_columns(hand_batch())["value_p10"].isna().all()  # no intervals: NaN columns, same schema
+    assert hand_batch().take(np.array([1])).value_p10 is None
+    np.testing.assert_array_equal(batch.take(np.array([2, 0])).purchases_p50, [np.nan, 2.0])
 
 
 def test_take_keeps_every_per_customer_array_aligned() -> None:
