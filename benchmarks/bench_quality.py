@@ -15,7 +15,10 @@ history length before the as-of date and a horizon H), and every seed:
 The results file (``benchmarks/results/quality.md`` by default) holds, per protocol, a side-by-side table (rows =
 metrics, columns = models; means over seeds) and a summary: is the product's model at least as good as BG/NBD on
 churn AUC, value Spearman, normalized Gini and top-20% capture, no worse on MAE, and is its level (total predicted /
-actual) within +-10% where BG/NBD's is.
+actual) within +-10% where BG/NBD's is. A second summary holds the coverage of the product's 80% intervals
+(:func:`training.jobs.interval_columns`) per protocol and seed: all customers (against 80% and against what the
+intervals promise with a point mass at 0), customers with P(no purchase) <= 80%, the top tier, purchase days and
+the equity (total) interval.
 
     python benchmarks/bench_quality.py                       # default size (about 15 min on 2 cores)
     python benchmarks/bench_quality.py --quick               # smoke run: small customer counts, 2 protocols
@@ -61,6 +64,8 @@ HIGHER_IS_BETTER = {
     "Gini": "value_normalized_gini",
     "top-20%": "value_top20_capture",
 }
+INTERVAL_TOLERANCE = 0.03
+"""Coverage goal of the 80% intervals: within 3 points (of 80%, or of the promised coverage)."""
 _UNIT_DAYS = {"d": 1.0, "w": 7.0, "m": 365.0 / 12.0, "y": 365.0}
 _PROTOCOL = re.compile(r"^(\d+)([dwmy])-h(\d+)$")
 
@@ -238,6 +243,7 @@ def product_name(table: dict[str, Any]) -> str:
     """The row of the product's model (``training.pipeline.PRODUCT``)."""
     from training.pipeline import PRODUCT
 
+    assert PRODUCT == PRODUCT_ROW
     return PRODUCT
 
 
@@ -260,6 +266,54 @@ def summary_row(table: dict[str, dict[str, float]]) -> list[str]:
     else:
         cells.append("yes" if abs(p_level - 1) <= LEVEL_TOLERANCE else "no")
     return cells
+
+
+def _seed_values(runs: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    """``metric`` of the product's row in every successful seed (NaN where missing)."""
+    return [r["rows"].get(PRODUCT_ROW, {}).get(metric, math.nan) for r in runs if r["status"] == "ok"]
+
+
+PRODUCT_ROW = "model"
+"""The product's row label in a run (``training.pipeline.PRODUCT``; read without importing training here)."""
+
+
+def _within(values: Sequence[float], target: Sequence[float] | float) -> str:
+    """Mean of ``values`` and how many seeds are within :data:`INTERVAL_TOLERANCE` of ``target`` (per seed)."""
+    targets = list(target) if isinstance(target, Sequence) else [target] * len(values)
+    pairs = [(v, t) for v, t in zip(values, targets, strict=True) if math.isfinite(v) and math.isfinite(t)]
+    if not pairs:
+        return "–"
+    hits = sum(abs(v - t) <= INTERVAL_TOLERANCE + 1e-12 for v, t in pairs)
+    return f"{_mean([v for v, _ in pairs]):.3f} ({hits}/{len(pairs)})"
+
+
+def interval_row(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Coverage cells of one protocol: mean over seeds and (seeds within 3 points of the goal / seeds)."""
+    cov = _seed_values(runs, "interval_coverage")
+    promised = _seed_values(runs, "interval_promised")
+    purchases = _seed_values(runs, "purchases_interval_coverage")
+    purchases_promised = _seed_values(runs, "purchases_interval_promised")
+    equity = [v for v in _seed_values(runs, "equity_covered") if math.isfinite(v)]
+    return [
+        _within(cov, 0.8),
+        f"{_mean(promised):.3f}" if promised else "–",
+        _within(cov, promised),
+        _within(_seed_values(runs, "interval_coverage_attainable"), 0.8),
+        _within(_seed_values(runs, "interval_coverage_top_tier"), 0.8),
+        _within(purchases, purchases_promised),
+        f"{int(sum(equity))}/{len(equity)}" if equity else "–",
+    ]
+
+
+INTERVAL_HEADERS = (
+    "all: 80 ±3",
+    "promised",
+    "all: promised ±3",
+    "P(no purchase) ≤ 80%: 80 ±3",
+    "top tier: 80 ±3",
+    "purchase days: promised ±3",
+    "equity inside",
+)
 
 
 def _status(runs: Sequence[dict[str, Any]]) -> str:
@@ -327,6 +381,24 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, started: dt.
         row += summary_row(table) if table else ["–"] * (len(headers) - len(row))
         summary.append(row)
     lines += [common.markdown_table(headers, summary), ""]
+    lines += [
+        "## Intervals: coverage of the product's 80% intervals",
+        "",
+        "Share of customers whose actual next-H-day value lies inside their 80% interval (`value_low`..`value_high`),"
+        " as the mean over seeds and (seeds within ±3 points of the goal / seeds). With a point mass at 0 the smallest"
+        " interval holding 80% holds the whole mass, so a customer with P(no purchase) = 95% has the interval {0},"
+        " which holds 95%: a calibrated model covers the *promised* share, the mean of max(P(no purchase), 80%), not"
+        " 80%. Goals: all customers within ±3 points of what is promised; exactly 80% ±3 where it is attainable"
+        " (P(no purchase) ≤ 80%) and in the top tier. Purchase days: the interval of the number of purchase days"
+        " (whole numbers, BG/NBD given a purchase). Equity: seeds whose actual total lies inside the 80% interval of"
+        " the total.",
+        "",
+        common.markdown_table(
+            ["scenario", "protocol", *INTERVAL_HEADERS],
+            [[res["scenario"], res["protocol"], *interval_row(res["runs"])] for res in results],
+        ),
+        "",
+    ]
 
     for name in args.scenarios:
         preset = SCENARIOS[name]

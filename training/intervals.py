@@ -196,14 +196,20 @@ def cross_fitted_intervals(
     return CrossFitted(**out, quantiles=quantiles)
 
 
-def reliability_table(actual: np.ndarray, quantiles: dict[float, np.ndarray]) -> pd.DataFrame:
-    """Per level ``tau``: the share of customers whose actual value is at most their ``Q(tau)`` (``observed``; a
-    calibrated quantile gives ``tau`` wherever ``tau`` is above the customer's P(no purchase), and at least
-    ``tau`` below it, where ``Q(tau) = 0`` holds the whole point mass)."""
+def reliability_table(
+    actual: np.ndarray, quantiles: dict[float, np.ndarray], churn_probability: np.ndarray
+) -> pd.DataFrame:
+    """Per level ``tau``: the share of customers whose actual value is at most their ``Q(tau)`` (``observed``) and
+    what calibrated quantiles give (``promised``, the mean of ``max(tau, P(no purchase))``: where ``tau`` is below a
+    customer's P(no purchase), ``Q(tau) = 0`` holds the whole point mass)."""
     y = np.asarray(actual, dtype=np.float64)
+    p = np.asarray(churn_probability, dtype=np.float64)
     below = np.full_like(y, -np.inf)
-    rows = [{"tau": tau, "observed": float(np.mean(covered(y, below, q)))} for tau, q in quantiles.items()]
-    return pd.DataFrame(rows, columns=["tau", "observed"])
+    rows = [
+        {"tau": tau, "observed": float(np.mean(covered(y, below, q))), "promised": float(np.mean(np.maximum(tau, p)))}
+        for tau, q in quantiles.items()
+    ]
+    return pd.DataFrame(rows, columns=["tau", "observed", "promised"])
 
 
 def tier_coverage(

@@ -598,7 +598,7 @@ class _Run:
         found = interval_metrics(y, fitted.low, fitted.high, p, tiers == 0)
         metrics.update({f"interval_{k}": v for k, v in found.items()})
         return {
-            "reliability": interval_fit.reliability_table(y, fitted.quantiles),
+            "reliability": interval_fit.reliability_table(y, fitted.quantiles, p),
             "tiers": interval_fit.tier_coverage(y, fitted.low, fitted.high, p, tiers, names),
         }
 

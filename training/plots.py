@@ -1,5 +1,5 @@
-"""Figures of a training run: ROC, calibration, gains and Lorenz curves, feature importance, contributions and
-backtest folds.
+"""Figures of a training run: ROC, calibration, gains and Lorenz curves, feature importance, contributions,
+interval coverage and backtest folds.
 
 Each function builds a new ``matplotlib.figure.Figure`` directly (no pyplot global state) and returns it;
 matplotlib is imported inside the functions, so importing this module is cheap. The numbers drawn are
@@ -93,6 +93,40 @@ def plot_calibration(results: Mapping[str, tuple[ArrayLike, ArrayLike]], n_bins:
     ax.grid(alpha=0.3)
     hist.set(xlabel="predicted churn probability", ylabel="customers per bin")
     hist.grid(alpha=0.3)
+    return fig
+
+
+def plot_interval_coverage(reliability: pd.DataFrame, tiers: pd.DataFrame) -> Figure:
+    """Coverage of the value intervals at the validation cutoff (cross-fitted, :mod:`training.intervals`).
+
+    Left: per quantile level ``tau``, the share of customers whose actual value is at most their ``Q(tau)``
+    (``reliability``: ``tau``, ``observed``, ``promised``), with what calibrated quantiles give (``promised``: above
+    the diagonal where the point mass at 0 holds more than ``tau``). Right: per tier, the share inside the 80%
+    interval beside its promise (``tiers``: ``tier``, ``customers``, ``coverage``, ``promised``)."""
+    fig = _figure(11.0, 4.6)
+    left, right = fig.subplots(1, 2)
+    left.plot(reliability["tau"], reliability["observed"], marker="o", label="observed")
+    left.plot(reliability["tau"], reliability["promised"], linestyle="--", label="calibrated (point mass at 0 held)")
+    left.plot([0, 1], [0, 1], color="grey", linewidth=1, label="diagonal")
+    left.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="quantile level tau",
+        ylabel="share of customers with actual <= Q(tau)",
+        title="Value quantiles",
+    )
+    left.legend(loc="upper left")
+    left.grid(alpha=0.3)
+    x = np.arange(len(tiers))
+    right.bar(x - 0.2, tiers["coverage"], width=0.4, label="observed")
+    right.bar(x + 0.2, tiers["promised"], width=0.4, label="promised")
+    right.axhline(0.8, color="grey", linestyle="--", linewidth=1, label="80%")
+    labels = [f"{t}\n({n:,})" for t, n in zip(tiers["tier"], tiers["customers"], strict=True)]
+    right.set_xticks(x, labels)
+    right.set(ylim=(0, 1.05), ylabel="share inside the 80% interval", title="80% interval per tier (customers)")
+    right.legend(loc="lower right")
+    right.grid(alpha=0.3, axis="y")
+    fig.suptitle("Interval coverage at the validation cutoff (cross-fitted)")
     return fig
 
 

@@ -60,6 +60,10 @@ def write_artifacts(result: PipelineResult, folder: Path, report: DataQualityRep
                 result.importance["feature"].tolist(), result.importance["churn_gain"].to_numpy()
             ),
         }
+        if result.interval_checks:
+            checks = result.interval_checks
+            figures["interval_coverage.png"] = plots.plot_interval_coverage(checks["reliability"], checks["tiers"])
+            checks["tiers"].to_csv(folder / "interval_coverage.csv", index=False)
         decile_table(actual, v[f"{PRODUCT}_value"].to_numpy(), churned, v[f"{PRODUCT}_churn"].to_numpy()).to_csv(
             folder / "deciles.csv", index=False
         )
@@ -99,6 +103,7 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
         f" ({HEAD_TEXT[meta.value_head]}), x level factor {meta.level_factor:.3f} (source: {meta.level_source})"
         f" x margin {meta.margin:g}, discounted at {meta.discount_rate:.1%} a year to the as-of date.",
         "- `value_at_risk` = churn_probability x expected_value: the default retention priority.",
+        *interval_card(result),
         "",
         "## Data",
     ]
@@ -143,6 +148,48 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
     return "\n".join(lines) + "\n"
 
 
+def interval_card(result: PipelineResult) -> list[str]:
+    """The model card's lines on the intervals: what they are, and their cross-fitted coverage at ``V``."""
+    calibration = result.model.intervals
+    if calibration is None:
+        return []
+    lines = [
+        "- `value_p10/p50/p90`, `value_low`..`value_high` (80% interval) and `purchases_p50/low/high`: quantiles of"
+        " future value (P(no purchase) as a point mass at 0, per-tier conformal ratios from the validation cutoff)"
+        " and of purchase days (BG/NBD given a purchase); the 80% interval holds max(P(no purchase), 80%).",
+    ]
+    if calibration.ratio_knots is None:
+        lines.append("- No value intervals: nothing was labeled to calibrate them on (purchase days only).")
+    if calibration.pooled_tiers:
+        lines.append(
+            f"- Tiers calibrated on every tier's ratios (too few buyers): {', '.join(calibration.pooled_tiers)}."
+        )
+    m = result.metrics.get(PRODUCT, {})
+    if "interval_coverage" in m:
+        lines.append(
+            f"- Interval coverage at the validation cutoff (cross-fitted): {m['interval_coverage']:.1%} of customers"
+            f" (promised {m['interval_promised']:.1%}); {m['interval_coverage_attainable']:.1%} where P(no purchase)"
+            f" <= 80%; top tier {m['interval_coverage_top_tier']:.1%}."
+        )
+    return lines
+
+
+INTERVAL_SUMMARY = (
+    "interval_coverage",
+    "interval_promised",
+    "interval_coverage_attainable",
+    "interval_coverage_top_tier",
+    "purchases_interval_coverage",
+    "purchases_interval_promised",
+    "equity_actual",
+    "equity_low",
+    "equity_high",
+    "equity_covered",
+)
+"""Columns of the backtest's interval summary (:func:`training.jobs.interval_columns`; ``equity_actual`` is the
+fold's ``value_total_actual``)."""
+
+
 def backtest_markdown(table: pd.DataFrame) -> str:
     """Every metric side by side for each fold (rows = metrics, columns = models), the one-time and repeat buyers
     apart, then the level summary (total predicted / total actual, within ``LEVEL_TOLERANCE``)."""
@@ -169,4 +216,15 @@ def backtest_markdown(table: pd.DataFrame) -> str:
         if m in level:
             summary[f"{m}_within_{LEVEL_TOLERANCE:.0%}"] = ((level[m] - 1.0).abs() <= LEVEL_TOLERANCE).to_numpy()
     parts.append("### level: total predicted / total actual value per fold\n\n" + to_markdown_table(summary))
+    product = everyone[everyone["model"] == PRODUCT].rename(columns={"value_total_actual": "equity_actual"})
+    present = [c for c in INTERVAL_SUMMARY if c in product.columns]
+    if present and product[present].notna().any().any():
+        intervals = product[["as_of", "customers", *present]].assign(as_of=product["as_of"].astype(str))
+        parts.append(
+            "### intervals: coverage of the 80% intervals per fold (all customers)\n\n"
+            "Coverage = share of customers whose actual value (purchase days) lies inside their interval; promised ="
+            " mean of max(P(no purchase), 0.8), what calibrated intervals hold with a point mass at 0; equity = the"
+            " 80% interval of the total and whether the actual total lies inside (1/0).\n\n"
+            + to_markdown_table(intervals.reset_index(drop=True))
+        )
     return "\n\n".join(parts)

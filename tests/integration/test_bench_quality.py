@@ -36,7 +36,7 @@ def test_tiny_run_writes_every_models_rows(bench, tmp_path, monkeypatch):
     text = out.read_text()
     assert "Command: `" in text and "load average" in text  # the command and the machine load (uptime)
     summary = [line for line in text.splitlines() if line.startswith("| default ")]
-    assert len(summary) == 1 and "12m-h90" in summary[0]
+    assert len(summary) == 2 and "12m-h90" in summary[0]  # the quality summary, then the interval coverage
     if "refused" in summary[0]:  # the training design may refuse a short history: recorded, not raised
         assert "**refused**:" in text
         return
@@ -51,3 +51,10 @@ def test_tiny_run_writes_every_models_rows(bench, tmp_path, monkeypatch):
         assert all(re.fullmatch(r"-?[\d,]+\.\d+", c) for c in cells), row
     # the summary compares the product with BG/NBD on every criterion
     assert re.search(r"\| (yes|no) \(", summary[0])
+    # the interval summary: coverage means with the seeds within 3 points, and the equity interval
+    cells = [c.strip() for c in summary[1].strip("|").split("|")][2:]
+    assert len(cells) == len(bench.INTERVAL_HEADERS)
+    assert all(re.fullmatch(r"\d\.\d{3} \([01]/1\)", c) for c in (cells[0], cells[2], cells[4])), summary[1]
+    assert re.fullmatch(r"[01]/1", cells[-1])
+    for metric in ("interval_coverage", "purchases_interval_coverage", "equity_covered"):
+        assert any(line.startswith(f"| {metric} ") for line in text.splitlines())
