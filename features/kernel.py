@@ -131,8 +131,11 @@ class PreparedTransactions:
 
     ``code`` indexes ``customers``; ``day`` is days since 1970-01-01 (UTC); ``amount`` in currency units.
     Rows are ordered by (code, day). ``category``/``channel`` are small-integer codes (numbered per input) or
-    ``None``; ``category_keys``/``channel_keys`` give each code's input-independent :func:`label_codes` value.
-    ``quantity`` is the items per transaction (float64, NaN where unknown) or ``None``.
+    ``None``; ``category_names``/``channel_names`` give each code's name and ``category_keys``/``channel_keys`` its
+    input-independent :func:`label_codes` value.
+    ``quantity`` is the items per transaction (float64, NaN where unknown) or ``None``. ``dropped``: features left
+    out of :attr:`columns` (what a model trained on these transactions uses; an ablation, e.g. without
+    :data:`FIRST_PURCHASE_FEATURES`); the arrays of :func:`compute_feature_arrays` still hold them.
     """
 
     customers: np.ndarray
@@ -144,6 +147,9 @@ class PreparedTransactions:
     quantity: np.ndarray | None = None
     category_keys: np.ndarray | None = None
     channel_keys: np.ndarray | None = None
+    category_names: np.ndarray | None = None
+    channel_names: np.ndarray | None = None
+    dropped: frozenset[str] = frozenset()
 
     @property
     def n_customers(self) -> int:
@@ -151,7 +157,8 @@ class PreparedTransactions:
 
     @property
     def columns(self) -> list[str]:
-        return feature_columns(self.category is not None, self.channel is not None, self.quantity is not None)
+        columns = feature_columns(self.category is not None, self.channel is not None, self.quantity is not None)
+        return [c for c in columns if c not in self.dropped]
 
 
 def _factorize(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -199,18 +206,17 @@ def _factorize_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _factorize_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Codes of ``values.fillna("")`` in first-appearance order (as :func:`_factorize`), via Arrow when possible,
-    with each code's :func:`label_codes` value."""
+    with each code's name."""
     import pyarrow.compute as pc
 
     arr = _arrow_strings(values)
     if arr is None:
-        codes, uniques = _factorize(values.fillna(""))
-        return codes, label_codes(uniques)
+        return _factorize(values.fillna(""))
     if arr.null_count:
         arr = pc.fill_null(arr, "")
     encoded = pc.dictionary_encode(arr)
-    keys = label_codes(np.asarray(encoded.dictionary.to_pylist(), dtype=object))
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), keys
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), names
 
 
 def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
@@ -230,7 +236,8 @@ def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
     extra: dict[str, np.ndarray] = {}
     for name in ("category", "channel"):
         if name in transactions.columns:
-            extra[name], extra[f"{name}_keys"] = _factorize_labels(transactions[name])
+            extra[name], extra[f"{name}_names"] = _factorize_labels(transactions[name])
+            extra[f"{name}_keys"] = label_codes(extra[f"{name}_names"])
     if "quantity" in transactions.columns:
         extra["quantity"] = pd.to_numeric(transactions["quantity"], errors="coerce").to_numpy(dtype=np.float64)
     return sort_prepared(PreparedTransactions(customers, code, day, amount, **extra))

@@ -13,10 +13,10 @@
 
 Entry points (each documented in :mod:`retention.api`): :func:`read_transactions`, :func:`features`,
 :func:`labels`, :func:`fit`, :func:`train`, :func:`backtest`, :func:`fit_btyd`, :func:`load_model`,
-:func:`score`, :func:`rank`, :func:`reasons`, :func:`top_share`; modules ``rt.settings`` (runtime settings,
-every ``RETENTION_*`` variable) and ``rt.analysis`` (tables and plots for notebooks). Dates are ``"YYYY-MM-DD"``
-or :class:`datetime.date`, whole UTC days, included; horizons are days after the cutoff; data is a DataFrame or
-a path / URL.
+:func:`score`, :func:`rank`, :func:`reasons`, :func:`top_share`, :func:`acquisition_forecast` (the value of a
+new customer); modules ``rt.settings`` (runtime settings, every ``RETENTION_*`` variable) and ``rt.analysis``
+(tables and plots for notebooks). Dates are ``"YYYY-MM-DD"`` or :class:`datetime.date`, whole UTC days,
+included; horizons are days after the cutoff; data is a DataFrame or a path / URL.
 
 Importing this package is cheap: the API (and through it pandas, LightGBM, MLflow) is imported on first
 attribute access (PEP 562), so ``import retention.settings`` or ``retention.progress`` -- what the service and the
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from retention.api import (
         ContractError,
         DataQualityReport,
+        acquisition_forecast,
         backtest,
         features,
         fit,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContractError",
     "DataQualityReport",
+    "acquisition_forecast",
     "analysis",
     "backtest",
     "features",

@@ -19,6 +19,7 @@ beyond turning its arguments into what that code takes:
 ``rt.reasons``                         :func:`serving.scoring.reason_objects` as rows
                                        (:func:`retention.analysis.reasons_frame`)
 ``rt.top_share``                       :func:`serving.pareto.top_share`, the one top-share figure
+``rt.acquisition_forecast``            :func:`training.acquisition.acquisition_forecast` (value of a new customer)
 =====================================  ====================================================================
 
 Conventions of every entry point:
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ContractError",
     "DataQualityReport",
+    "acquisition_forecast",
     "backtest",
     "features",
     "fit",
@@ -442,3 +444,36 @@ def reasons(scored: ScoredBatch, customer_ids: Sequence[str] | None = None) -> p
             missing = [c for c, r in zip(wanted, rows, strict=True) if r < 0]
             raise KeyError(f"not in the scored customers: {', '.join(missing[:5])}")
     return reasons_frame(scored.customer_id[rows].astype(str), [reason_objects(scored, int(r)) for r in rows])
+
+
+def acquisition_forecast(
+    data: Source,
+    as_of: DateLike,
+    *,
+    horizon_days: int = 90,
+    by: str = "channel",
+    cohort_days: int = 90,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """The new-customer forecast (``retention acquisition``): expected net value of a customer acquired on ``as_of``.
+
+    Args:
+        data: transactions (see the module docstring); rows after ``as_of`` are left out.
+        as_of: UTC day, included: the last day whose outcomes are known.
+        horizon_days: H: value = net spend on the first purchase day plus the H days after it.
+        by: ``channel`` (acquisition channel = the first purchase day's largest purchase's), ``category`` or
+            ``all``; without that column the forecast is for ``all`` (``attrs["caveat"]`` says so).
+        cohort_days: acquisition days averaged: the ``cohort_days`` days ending on ``as_of - H``.
+        confidence: of the CLT interval of each mean.
+
+    Returns:
+        One row per group and an ``all`` row (:data:`training.acquisition.COLUMNS`): cohort size and share, mean
+        first-day value, mean value in the H days after, their sum ``value`` with ``value_low`` / ``value_high``,
+        the repeat rate, and the same over 365 days from the customers acquired a year earlier when the data reaches
+        back that far. ``attrs["caveat"]`` names the acquisition days used (the seasonality note). Semantics in
+        :mod:`training.acquisition`.
+    """
+    from training.acquisition import acquisition_forecast as forecast
+
+    day = _day(as_of)
+    return forecast(_transactions(data, day), day, horizon_days, by, cohort_days=cohort_days, confidence=confidence)

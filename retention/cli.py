@@ -417,6 +417,37 @@ def btyd(
 
 
 @app.command()
+def acquisition(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    horizon_days: Annotated[
+        int, typer.Option("--horizon-days", min=1, help="Days after the first purchase day that count (H).")
+    ] = 90,
+    by: Annotated[str, typer.Option("--by", help="Split by: channel (acquisition channel), category or all.")] = (
+        "channel"
+    ),
+    cohort_days: Annotated[
+        int, typer.Option("--cohort-days", min=1, help="Acquisition days averaged (the latest fully observed).")
+    ] = 90,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the forecast as JSON on stdout.")] = False,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
+) -> None:
+    """Expected value of a customer acquired today, per acquisition channel, from recent cohorts (for budgets)."""
+    from training.acquisition import BY_OPTIONS, acquisition_forecast, forecast_json, render_forecast
+
+    if by not in BY_OPTIONS:
+        raise UserError(f"--by must be one of {', '.join(BY_OPTIONS)}, got '{by}'")
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
+    tx, _ = inputs.load(quiet=as_json)
+    table = acquisition_forecast(tx, _as_of(as_of), horizon_days, by, cohort_days=cohort_days)
+    typer.echo(forecast_json(table) if as_json else render_forecast(table))
+
+
+@app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
     model_name: ModelNameOpt = None,
