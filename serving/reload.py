@@ -1,7 +1,7 @@
 """One model version in every BentoML worker process: the start-up load and every reload reach all of them.
 
-The workers of one server share a small directory (:func:`serving.supervise.reload_dir`:
-``<RETENTION_HOME>/serve/<server PID>-<its start time>``). In it, ``generation.json`` names the version every
+The workers of one server share a small directory (:func:`serving.supervise.reload_dir`: a private folder under
+the system's temporary folder, one per running server). In it, ``generation.json`` names the version every
 worker serves: a *generation* number and the *pinned* reference of that version (``models:/NAME/VERSION`` for an
 alias such as ``@champion``, see :func:`serving.loader.pin_reference`; a local model directory as it is). It is
 written atomically (a reader sees the old file or the new one, never half of one), under a file lock so that two
@@ -14,9 +14,10 @@ writers never hand out the same number.
   passes it to one worker): that worker pins the reference and loads it, and only once it loaded publishes the next
   generation. A reload that fails publishes nothing: every worker keeps its version.
 - Follow: each worker looks at the file every :data:`POLL_SECONDS` (one ``stat``, in a background thread) and
-  loads the pinned reference of a newer generation, so all converge on the exact version the reloading worker
-  loaded, even when the alias moves again meanwhile. A worker switches when its own load is done: during a reload
-  some workers answer with the old version for the few seconds the others take to load the new one.
+  loads the pinned reference of a generation other than the one it serves (the next one, normally), so all
+  converge on the exact version the reloading worker loaded, even when the alias moves again meanwhile. A worker
+  switches when its own load is done: during a reload some workers answer with the old version for the few
+  seconds the others take to load the new one.
 
 Each worker writes its own state after every load it makes or fails (``worker-<PID>.json``: generation, whether a
 model is loaded, its version, the error). Whether a worker *has a model* is ``loaded``, never its version: a local
@@ -48,13 +49,14 @@ from serving.model import ScoringModel
 from serving.online import ModelHolder
 from serving.supervise import reload_dir, server_of_this_process, worker_pids
 
-__all__ = ["FOLLOW_SECONDS", "POLL_SECONDS", "Generation", "ReloadChannel", "all_on"]
+__all__ = ["FOLLOW_SECONDS", "POLL_SECONDS", "Generation", "ReloadChannel", "all_on", "worker_list"]
 
 log = logging.getLogger("retention.reload")
 POLL_SECONDS = 0.5
-"""How often a worker looks for a newer generation (one ``stat`` of a small file)."""
+"""How often a worker looks for another generation (one ``stat`` of a small file), in seconds."""
 FOLLOW_SECONDS = 60.0
-"""How long ``/admin/reload`` waits for the other workers to load the new version before it answers anyway."""
+"""How long ``/admin/reload`` waits for the other workers to load the new version before it answers anyway, in
+seconds."""
 GENERATION_FILE = "generation.json"
 LOCK_FILE = "generation.lock"
 
@@ -93,6 +95,8 @@ class ReloadChannel:
     """This worker's PID (its state file is ``worker-<pid>.json``)."""
     generation: int = 0
     """The generation this worker last loaded (or failed to load); 0 before the first."""
+    _error: str | None = None
+    """Why this worker's last load failed (None: it did not)."""
     _lock: threading.RLock = dataclasses.field(default_factory=threading.RLock, repr=False)
 
     @classmethod
@@ -162,13 +166,15 @@ class ReloadChannel:
                     seen = stamp
                     if (published := self.published()) is not None:
                         self._follow(published)
+            if not self._state_path(self.pid).exists():  # removed meanwhile (e.g. a cleaner of old temporary files)
+                self._write_state(self._error)
 
     def _follow(self, generation: Generation | None) -> None:
         """Load ``generation``'s reference unless this worker has it already (None: the holder's reference as it
         is); a failure keeps the old model and is written to this worker's state."""
         with self._lock:
-            if generation is not None and generation.number <= self.generation:
-                return  # this worker published it, or followed it already
+            if generation is not None and generation.number == self.generation:
+                return  # this worker published it, or followed it already (a different number: serve that one)
             error = None
             try:
                 self.holder.load(generation.reference if generation else None)
@@ -209,6 +215,7 @@ class ReloadChannel:
         return self.directory / f"worker-{pid}.json"
 
     def _write_state(self, error: str | None) -> None:
+        self._error = error
         model = self.holder.model
         state = {
             "generation": self.generation,
@@ -265,6 +272,16 @@ class ReloadChannel:
                     " /admin/reload or send SIGHUP"
                 )
         return None
+
+
+NO_STATE = {"generation": None, "loaded": False, "version": None, "error": None}
+"""The state shown for a worker that is not through its first load yet."""
+
+
+def worker_list(workers: dict[int, dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """``workers`` (:meth:`ReloadChannel.workers`) as a JSON list, one object per worker with the same keys:
+    ``worker_pid``, ``generation``, ``loaded``, ``version``, ``error``."""
+    return [{"worker_pid": pid, **(state or NO_STATE)} for pid, state in workers.items()]
 
 
 def all_on(workers: dict[int, dict[str, Any] | None], generation: int) -> bool:

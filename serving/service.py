@@ -62,7 +62,7 @@ from serving.http_errors import ErrorShapeMiddleware, configure_logging, error_r
 from serving.online import Limits, ModelHolder, OnlineAnswer, OnlineScorer, RequestError, check_top_k
 from serving.openapi import OpenAPIMiddleware
 from serving.readiness import ReadinessMiddleware, StoreReadinessMiddleware, not_ready_reason
-from serving.reload import FOLLOW_SECONDS, ReloadChannel, all_on
+from serving.reload import FOLLOW_SECONDS, ReloadChannel, all_on, worker_list
 from serving.responses import json_response
 from serving.schemas import BatchJobRequest, BatchSubmitRequest, Customer, PredictRequest, RankRequest
 from serving.store import StoreUnavailable
@@ -201,7 +201,7 @@ class Retention:
                 "previous_version": previous,
                 "reload_generation": generation,
                 "all_workers": all_on(workers, generation),
-                "workers": {str(pid): w for pid, w in workers.items()},
+                "workers": worker_list(workers),
                 "follow_timeout_s": FOLLOW_SECONDS,
             }
         )

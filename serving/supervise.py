@@ -16,31 +16,38 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from serving.bento_patches import WORKER_MARK
 
-SERVE_DIR = "serve"
-"""Under ``RETENTION_HOME``: one directory of shared reload state per running server (:func:`reload_dir`)."""
+
+def runtime_root() -> Path:
+    """Where running servers keep their workers' shared reload state: ``<tmp>/retention-serve-<uid>`` (the system's
+    temporary folder, ``TMPDIR`` if set), private to this user (mode 0700). Not under ``RETENTION_HOME``: the state
+    lives only as long as its server, and serving writes nothing into the data directory. Raises when the folder
+    exists but is not this user's alone (whoever can write there chooses the model that is served)."""
+    root = Path(tempfile.gettempdir()) / f"retention-serve-{os.getuid()}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    status = root.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{root} must belong to this user alone (mode 0700): it holds the served model's name")
+    return root
 
 
 def reload_dir(server_pid: int) -> Path:
     """The directory where the workers of the BentoML server ``server_pid`` share their reload state
-    (:mod:`serving.reload`): ``<RETENTION_HOME>/serve/<server_pid>-<its start time in 1/100 s>``, so that a PID
-    reused after a server was killed never finds that server's state."""
+    (:mod:`serving.reload`): ``<runtime_root>/<server_pid>-<its start time in 1/100 s>``, so that a PID reused
+    after a server was killed never finds that server's state."""
     import psutil
 
-    from retention.settings import get_settings
-
     started = round(psutil.Process(server_pid).create_time() * 100)
-    return get_settings().home.resolve() / SERVE_DIR / f"{server_pid}-{started}"
+    return runtime_root() / f"{server_pid}-{started}"
 
 
 def prune_reload_dirs() -> None:
     """Remove the reload state of servers that are gone (killed before they could remove their own)."""
-    from retention.settings import get_settings
-
-    for directory in (get_settings().home.resolve() / SERVE_DIR).glob("*-*"):
+    for directory in runtime_root().glob("*-*"):
         pid = directory.name.split("-", 1)[0]
         with contextlib.suppress(Exception):  # a live server keeps its directory; a gone PID raises
             if pid.isdigit() and reload_dir(int(pid)) == directory:
@@ -76,11 +83,8 @@ def worker_pids(server_pid: int) -> list[int]:
 
 def run(command: list[str], env: dict[str, str]) -> int:
     """Run the server ``command`` until it exits; returns its exit status (128 + signal when killed)."""
-    from retention.settings import get_settings
-
     prune_reload_dirs()
-    # the workers find the shared reload state under the same absolute RETENTION_HOME as this process
-    server = subprocess.Popen(command, env={**env, "RETENTION_HOME": str(get_settings().home.resolve())})
+    server = subprocess.Popen(command, env=env)
     shared = reload_dir(server.pid)
 
     def reload(*_: object) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import pytest
 
-from retention.settings import get_settings
 from serving import reload as reload_module
 from serving.reload import Generation, ReloadChannel, all_on
 from serving.supervise import prune_reload_dirs, reload_dir
@@ -133,6 +133,22 @@ def test_a_follower_loads_the_pinned_version_and_a_failure_is_named(tmp_path: Pa
     assert first.lagging() is None and all_on(first.workers(), 3)
 
 
+def test_a_worker_serves_what_the_file_names_even_a_lower_number(tmp_path: Path, champion: list[str]) -> None:
+    """A generation file made again from 1 (e.g. removed by a cleaner of old temporary files, then a worker that
+    started later pinned anew) is followed too: the workers converge on the file, never split on two numbers."""
+    worker = channel(tmp_path, 101, FakeHolder(ALIAS, "3", "4", "5"))
+    start(worker)
+    champion.append("4")
+    assert worker.reload()[1] == 2
+    worker.generation_path.unlink()
+    champion.append("5")
+    restarted = channel(tmp_path, 102, FakeHolder(ALIAS, "5"))
+    start(restarted)
+    assert restarted.published() == Generation(1, "models:/retention/5")
+    worker._follow(worker.published())
+    assert worker.holder.model.version == "5" and worker.generation == 1 and worker.lagging() is None
+
+
 def test_a_failed_reload_publishes_nothing(tmp_path: Path, champion: list[str]) -> None:
     worker = channel(tmp_path, 101, FakeHolder(ALIAS, "3", ValueError("bundle.json does not match its sha256")))
     start(worker)
@@ -159,20 +175,25 @@ def test_an_unpinnable_reference_publishes_nothing_and_the_worker_reports_its_lo
     }
 
 
-def test_the_shared_directory_is_the_servers_and_a_gone_servers_is_pruned(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("RETENTION_HOME", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        live = reload_dir(os.getpid())
-        assert live == reload_dir(os.getpid()) and live.parent == tmp_path / "serve"
-        assert live.name.startswith(f"{os.getpid()}-")
-        gone = subprocess.Popen([sys.executable, "-c", "pass"])
-        gone_dir = reload_dir(gone.pid)
-        gone.wait()
-        reused = tmp_path / "serve" / f"{os.getpid()}-1"  # this PID, but another process's start time
-        for directory in (live, gone_dir, reused):
-            directory.mkdir(parents=True)
-        prune_reload_dirs()
-        assert sorted((tmp_path / "serve").iterdir()) == [live]
-    finally:
-        get_settings.cache_clear()
+def test_the_shared_directory_is_private_per_server_and_a_gone_servers_is_pruned(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    root = tmp_path / f"retention-serve-{os.getuid()}"
+    live = reload_dir(os.getpid())
+    assert live == reload_dir(os.getpid()) and live.parent == root and live.name.startswith(f"{os.getpid()}-")
+    assert root.stat().st_mode & 0o777 == 0o700
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_dir = reload_dir(gone.pid)
+    gone.wait()
+    reused = root / f"{os.getpid()}-1"  # this PID, but another process's start time
+    for directory in (live, gone_dir, reused):
+        directory.mkdir()
+    prune_reload_dirs()
+    assert sorted(root.iterdir()) == [live]
+
+
+def test_a_shared_folder_others_can_write_is_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / f"retention-serve-{os.getuid()}").mkdir(mode=0o777)
+    os.chmod(tmp_path / f"retention-serve-{os.getuid()}", 0o777)
+    with pytest.raises(PermissionError, match="must belong to this user alone"):
+        reload_dir(os.getpid())
