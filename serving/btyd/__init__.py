@@ -35,7 +35,8 @@ nothing can be fitted.
 
 The package, one reason to change per module:
 
-* :mod:`serving.btyd.bgnbd`: BG/NBD likelihood and fit, P(alive), P(no purchase), expected purchases (quadrature);
+* :mod:`serving.btyd.bgnbd`: BG/NBD likelihood and fit, P(alive), P(no purchase) (one horizon or a grid),
+  expected purchases (quadrature);
 * :mod:`serving.btyd.gamma_gamma`: Gamma-Gamma likelihood and fit, expected spend per purchase;
 * :mod:`serving.btyd.fitting`: bounded multi-start maximum likelihood, :class:`FitDiagnostics`,
   :class:`BTYDFitWarning`;
@@ -54,6 +55,7 @@ from serving.btyd.bgnbd import (
     fit_bgnbd_with_diagnostics,
     probability_alive,
     probability_no_purchase,
+    probability_no_purchase_curve,
 )
 from serving.btyd.fitting import PARAM_BOUNDS, BTYDFitWarning, FitDiagnostics
 from serving.btyd.gamma_gamma import (
@@ -82,4 +84,5 @@ __all__ = [
     "gamma_gamma_log_likelihood",
     "probability_alive",
     "probability_no_purchase",
+    "probability_no_purchase_curve",
 ]

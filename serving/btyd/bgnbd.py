@@ -3,8 +3,8 @@
 While alive a customer buys at Poisson rate ``lambda ~ Gamma(r, alpha)`` (shape ``r``, *rate* ``alpha`` in days);
 after every repeat purchase she drops out for good with probability ``p ~ Beta(a, b)``. This module holds the
 likelihood (per customer and aggregated, with its analytic gradient), the maximum-likelihood fit, P(alive),
-P(no purchase in a horizon) and the conditional expected number of purchases (closed form, or tanh-sinh
-quadrature where it cancels). Time is in days throughout.
+P(no purchase in a horizon, or on a grid of horizons) and the conditional expected number of purchases (closed
+form, or tanh-sinh quadrature where it cancels). Time is in days throughout.
 """
 
 from __future__ import annotations
@@ -46,20 +46,24 @@ def check_summary(
     x = as_1d("frequency", frequency)
     tx = as_1d("recency", recency)
     big_t = as_1d("T", T)
-    try:
-        x, tx, big_t = np.broadcast_arrays(x, tx, big_t)
-    except ValueError as exc:
-        raise ValueError(
-            f"frequency, recency and T must have the same length, got {x.size}, {tx.size}, {big_t.size}"
-        ) from exc
+    if not x.shape == tx.shape == big_t.shape:
+        try:
+            x, tx, big_t = np.broadcast_arrays(x, tx, big_t)
+        except ValueError as exc:
+            raise ValueError(
+                f"frequency, recency and T must have the same length, got {x.size}, {tx.size}, {big_t.size}"
+            ) from exc
     if x.size == 0 and not allow_empty:
         raise ValueError("empty input: need at least one customer (frequency, recency, T)")
-    for name, arr in (("frequency", x), ("recency", tx), ("T", big_t)):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            raise ValueError(f"{name} contains {int(bad.sum())} NaN/infinite value(s)")
-        if (arr < 0).any():
-            raise ValueError(f"{name} must be non-negative (min {arr.min()!r})")
+    # one pass for the usual all-valid input (min/max propagate NaN); the per-column checks name the culprit
+    lowest = np.minimum(np.minimum(x, tx), big_t).min(initial=np.inf)
+    if not (lowest >= 0 and np.isfinite(np.maximum(np.maximum(x, tx), big_t)).all()):
+        for name, arr in (("frequency", x), ("recency", tx), ("T", big_t)):
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                raise ValueError(f"{name} contains {int(bad.sum())} NaN/infinite value(s)")
+            if (arr < 0).any():
+                raise ValueError(f"{name} must be non-negative (min {arr.min()!r})")
     x = check_integer_frequency(x)
     tol = 1e-9 * np.maximum(1.0, big_t)
     if (tx > big_t + tol).any():
@@ -286,7 +290,11 @@ def probability_alive(params: BGNBDParams, frequency: ArrayLike, recency: ArrayL
     one-time buyer is always alive no matter how long ago she bought. This is the known flaw of BG/NBD for
     one-time buyers (the Pareto/NBD and MBG/NBD do not have it); their churn probability still grows with
     ``T`` through the purchase-rate posterior (see :func:`probability_no_purchase`)."""
-    x, tx, big_t = check_summary(frequency, recency, T, allow_empty=True)
+    return _probability_alive(params, *check_summary(frequency, recency, T, allow_empty=True))
+
+
+def _probability_alive(params: BGNBDParams, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+    """:func:`probability_alive` of a summary already checked by :func:`check_summary`."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     pos = x > 0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -391,9 +399,33 @@ def probability_no_purchase(
     This is exact under BG/NBD, not a lower bound on churn: dropout inside the window can only follow a
     purchase in the window, so it never turns "buys" into "does not buy". The posterior
     ``Gamma(r + x, alpha + T)`` holds because, given alive at ``T``, the likelihood of the data in ``lambda``
-    is ``lambda^x exp(-lambda T)``. (Checked against a purchase-by-purchase simulation in the tests.)"""
+    is ``lambda^x exp(-lambda T)``. (Checked against a purchase-by-purchase simulation in the tests.)
+
+    :func:`probability_no_purchase_curve` gives the same probability on a grid of horizons."""
     x, tx, big_t = check_summary(frequency, recency, T, allow_empty=True)
     tt = _check_horizon(t, x.size)
-    p_alive = probability_alive(params, x, tx, big_t)
-    p_buy_if_alive = -np.expm1(-(params.r + x) * np.log1p(tt / (params.alpha + big_t)))
+    return _no_purchase(params, _probability_alive(params, x, tx, big_t), x, big_t, tt)
+
+
+def probability_no_purchase_curve(
+    params: BGNBDParams, days: ArrayLike, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
+) -> np.ndarray:
+    """P(no purchase in ``(T, T + d]``) for every customer and every horizon ``d`` of ``days`` (DAYS after the
+    cutoff, each finite and >= 0): an ``(n, len(days))`` array, non-increasing along ``days`` when ``days`` is
+    sorted, equal column by column to :func:`probability_no_purchase` (the same formula,
+    ``P(dead) + P(alive) ((alpha+T)/(alpha+T+d))^(r+x)``, vectorised over the grid; FHL 2005)."""
+    x, tx, big_t = check_summary(frequency, recency, T, allow_empty=True)
+    d = as_1d("days", days)
+    if not np.all(np.isfinite(d)) or np.any(d < 0):
+        raise ValueError("days must be finite and non-negative (days after the cutoff)")
+    p_alive = _probability_alive(params, x, tx, big_t)
+    return _no_purchase(params, p_alive[:, None], x[:, None], big_t[:, None], d[None, :])
+
+
+def _no_purchase(
+    params: BGNBDParams, p_alive: np.ndarray, x: np.ndarray, big_t: np.ndarray, t: np.ndarray
+) -> np.ndarray:
+    """``1 - P(alive) (1 - ((alpha+T)/(alpha+T+t))^(r+x))``, broadcasting its array arguments (``t``, ``T`` in
+    days): the one implementation behind :func:`probability_no_purchase` and :func:`probability_no_purchase_curve`."""
+    p_buy_if_alive = -np.expm1(-(params.r + x) * np.log1p(t / (params.alpha + big_t)))
     return 1.0 - p_alive * p_buy_if_alive
