@@ -12,6 +12,8 @@ import pytest
 from cli_util import run_cli
 from server_util import ADMIN, UNKNOWN_CUSTOMER, Server, assert_error_shape, server_log, start_server, stop
 
+from serving.schemas import PredictResponse
+
 
 @pytest.fixture(scope="module")
 def store_url(workspace, tmp_path_factory) -> str:
@@ -51,6 +53,12 @@ def test_predict_by_id_from_the_online_store(server, known_ids, workspace) -> No
     assert 1 <= len(first["reasons"]) <= 3
     assert {"feature", "description", "value", "effect", "contribution"} <= set(first["reasons"][0])
     assert unknown == {"customer_id": "nobody", "error": UNKNOWN_CUSTOMER}
+    # intervals: quantiles in order, the 80% interval inside [P10, P90], whole purchase days
+    assert 0 <= first["value_p10"] <= first["value_p50"] <= first["value_p90"]
+    assert first["value_low"] == first["value_p10"] and first["value_low"] <= first["value_high"] <= first["value_p90"]
+    assert all(isinstance(first[f], int) for f in ("purchases_p50", "purchases_low", "purchases_high"))
+    assert 0 <= first["purchases_low"] <= first["purchases_p50"] <= first["purchases_high"] <= body["horizon_days"]
+    PredictResponse.model_validate(body)  # the answer is what the OpenAPI document says it is
 
 
 def test_the_server_runs_with_bentoml_s_internals_patched(server, workspace) -> None:
@@ -262,6 +270,9 @@ def test_health_metrics_docs_and_reload(server) -> None:
     assert 'endpoint="/predict"' in metrics.text
     spec = server.get("/docs.json").json()
     assert "/predict" in spec["paths"] and "/rank" in spec["paths"]
+    answer = spec["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["predictions"]["items"]  # the documented answer, with the interval fields:
+    assert spec["components"]["schemas"]["Prediction"]["properties"]["value_p90"]["nullable"] is True
     reload = server.post("/admin/reload", {}, headers=ADMIN)
     assert reload.status_code == 200 and reload.json()["model_version"] == "1"
     assert server.post("/model", {}).json()["model_version"] == "1"
