@@ -234,6 +234,8 @@ def evaluate_fold(
 
 INTERVAL_COLUMNS = (
     *(f"interval_{k}" for k in INTERVAL_KEYS),
+    "interval_coverage_attainable_at_actual_level",
+    "interval_coverage_top_tier_at_actual_level",
     *(f"purchases_interval_{k}" for k in INTERVAL_KEYS),
     "equity_low",
     "equity_high",
@@ -252,12 +254,17 @@ def interval_columns(model, scores, actual: np.ndarray, purchases: np.ndarray):
     intervals (top tier = the bundle's first tier); ``purchases_interval_*``: the same for purchase days;
     ``equity_low`` / ``equity_high``: the 80% interval of the group's total (revenue,
     :func:`serving.intervals.equity_interval`) and ``equity_covered`` whether the actual total lies inside (1/0).
-    Columns are NaN when the model has no such intervals."""
+    Diagnostic, not a product figure: ``interval_coverage_attainable_at_actual_level`` and
+    ``interval_coverage_top_tier_at_actual_level`` are the same coverages with every interval divided by the fold's
+    level error (total predicted / total actual over all customers, known only afterwards): what is left of a miss
+    once the level forecast is taken out. Columns are NaN when the model has no such intervals."""
     meta = model.meta
     scale = meta.margin * meta.discount_factor
     found = scores.intervals
     tiers = tier_index(scores.expected_value, meta.tier_thresholds)
     p = scores.churn_probability
+    total_actual = float(actual.sum())
+    level = float(scores.expected_value.sum()) / scale / total_actual if total_actual > 0 else float("nan")
 
     def columns(mask: np.ndarray) -> dict[str, float]:
         out = dict.fromkeys(INTERVAL_COLUMNS, float("nan"))
@@ -267,6 +274,10 @@ def interval_columns(model, scores, actual: np.ndarray, purchases: np.ndarray):
         if np.isfinite(found.value_low).all():
             low, high = found.value_low[mask] / scale, found.value_high[mask] / scale
             out.update({f"interval_{k}": v for k, v in interval_metrics(actual[mask], low, high, p[mask], top).items()})
+            if np.isfinite(level) and level > 0:
+                rescaled = interval_metrics(actual[mask], low / level, high / level, p[mask], top)
+                for k in ("coverage_attainable", "coverage_top_tier"):
+                    out[f"interval_{k}_at_actual_level"] = rescaled[k]
         if found.purchases_low is not None:
             counts = interval_metrics(
                 purchases[mask], found.purchases_low[mask], found.purchases_high[mask], p[mask], top
