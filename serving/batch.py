@@ -63,7 +63,7 @@ from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.model import ScoringModel
 from serving.pareto import top_share
 from serving.ranking import rank_frame
-from serving.scoring import INTERVAL_FIELDS, REASONS, feature_matrix, output_columns, score_customers
+from serving.scoring import OPTIONAL_FIELDS, REASONS, feature_matrix, output_columns, score_customers
 
 OUTPUT_COLUMNS = (
     "customer_id",
@@ -73,7 +73,7 @@ OUTPUT_COLUMNS = (
     "value_at_risk",
     "tier",
     "segment",
-    *INTERVAL_FIELDS,
+    *OPTIONAL_FIELDS,
     "reason_1",
     "reason_2",
     "reason_3",

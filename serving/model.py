@@ -38,7 +38,10 @@ nothing but the feature row. Scores for a feature matrix ``X`` (rows = customers
 - intervals (format 3, ``intervals`` in ``bundle.json``): ``value_p10/p50/p90`` and the 80% interval
   ``value_low``/``value_high`` of future value, in ``expected_value``'s units, and ``purchases_p50/low/high`` of the
   number of purchase days, from the churn probability, the expected value and the tier (see :mod:`serving.intervals`).
-  A bundle without ``intervals`` (saved before format 3) scores every interval field as None.
+  A bundle without ``intervals`` (saved before format 3) scores every interval field as None;
+- timing (any bundle with BG/NBD parameters, :mod:`serving.timing`): P(a purchase within d days) for the days of
+  :data:`serving.timing.TIMING_DAYS` up to the horizon and the expected days to the next purchase given one within
+  the horizon, BG/NBD's shape at the level of ``churn_probability``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import numpy as np
 from serving.btyd import BTYDModel
 from serving.btyd.counts import positive_count_cdf
 from serving.intervals import IntervalCalibration, Intervals, count_intervals, value_intervals
+from serving.timing import TimingScores, timing_scores
 
 BUNDLE_FILE = "bundle.json"
 CHURN_FILE = "churn.txt"
@@ -347,12 +351,14 @@ class Scores:
     """Per-customer model outputs, aligned with the input rows.
 
     ``intervals``: quantiles and 80% intervals (:class:`serving.intervals.Intervals`); None when the bundle has
-    no interval calibration (saved before format 3)."""
+    no interval calibration (saved before format 3). ``timing``: purchase timing (:class:`serving.timing.TimingScores`);
+    None when the bundle has no BG/NBD parameters."""
 
     churn_probability: np.ndarray
     expected_value: np.ndarray
     value_at_risk: np.ndarray
     intervals: Intervals | None = None
+    timing: TimingScores | None = None
 
 
 class ScoringModel:
@@ -380,6 +386,7 @@ class ScoringModel:
         self._calib_y = np.asarray(meta.calibrator_y, dtype=np.float64)
         self._value_scale = meta.level_factor * meta.margin * meta.discount_factor
         self._btyd_index = [meta.feature_columns.index(c) for c in BTYD_COLUMNS] if self.btyd is not None else []
+        self._buyer_index = meta.feature_columns.index(BUYER_COLUMN) if BUYER_COLUMN in meta.feature_columns else None
         self.intervals = IntervalCalibration.from_dict(meta.intervals) if meta.intervals is not None else None
 
     @property
@@ -450,7 +457,18 @@ class ScoringModel:
         X = np.ascontiguousarray(X, dtype=np.float64)
         churn = self.calibrate(self.raw_churn(X, num_threads))
         value = np.maximum(self.raw_value(X, num_threads), 0.0) * self._value_scale
-        return Scores(churn, value, churn * value, self.score_intervals(X, churn, value))
+        return Scores(churn, value, churn * value, self.score_intervals(X, churn, value), self.score_timing(X, churn))
+
+    def score_timing(self, X: np.ndarray, churn: np.ndarray) -> TimingScores | None:
+        """Purchase timing (:func:`serving.timing.timing_scores`) from the rows' BTYD summary and their scored churn
+        probabilities; customers without a purchase day get no BTYD shape (a constant hazard). None without
+        BG/NBD parameters."""
+        if self.btyd is None:
+            return None
+        summary = X[:, self._btyd_index]  # a copy (fancy indexing)
+        if self._buyer_index is not None:
+            summary[~(np.nan_to_num(X[:, self._buyer_index]) > 0)] = np.nan
+        return timing_scores(self.btyd, summary, churn, self.meta.horizon_days)
 
     def score_intervals(self, X: np.ndarray, churn: np.ndarray, value: np.ndarray) -> Intervals | None:
         """Quantiles and 80% intervals of future value and purchase days (:mod:`serving.intervals`) from the scored

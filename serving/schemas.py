@@ -119,6 +119,7 @@ class BatchJobRequest(BaseModel):
 _VALUE_UNITS = "currency units over the horizon, after margin and discount (as expected_value)"
 
 _NO_INTERVALS = "; null when the model version has no intervals (trained before them)"
+_NO_TIMING = "; null beyond the horizon, or when the model version has no BG/NBD"
 
 
 class Reason(BaseModel):
@@ -150,6 +151,14 @@ class Prediction(BaseModel):
     purchases_p50: int | None = Field(description=f"Median number of purchase days in the horizon{_NO_INTERVALS}")
     purchases_low: int | None = Field(description=f"Lower end of the 80% interval of purchase days{_NO_INTERVALS}")
     purchases_high: int | None = Field(description=f"Upper end of the 80% interval of purchase days{_NO_INTERVALS}")
+    purchase_within_7d: float | None = Field(description=f"P(a purchase within 7 days after as_of){_NO_TIMING}")
+    purchase_within_14d: float | None = Field(description=f"P(a purchase within 14 days){_NO_TIMING}")
+    purchase_within_30d: float | None = Field(description=f"P(a purchase within 30 days){_NO_TIMING}")
+    purchase_within_60d: float | None = Field(description=f"P(a purchase within 60 days){_NO_TIMING}")
+    purchase_within_90d: float | None = Field(description=f"P(a purchase within 90 days){_NO_TIMING}")
+    expected_days_to_next_purchase: float | None = Field(
+        description=f"Expected days from as_of to the next purchase, given one within the horizon{_NO_TIMING}"
+    )
     features_as_of: Annotated[str, Field(description="Date the features were computed at (store or inline)")]
     reasons: list[Reason]
 

@@ -13,6 +13,9 @@ values (:func:`serving.ranking.rank_order`). Rounding happens only when JSON is 
 - *Intervals*: ``value_p10/p50/p90`` and the 80% interval ``value_low``/``value_high`` of future value (same units as
   ``expected_value``), ``purchases_p50/low/high`` of the number of purchase days in the horizon
   (:mod:`serving.intervals`); None (JSON ``null``, empty columns) for a bundle without intervals.
+- *Timing*: ``purchase_within_<d>d`` = P(a purchase within d days after the as-of date) for the days of
+  :data:`serving.timing.TIMING_DAYS` (NaN / ``null`` beyond the horizon) and ``expected_days_to_next_purchase``
+  given one within the horizon (:mod:`serving.timing`); None for a bundle without BG/NBD.
 - *Reasons*: the churn head's largest contributions (log-odds, TreeSHAP) per customer, largest absolute first
   (stable order), zero contributions left out; coded as (feature index, feature value, contribution) arrays and
   rendered as JSON objects or as text, from the same arrays.
@@ -31,13 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from serving.model import BundleMeta, ScoringModel, tier_index
+from serving.timing import TIMING_DAYS, TimingScores
 
 __all__ = [
     "CURRENT_VALUE_FEATURE",
     "INTERVAL_FIELDS",
     "JSON_DECIMALS",
+    "OPTIONAL_FIELDS",
     "REASONS",
     "SEGMENTS",
+    "TIMING_FIELDS",
     "ScoredBatch",
     "assign_segments",
     "assign_tiers",
@@ -47,6 +53,7 @@ __all__ = [
     "reason_objects",
     "reason_text_columns",
     "score_customers",
+    "timing_columns",
     "top_reasons",
 ]
 
@@ -65,12 +72,20 @@ INTERVAL_FIELDS = (
     "purchases_high",
 )
 """The interval outputs (:class:`serving.intervals.Intervals`' fields), in output order, after ``segment``."""
+TIMING_FIELDS = (*(f"purchase_within_{d}d" for d in TIMING_DAYS), "expected_days_to_next_purchase")
+"""The timing outputs (:class:`serving.timing.TimingScores`), in output order, after the intervals: one column per
+day of :data:`serving.timing.TIMING_DAYS` whatever the horizon (NaN beyond it), so every model writes the same
+columns."""
+OPTIONAL_FIELDS = (*INTERVAL_FIELDS, *TIMING_FIELDS)
+"""Per-customer float outputs a bundle may lack (None in a :class:`ScoredBatch`, ``null`` in JSON, NaN columns)."""
 JSON_DECIMALS = {
     "churn_probability": 6,
     "expected_value": 4,
     "value_at_risk": 4,
     "reason": 4,
     **{f: 4 if f.startswith("value_") else 0 for f in INTERVAL_FIELDS},
+    **{f: 6 for f in TIMING_FIELDS[:-1]},
+    "expected_days_to_next_purchase": 2,
 }
 """Decimals kept when a value is written as JSON (ranking and files use the exact values); purchase days are
 whole numbers."""
@@ -132,7 +147,7 @@ class ScoredBatch:
     spend over that horizon in the data's currency (discounted and after margin as the bundle says); value at
     risk = churn probability x expected value. Reasons are coded (see :func:`top_reasons`). The
     :data:`INTERVAL_FIELDS` are None when the bundle has no interval calibration (and the purchase fields when it
-    has no BG/NBD).
+    has no BG/NBD), the :data:`TIMING_FIELDS` when it has no BG/NBD.
     """
 
     customer_id: np.ndarray
@@ -155,6 +170,12 @@ class ScoredBatch:
     purchases_p50: np.ndarray | None = None
     purchases_low: np.ndarray | None = None
     purchases_high: np.ndarray | None = None
+    purchase_within_7d: np.ndarray | None = None
+    purchase_within_14d: np.ndarray | None = None
+    purchase_within_30d: np.ndarray | None = None
+    purchase_within_60d: np.ndarray | None = None
+    purchase_within_90d: np.ndarray | None = None
+    expected_days_to_next_purchase: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -167,6 +188,20 @@ class ScoredBatch:
             if f.name not in ("feature_names", "feature_descriptions") and getattr(self, f.name) is not None
         }
         return dataclasses.replace(self, **per_customer)
+
+
+def timing_columns(timing: TimingScores | None) -> dict[str, np.ndarray]:
+    """:data:`TIMING_FIELDS` from a model's timing scores (NaN for a day beyond the horizon); empty for None."""
+    if timing is None:
+        return {}
+    n = len(timing.expected_days_to_next)
+    index = {d: j for j, d in enumerate(timing.days)}
+    out = {
+        f"purchase_within_{d}d": timing.purchase_within[:, index[d]] if d in index else np.full(n, np.nan)
+        for d in TIMING_DAYS
+    }
+    out["expected_days_to_next_purchase"] = timing.expected_days_to_next
+    return out
 
 
 def score_customers(
@@ -192,6 +227,7 @@ def score_customers(
         coded = top_reasons(np.empty((len(X), 0)), np.empty((len(X), 0)), 0)
     descriptions = model.meta.feature_descriptions
     intervals = {f: getattr(scores.intervals, f) for f in INTERVAL_FIELDS} if scores.intervals is not None else {}
+    intervals.update(timing_columns(scores.timing))
     return ScoredBatch(
         customer_id=ids,
         churn_probability=scores.churn_probability,
@@ -239,9 +275,9 @@ def _json_number(value: float, decimals: int) -> float | int | None:
 
 def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any]]:
     """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`; the
-    :data:`INTERVAL_FIELDS` after ``segment`` (``null`` when the batch has none)."""
+    :data:`OPTIONAL_FIELDS` after ``segment`` (``null`` when the batch has none, or for a NaN)."""
     p = JSON_DECIMALS
-    intervals = [(f, getattr(batch, f)) for f in INTERVAL_FIELDS]
+    intervals = [(f, getattr(batch, f)) for f in OPTIONAL_FIELDS]
     rows = []
     for i in range(len(batch)):
         row = {
@@ -295,7 +331,7 @@ def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.
 
 def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFrame:
     """The batch as the nightly list's columns (input order, exact values): id, scores, tier, segment, the
-    :data:`INTERVAL_FIELDS` (float64, NaN when the batch has none) and ``reason_1..reasons`` text columns (all empty
+    :data:`OPTIONAL_FIELDS` (float64, NaN when the batch has none) and ``reason_1..reasons`` text columns (all empty
     when the batch was scored without reasons)."""
     frame = pd.DataFrame(
         {
@@ -307,7 +343,7 @@ def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFram
             "segment": pd.array(batch.segment, dtype="str"),
             **{
                 f: np.full(len(batch), np.nan) if getattr(batch, f) is None else getattr(batch, f)
-                for f in INTERVAL_FIELDS
+                for f in OPTIONAL_FIELDS
             },
         }
     )

@@ -76,7 +76,7 @@ from serving.batch import (
 )
 from serving.batch import _top20_share as _top20_share
 from serving.model import ScoringModel
-from serving.scoring import INTERVAL_FIELDS
+from serving.scoring import OPTIONAL_FIELDS
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
 DEFAULT_MASTER = "local[2]"
@@ -96,7 +96,7 @@ SCORE_COLUMNS = (
     "value_at_risk",
     "tier",
     "segment",
-    *INTERVAL_FIELDS,
+    *OPTIONAL_FIELDS,
     "reason_1",
     "reason_2",
     "reason_3",
@@ -109,7 +109,7 @@ _ORDER = ("__rt_file", "__rt_block", "__rt_row")
 _FILE_PATH = "__rt_path"
 RESULT_SCHEMA = (
     f"{_PART} int, {_POS} long, customer_id string, churn_probability double, expected_value double, "
-    f"value_at_risk double, tier string, segment string, {', '.join(f'{c} double' for c in INTERVAL_FIELDS)}, "
+    f"value_at_risk double, tier string, segment string, {', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, "
     f"reason_1 string, reason_2 string, reason_3 string, {_META} string"
 )
 _CONTRACT_ERROR = re.compile(r"ContractError: (.+)")

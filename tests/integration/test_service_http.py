@@ -58,6 +58,11 @@ def test_predict_by_id_from_the_online_store(server, known_ids, workspace) -> No
     assert first["value_low"] == first["value_p10"] and first["value_low"] <= first["value_high"] <= first["value_p90"]
     assert all(isinstance(first[f], int) for f in ("purchases_p50", "purchases_low", "purchases_high"))
     assert 0 <= first["purchases_low"] <= first["purchases_p50"] <= first["purchases_high"] <= body["horizon_days"]
+    # timing: P(a purchase within d days) grows with d up to 1 - P(no purchase in the horizon)
+    within = [first[f"purchase_within_{d}d"] for d in (7, 14, 30, 60, 90)]
+    assert within == sorted(within) and within[-1] == pytest.approx(1 - first["churn_probability"], abs=2e-6)
+    if first["churn_probability"] < 1:  # given a purchase within the horizon (null when none can happen)
+        assert 0 <= first["expected_days_to_next_purchase"] <= body["horizon_days"]
     PredictResponse.model_validate(body)  # the answer is what the OpenAPI document says it is
 
 

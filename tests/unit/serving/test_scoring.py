@@ -13,7 +13,9 @@ from model_util import COLUMNS, make_model
 from serving.scoring import (
     INTERVAL_FIELDS,
     LOWERS,
+    OPTIONAL_FIELDS,
     RAISES,
+    TIMING_FIELDS,
     ScoredBatch,
     assign_segments,
     assign_tiers,
@@ -22,8 +24,10 @@ from serving.scoring import (
     reason_objects,
     reason_text_columns,
     score_customers,
+    timing_columns,
     top_reasons,
 )
+from serving.timing import TimingScores
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +147,7 @@ def test_json_rows_round_only_the_written_values() -> None:
         "value_at_risk": 1.2497,
         "tier": "gold",
         "segment": "star",
-        **dict.fromkeys(INTERVAL_FIELDS),  # a batch without intervals: every interval field is null
+        **dict.fromkeys(OPTIONAL_FIELDS),  # a batch without intervals or timing: every such field is null
         "reasons": None,
     }
     assert batch.churn_probability[0] == 0.123456789  # the batch keeps the exact values
@@ -160,13 +164,35 @@ def test_interval_fields_are_rounded_in_json_and_exact_in_columns() -> None:
     assert [rows[i]["value_p10"] for i in range(3)] == [1.2346, 0.0, None]  # NaN (no calibration) -> null
     assert [rows[i]["purchases_high"] for i in range(3)] == [2, 0, None]
     assert isinstance(rows[0]["purchases_low"], int)
-    assert list(rows[0])[-len(INTERVAL_FIELDS) :] == list(INTERVAL_FIELDS)  # after the segment
+    assert list(rows[0])[6:] == list(OPTIONAL_FIELDS)  # after the segment: intervals, then timing
     table = output_columns(batch)
-    assert list(table.columns[6 : 6 + len(INTERVAL_FIELDS)]) == list(INTERVAL_FIELDS)
+    assert list(table.columns[6 : 6 + len(OPTIONAL_FIELDS)]) == list(OPTIONAL_FIELDS)
     assert table["value_p90"].iloc[0] == 1.234567
     assert output_columns(hand_batch())["value_p10"].isna().all()  # no intervals: NaN columns, same schema
     assert hand_batch().take(np.array([1])).value_p10 is None
     np.testing.assert_array_equal(batch.take(np.array([2, 0])).purchases_p50, [np.nan, 2.0])
+
+
+def test_every_optional_output_is_a_field_of_the_batch() -> None:
+    fields = {f.name for f in dataclasses.fields(ScoredBatch)}
+    assert set(OPTIONAL_FIELDS) <= fields  # TIMING_DAYS and the batch's purchase_within_<d>d fields agree
+
+
+def test_timing_columns_put_each_day_in_its_column_and_nan_beyond_the_horizon() -> None:
+    timing = TimingScores(
+        days=(7, 14, 30, 45),  # a 45-day horizon: 60 and 90 lie beyond it, 45 is not an output column
+        purchase_within=np.array([[0.1, 0.2, 0.3, 0.4]]),
+        expected_days_to_next=np.array([12.5]),
+    )
+    columns = timing_columns(timing)
+    assert list(columns) == list(TIMING_FIELDS)
+    assert [float(columns[f][0]) for f in TIMING_FIELDS[:3]] == [0.1, 0.2, 0.3]
+    assert np.isnan(columns["purchase_within_60d"][0]) and np.isnan(columns["purchase_within_90d"][0])
+    assert columns["expected_days_to_next_purchase"][0] == 12.5
+    assert timing_columns(None) == {}
+    row = json_rows(dataclasses.replace(hand_batch().take(np.array([0])), **columns), reasons=False)[0]
+    assert row["purchase_within_30d"] == 0.3 and row["purchase_within_90d"] is None
+    assert row["expected_days_to_next_purchase"] == 12.5
 
 
 def test_take_keeps_every_per_customer_array_aligned() -> None:
@@ -197,3 +223,9 @@ def test_score_customers_gives_the_model_s_scores_and_the_columns_of_the_same_ba
     without = score_customers(model, ["x", "y", "z"], X, reasons=0)
     assert without.reason_count.tolist() == [0, 0, 0]
     np.testing.assert_array_equal(without.value_at_risk, batch.value_at_risk)
+
+
+def test_the_documented_prediction_has_every_optional_output() -> None:
+    from serving.schemas import Prediction
+
+    assert set(OPTIONAL_FIELDS) <= set(Prediction.model_fields)
