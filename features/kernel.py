@@ -239,7 +239,9 @@ def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
             extra[name], extra[f"{name}_names"] = _factorize_labels(transactions[name])
             extra[f"{name}_keys"] = label_codes(extra[f"{name}_names"])
     if "quantity" in transactions.columns:
-        extra["quantity"] = pd.to_numeric(transactions["quantity"], errors="coerce").to_numpy(dtype=np.float64)
+        quantity = transactions["quantity"]
+        numbers = quantity if quantity.dtype == np.float64 else pd.to_numeric(quantity, errors="coerce")
+        extra["quantity"] = numbers.to_numpy(dtype=np.float64)
     return sort_prepared(PreparedTransactions(customers, code, day, amount, **extra))
 
 
@@ -304,24 +306,27 @@ def _distinct_per_customer(code: np.ndarray, values: np.ndarray, n: int, start: 
 
 
 def _season_angle(day: np.ndarray | int) -> np.ndarray:
-    """Time of year of UTC days since 1970-01-01 as an angle: ``2 pi x (day of the year - 1) / 365.25``."""
-    d = np.asarray(day, dtype=np.int64).astype("datetime64[D]")
-    day_of_year = (d - d.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
+    """Time of year of UTC days since 1970-01-01 as an angle: ``2 pi x (day of the year - 1) / 365.25``.
+
+    Many days over a short span are looked up in a table of the span (calendar conversions cost ~70 ns a value).
+    """
+    d = np.asarray(day, dtype=np.int64)
+    if d.ndim and len(d) > 1 and int(d.max()) - int(d.min()) < len(d) // 2:
+        low = int(d.min())
+        span = np.arange(low, int(d.max()) + 1)
+        return _season_angle(span)[d - low]  # the span is shorter than half of d: no further table
+    dates = d.astype("datetime64[D]")
+    day_of_year = (dates - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
     return 2.0 * np.pi * day_of_year / 365.25
 
 
-def _largest_purchase_key(keys: np.ndarray, amounts: np.ndarray, offset: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Per group of rows ``[offset, offset + length)``: the key of the largest amount (ties: the smallest key, a
-    missing key last), so the choice never depends on the order of one day's rows."""
-    out = keys[offset]
-    multi = np.flatnonzero(length > 1)
-    if len(multi):
-        size = length[multi]
-        sub_offset = np.cumsum(size) - size
-        idx = np.arange(int(size.sum())) + np.repeat(offset[multi] - sub_offset, size)
-        group = np.repeat(np.arange(len(multi)), size)
-        order = np.lexsort((keys[idx], -amounts[idx], group))
-        out[multi] = keys[idx[order[sub_offset]]]
+def _largest_purchase_key(keys: np.ndarray, amounts: np.ndarray, offset: np.ndarray, largest: np.ndarray) -> np.ndarray:
+    """Per group of rows starting at ``offset`` (consecutive groups): the key of the group's largest amount
+    (``largest``: each row's group maximum); ties: the smallest key, a missing key only when all tied rows miss
+    one. The choice never depends on the order of one day's rows."""
+    candidate = np.where((amounts == largest) & ~np.isnan(keys), keys, np.inf)
+    out = np.minimum.reduceat(candidate, offset)
+    out[np.isinf(out)] = np.nan
     return out
 
 
@@ -364,13 +369,6 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
         pc, pd_, pa = code, day, amount
     del is_refund
 
-    def purchase_rows(values: np.ndarray | None) -> np.ndarray | None:
-        """A per-row column of ``prep`` restricted to the purchases at or before the cutoff (rows of ``pc``)."""
-        if values is None:
-            return None
-        values = values if everything else values[upto]
-        return values if buy is None else values[buy]
-
     n_tx = np.bincount(pc, minlength=n).astype(np.float64)
     gross = np.bincount(pc, weights=pa, minlength=n)
     sum_sq = np.bincount(pc, weights=pa * pa, minlength=n)
@@ -388,7 +386,6 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
     first_label = {name: np.full(n, np.nan) for name in ("category", "channel")}
     gap_sq = np.zeros(n)
     purchase_start = None
-    purchase_labels = {name: purchase_rows(getattr(prep, name)) for name in first_label}
     m = len(pc)
     if m:
         # purchase runs: rows [start, end) of customer `who`, in day order
@@ -423,13 +420,20 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
         first_spend[who] = np.add.reduceat(pa[rows], offset)
         second = first_end < end  # the row after the first day's rows is the same customer's second purchase day
         second_day[who[second]] = pd_[first_end[second]]
-        quantity = purchase_rows(prep.quantity)
-        if quantity is not None:
-            first_items[who] = np.add.reduceat(quantity[rows], offset)
-        for name in first_label:
-            codes, keys = purchase_labels[name], getattr(prep, f"{name}_keys")
-            if codes is not None and keys is not None:
-                first_label[name][who] = _largest_purchase_key(keys[codes[rows]], pa[rows], offset, length)
+        if prep.quantity is not None or prep.channel is not None or prep.category is not None:
+            # the first days' rows as row numbers of prep: only they are read from the optional columns
+            source = rows if buy is None else np.flatnonzero(buy)[rows]
+            if not everything:
+                source = np.flatnonzero(upto)[source]
+            if prep.quantity is not None:
+                first_items[who] = np.add.reduceat(prep.quantity[source], offset)
+            first_amounts = pa[rows]
+            largest = np.repeat(np.maximum.reduceat(first_amounts, offset), length)
+            for name in first_label:
+                codes, keys = getattr(prep, name), getattr(prep, f"{name}_keys")
+                if codes is not None and keys is not None:
+                    first_label[name][who] = _largest_purchase_key(keys[codes[source]], first_amounts, offset, largest)
+            del source, first_amounts, largest
         del day_rows, nxt, first_end, length, offset, rows, second
 
     has_purchase = n_days > 0
@@ -493,13 +497,15 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
     out["season_cos"] = np.full(n, np.cos(angle))
     # the first purchase day (acquisition): NaN for customers without a purchase yet
     out["first_basket_value"] = np.where(has_purchase, first_spend, np.nan)
-    first_angle = np.where(has_purchase, _season_angle(first_purchase_day), np.nan)
+    first_angle = np.full(n, np.nan)
+    first_angle[has_purchase] = _season_angle(first_purchase_day[has_purchase])
     out["first_season_sin"] = np.sin(first_angle)
     out["first_season_cos"] = np.cos(first_angle)
     out["days_to_second_purchase"] = second_day - first_purchase_day
 
     if prep.category is not None:
-        out["n_categories"] = _distinct_per_customer(pc, purchase_labels["category"], n, purchase_start)
+        cat = prep.category if everything else prep.category[upto]
+        out["n_categories"] = _distinct_per_customer(pc, cat if buy is None else cat[buy], n, purchase_start)
         out["first_category_code"] = first_label["category"]
     if prep.channel is not None:
         chan = prep.channel if everything else prep.channel[upto]
