@@ -142,3 +142,14 @@ def population_average(
     """``(churn_probability, expected_value)`` of the ``population_average`` baseline for the feature rows ``frame``
     at ``as_of``: their group's means at ``as_of - horizon_days`` (see the module docstring)."""
     return fit_population_average(prep, as_of, horizon_days).predict(frame)
+
+
+def population_average_scores(
+    prep: PreparedTransactions, as_of: dt.date, horizon_days: int, frame: pd.DataFrame
+) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+    """``((POPULATION_AVERAGE, churn_probability, expected_value),)`` for the rows of ``frame``, or ``()`` when nobody
+    could be labeled at ``as_of - horizon_days``: an entry for a backtest's list of models."""
+    fitted = fit_population_average(prep, as_of, horizon_days)
+    if fitted.cutoff is None:
+        return ()
+    return ((POPULATION_AVERAGE, *fitted.predict(frame)),)

@@ -52,15 +52,11 @@ def population_average_rows(prep: PreparedTransactions, as_of: dt.date, horizon_
     """The ``population_average`` baseline's backtest rows at ``as_of`` (every customer with a transaction by then,
     scored on the next ``horizon_days``), per customer group; empty when nothing was labeled at ``as_of - H``."""
     test = compute_features(prep, as_of)
-    fitted = baselines.fit_population_average(prep, as_of, horizon_days)
-    if fitted.cutoff is None or not len(test):
-        return pd.DataFrame()
     _, labels = labels_at(prep, as_of, horizon_days)
-    churn, value = fitted.predict(test)
     groups = baselines.customer_groups(test)
-    rows = group_rows(
-        as_of, baselines.POPULATION_AVERAGE, labels["churned"], labels["future_value"], churn, value, groups
-    )
+    rows = []
+    for model, churn, value in baselines.population_average_scores(prep, as_of, horizon_days, test):
+        rows += group_rows(as_of, model, labels["churned"], labels["future_value"], churn, value, groups)
     return pd.DataFrame(rows)
 
 

@@ -81,3 +81,12 @@ def test_customer_groups_match_the_backtest_s() -> None:
         "one_time": [False, True, False, False],
         "repeat": [False, False, True, True],
     }
+
+
+def test_nothing_labeled_gives_no_entry(prep) -> None:
+    frame = compute_features(prep, AS_OF)
+    entries = baselines.population_average_scores(prep, AS_OF, H, frame)
+    assert [name for name, *_ in entries] == [baselines.POPULATION_AVERAGE]
+    # as_of - H = Dec 27, 2023: nobody had a transaction yet
+    assert baselines.population_average_scores(prep, dt.date(2024, 1, 6), H, frame) == ()
+    assert population_average_rows(prep, dt.date(2024, 1, 6), H).empty
