@@ -9,6 +9,11 @@ is ``<= D``. Time is measured in whole days (``day = floor(UTC timestamp / 1 day
 currency. A *purchase* is a transaction with ``amount >= 0`` (zero included); a *refund* has ``amount < 0``.
 A customer appears at a cutoff once they have any transaction at or before it.
 
+The *first purchase day* (the acquisition) gives :data:`FIRST_PURCHASE_FEATURES`: its spend and items, its time of
+year, the days to the second purchase day, and the channel / category of its largest purchase as a fixed number
+(:func:`label_codes`: a name's code never depends on the input, so the feature means the same in training, batch,
+Spark and online scoring).
+
 Implementation: the frame is reduced to integer arrays (customer code, day, amount), ordered by
 (customer, day) once, and every feature is a vectorised reduction (``np.bincount``, ``ufunc.reduceat``)
 over the rows at or before the cutoff. Already-sorted input (what the generator and the batch partitions
