@@ -43,8 +43,10 @@ deviation the level estimator showed in its backtest; the sum as a lognormal wit
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+from collections.abc import Callable
 from statistics import NormalDist
 from typing import Any
 
@@ -55,11 +57,12 @@ __all__ = [
     "RATIO_GRID",
     "IntervalCalibration",
     "Intervals",
-    "count_quantile",
     "equity_interval",
     "interval_levels",
     "promised_coverage",
+    "value_intervals",
     "value_quantile",
+    "value_quantiles",
 ]
 
 INTERVAL_LEVEL = 0.8
@@ -106,6 +109,13 @@ class IntervalCalibration:
                     raise ValueError(f"interval ratio knots must be {RATIO_GRID} non-decreasing values per tier")
         if self.level != INTERVAL_LEVEL:
             raise ValueError(f"bundle intervals have level {self.level}; this version gives {INTERVAL_LEVEL}")
+
+    @functools.cached_property
+    def knots(self) -> np.ndarray:
+        """``ratio_knots`` as a ``(tiers, RATIO_GRID)`` float array (built once per bundle)."""
+        if self.ratio_knots is None:
+            raise ValueError("this interval calibration holds no value ratios (nothing was labeled)")
+        return np.asarray(self.ratio_knots, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,49 +169,59 @@ def _positive_level(tau: np.ndarray | float, p: np.ndarray) -> np.ndarray:
     return np.clip((tau - p) / np.maximum(1.0 - p, 1e-12), 0.0, 1.0)
 
 
-def value_quantile(
-    tau: np.ndarray | float,
+def value_quantiles(
+    taus: tuple[float, ...],
     churn_probability: np.ndarray,
     expected_value: np.ndarray,
     group: np.ndarray,
     knots: np.ndarray,
 ) -> np.ndarray:
-    """``Q_i(tau)`` of future value per customer (module docstring): 0 when ``tau <= pi_i``, else
-    ``m_i K_g((tau - pi_i) / (1 - pi_i))`` with ``knots[g]`` the tier's ratio quantiles on the uniform grid."""
-    p = np.asarray(churn_probability, dtype=np.float64)
-    m = np.maximum(np.asarray(expected_value, dtype=np.float64), 0.0) / np.maximum(1.0 - p, MIN_BUY_PROBABILITY)
-    position = _positive_level(tau, p) * (knots.shape[1] - 1)
-    left = np.minimum(np.floor(position).astype(np.intp), knots.shape[1] - 2)
+    """``Q_i(tau)`` of future value per customer and level, an ``(n, len(taus))`` array (module docstring): 0 when
+    ``tau <= pi_i``, else ``m_i K_g((tau - pi_i) / (1 - pi_i))`` with ``knots[g]`` the tier's ratio quantiles on the
+    uniform grid (linear interpolation between grid levels)."""
+    p = np.asarray(churn_probability, dtype=np.float64)[:, None]
+    m = np.maximum(np.asarray(expected_value, dtype=np.float64)[:, None], 0.0) / np.maximum(
+        1.0 - p, MIN_BUY_PROBABILITY
+    )
+    tau = np.asarray(taus, dtype=np.float64)[None, :]
+    width = knots.shape[1]
+    position = _positive_level(tau, p) * (width - 1)
+    left = np.minimum(position.astype(np.intp), width - 2)  # position >= 0: truncation is the floor
     frac = position - left
-    ratio = knots[group, left] * (1.0 - frac) + knots[group, left + 1] * frac
-    return np.where(np.asarray(tau) <= p, 0.0, m * ratio)
+    flat = knots.ravel()
+    at = np.asarray(group, dtype=np.intp)[:, None] * width + left
+    ratio = flat[at] * (1.0 - frac) + flat[at + 1] * frac
+    return np.where(tau <= p, 0.0, m * ratio)
 
 
-def count_quantile(tau: np.ndarray | float, churn_probability: np.ndarray, positive_cdf: np.ndarray) -> np.ndarray:
-    """Quantile at ``tau`` of the purchase-day count: 0 when ``tau <= pi``, else the smallest ``n`` with
-    ``P(X <= n | X >= 1) >= (tau - pi) / (1 - pi)`` (``positive_cdf``: one row per customer, columns ``n = 0..N``)."""
-    p = np.asarray(churn_probability, dtype=np.float64)
-    beta = _positive_level(tau, p)
-    n = np.sum(positive_cdf < beta[:, None] - 1e-12, axis=1).astype(np.float64)
-    return np.where(np.asarray(tau) <= p, 0.0, np.maximum(n, 1.0))
+def value_quantile(
+    tau: float, churn_probability: np.ndarray, expected_value: np.ndarray, group: np.ndarray, knots: np.ndarray
+) -> np.ndarray:
+    """``Q_i(tau)`` of future value per customer at one level (see :func:`value_quantiles`)."""
+    return value_quantiles((tau,), churn_probability, expected_value, group, knots)[:, 0]
 
 
 def value_intervals(
     churn_probability: np.ndarray, expected_value: np.ndarray, group: np.ndarray, calibration: IntervalCalibration
 ) -> tuple[np.ndarray, ...]:
     """``(p10, p50, p90, low, high)`` of future value per customer (``group``: tier index per customer)."""
-    knots = np.asarray(calibration.ratio_knots, dtype=np.float64)
-    p, ev = churn_probability, expected_value
-    p10, p50, p90 = (value_quantile(q, p, ev, group, knots) for q in QUANTILE_LEVELS)
-    _, high_level = interval_levels(p)
-    high = np.where(high_level > INTERVAL_LEVEL, p90, value_quantile(INTERVAL_LEVEL, p, ev, group, knots))
-    return p10, p50, p90, p10, high
+    q = value_quantiles((*QUANTILE_LEVELS, INTERVAL_LEVEL), churn_probability, expected_value, group, calibration.knots)
+    p10, p50, p90, p80 = q.T
+    _, high_level = interval_levels(churn_probability)
+    return p10, p50, p90, p10, np.where(high_level > INTERVAL_LEVEL, p90, p80)
 
 
-def count_intervals(churn_probability: np.ndarray, positive_cdf: np.ndarray) -> tuple[np.ndarray, ...]:
-    """``(p50, low, high)`` of the purchase-day count per customer (see :func:`count_quantile`)."""
-    low_level, high_level = interval_levels(churn_probability)
-    return tuple(count_quantile(q, churn_probability, positive_cdf) for q in (0.5, low_level, high_level))
+def count_intervals(
+    churn_probability: np.ndarray, positive_quantiles: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, ...]:
+    """``(p50, low, high)`` of the purchase-day count per customer: at level ``tau``, 0 when ``tau <= pi``, else the
+    smallest ``n >= 1`` with ``P(X <= n | X >= 1) >= (tau - pi) / (1 - pi)``, which ``positive_quantiles`` gives for
+    an ``(n, 3)`` array of those levels (:func:`serving.btyd.counts.positive_count_quantiles`)."""
+    p = np.asarray(churn_probability, dtype=np.float64)[:, None]
+    low_level, high_level = interval_levels(p[:, 0])
+    tau = np.column_stack([np.full(p.shape[0], 0.5), low_level, high_level])
+    counts = positive_quantiles(_positive_level(tau, p))
+    return tuple(np.where(tau <= p, 0.0, counts).T)
 
 
 _Z = NormalDist().inv_cdf(0.5 + INTERVAL_LEVEL / 2.0)

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from serving.btyd import BTYDModel
-from serving.btyd.counts import positive_count_cdf
+from serving.btyd.counts import positive_count_quantiles
 from serving.intervals import IntervalCalibration, Intervals, count_intervals, value_intervals
 from serving.timing import TimingScores, timing_scores
 
@@ -486,10 +486,9 @@ class ScoringModel:
         counts: tuple[np.ndarray | None, ...] = (None, None, None)
         if calibration.purchases and self.btyd is not None:
             j_freq, _, j_age = self._btyd_index[:3]
-            frequency = np.nan_to_num(X[:, j_freq])
-            age = np.nan_to_num(X[:, j_age])
-            cdf = positive_count_cdf(self.btyd.bgnbd, frequency, age, float(self.meta.horizon_days))
-            counts = count_intervals(churn, cdf)
+            frequency, age, horizon = np.nan_to_num(X[:, j_freq]), np.nan_to_num(X[:, j_age]), self.meta.horizon_days
+            bgnbd = self.btyd.bgnbd
+            counts = count_intervals(churn, lambda b: positive_count_quantiles(bgnbd, frequency, age, horizon, b))
         return Intervals(*value_fields, *counts)
 
     def churn_contributions(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:

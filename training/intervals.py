@@ -35,7 +35,7 @@ from serving.intervals import (
     IntervalCalibration,
     promised_coverage,
     value_intervals,
-    value_quantile,
+    value_quantiles,
 )
 from serving.model import tier_index
 from training.metrics import covered
@@ -190,9 +190,9 @@ def cross_fitted_intervals(
         p, ev, g = churn_probability[test], expected_value[test], tiers[test]
         for name, values in zip(out, value_intervals(p, ev, g, calibration), strict=True):
             out[name][test] = values
-        knots = np.asarray(calibration.ratio_knots)
-        for tau in RELIABILITY_LEVELS:
-            quantiles[tau][test] = value_quantile(tau, p, ev, g, knots)
+        found = value_quantiles(RELIABILITY_LEVELS, p, ev, g, calibration.knots)
+        for j, tau in enumerate(RELIABILITY_LEVELS):
+            quantiles[tau][test] = found[:, j]
     return CrossFitted(**out, quantiles=quantiles)
 
 

@@ -21,12 +21,11 @@ distribution is evaluated on ``0..t`` and the last cell takes the rest of the ma
 from __future__ import annotations
 
 import numpy as np
-from scipy import special
 
 from serving.btyd.arrays import ArrayLike, as_1d
 from serving.btyd.bgnbd import BGNBDParams
 
-__all__ = ["alive_count_pmf", "count_grid", "positive_count_cdf"]
+__all__ = ["alive_count_pmf", "cdf_quantiles", "count_grid", "positive_count_cdf", "positive_count_quantiles"]
 
 _TAIL_SDS = 12.0
 """The grid reaches the never-dropping-out (negative binomial) count's mean + 12 standard deviations + 8: BG/NBD's
@@ -55,8 +54,10 @@ def alive_count_pmf(params: BGNBDParams, frequency: ArrayLike, T: ArrayLike, t: 
     r, a, b = params.r + x, params.a, params.b + x
     log_z = np.log(t) - np.log(params.alpha + big_t + t)
     log_1mz = np.log(params.alpha + big_t) - np.log(params.alpha + big_t + t)
+    # log NB(n) = r' log(1 - z) + sum_{k < n} [log(r' + k) - log(k + 1) + log z]
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_nb = r * log_1mz + special.gammaln(r + n) - special.gammaln(r) - special.gammaln(n + 1.0) + n * log_z
+        nb_steps = np.log(r + n[:, :-1]) - np.log(n[:, :-1] + 1.0) + log_z
+    log_nb = r * log_1mz + np.concatenate([np.zeros_like(x), np.cumsum(nb_steps, axis=1)], axis=1)
     nb = np.exp(log_nb)
     # log B(a, b + n) / B(a, b) = sum_{k < n} log((b + k) / (a + b + k))
     steps = np.log(b + n[:, :-1]) - np.log(a + b + n[:, :-1])
@@ -70,24 +71,46 @@ def alive_count_pmf(params: BGNBDParams, frequency: ArrayLike, T: ArrayLike, t: 
     return np.clip(pmf, 0.0, 1.0)
 
 
+def _positive_cdf(params: BGNBDParams, x: np.ndarray, big_t: np.ndarray, t: float, n_max: int) -> np.ndarray:
+    """:func:`positive_count_cdf` of one block of customers on ``0..n_max``."""
+    pmf = alive_count_pmf(params, x, big_t, t, n_max)
+    positive = np.cumsum(pmf[:, 1:], axis=1)
+    mass = 1.0 - pmf[:, :1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cdf = np.where(mass > 1e-300, positive / mass, 1.0)
+    cdf = np.minimum(np.maximum.accumulate(np.nan_to_num(cdf, nan=1.0), axis=1), 1.0)
+    cdf[:, -1] = 1.0
+    return np.concatenate([np.zeros((x.size, 1)), cdf], axis=1)
+
+
 def positive_count_cdf(params: BGNBDParams, frequency: ArrayLike, T: ArrayLike, t: float) -> np.ndarray:
     """``P(X <= n | X >= 1)`` for ``n = 0..N`` (column 0 is 0; the last column is 1: the grid's last cell takes the
     mass above it), an ``(customers, N + 1)`` array with ``N`` = :func:`count_grid`. A customer whose
     ``P(X >= 1 | alive)`` underflows gets the limit of a vanishing purchase rate: exactly one purchase day."""
     x = as_1d("frequency", frequency)
     big_t = as_1d("T", T)
+    return _positive_cdf(params, x, big_t, t, count_grid(params, x, big_t, t))
+
+
+def cdf_quantiles(cdf: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Per row of ``cdf`` (``P(X <= n | X >= 1)`` on ``n = 0..N``) and column of ``beta`` (``(rows, k)`` levels):
+    the smallest ``n >= 1`` with ``cdf[n] >= beta`` (a relative 1e-12 of slack for rounding), as floats."""
+    below = cdf[:, None, :] < beta[:, :, None] - 1e-12
+    return np.maximum(np.sum(below, axis=2), 1).astype(np.float64)
+
+
+def positive_count_quantiles(
+    params: BGNBDParams, frequency: ArrayLike, T: ArrayLike, t: float, beta: np.ndarray
+) -> np.ndarray:
+    """:func:`cdf_quantiles` of :func:`positive_count_cdf` at the levels ``beta`` (``(customers, k)``), computed in
+    blocks of customers, so a batch never holds the whole ``customers x counts`` distribution."""
+    x = as_1d("frequency", frequency)
+    big_t = as_1d("T", T)
+    beta = np.asarray(beta, dtype=np.float64).reshape(x.size, -1)
     n_max = count_grid(params, x, big_t, t)
-    out = np.empty((x.size, n_max + 1))
-    rows = max(1, _BLOCK_CELLS // (n_max + 1))
+    out = np.empty(beta.shape)
+    rows = max(1, _BLOCK_CELLS // ((n_max + 1) * max(beta.shape[1], 1)))
     for start in range(0, x.size, rows):
         block = slice(start, start + rows)
-        pmf = alive_count_pmf(params, x[block], big_t[block], t, n_max)
-        positive = np.cumsum(pmf[:, 1:], axis=1)
-        mass = 1.0 - pmf[:, :1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cdf = np.where(mass > 1e-300, positive / mass, 1.0)
-        cdf = np.minimum(np.maximum.accumulate(np.nan_to_num(cdf, nan=1.0), axis=1), 1.0)
-        cdf[:, -1] = 1.0
-        out[block, 0] = 0.0
-        out[block, 1:] = cdf
+        out[block] = cdf_quantiles(_positive_cdf(params, x[block], big_t[block], t, n_max), beta[block])
     return out

@@ -13,12 +13,11 @@ import pytest
 from model_util import make_model
 
 from serving.btyd.bgnbd import BGNBDParams, expected_purchases, probability_alive, probability_no_purchase
-from serving.btyd.counts import alive_count_pmf, positive_count_cdf
+from serving.btyd.counts import alive_count_pmf, cdf_quantiles, positive_count_cdf, positive_count_quantiles
 from serving.intervals import (
     RATIO_GRID,
     IntervalCalibration,
     count_intervals,
-    count_quantile,
     equity_interval,
     interval_levels,
     promised_coverage,
@@ -78,10 +77,18 @@ def test_count_quantiles_on_a_hand_made_distribution() -> None:
     cdf = np.array([[0.0, 0.5, 0.8, 1.0], [0.0, 0.5, 0.8, 1.0]])  # P(X <= n | X >= 1), n = 0..3
     p = np.array([0.2, 0.05])
     # pi 0.2: Q(0.5) -> beta 0.375 -> 1; Q(0.8) -> beta 0.75 -> 2; Q(0.1) inside the mass -> 0
-    # pi 0.05: Q(0.1) -> beta 0.0526 -> 1; Q(0.9) -> beta 0.8947 -> 3
-    assert count_quantile(0.5, p[:1], cdf[:1]).tolist() == [1.0]
-    p50, low, high = count_intervals(p, cdf)
+    # pi 0.05: Q(0.1) -> beta 0.0526 -> 1; Q(0.5) -> beta 0.4737 -> 1; Q(0.9) -> beta 0.8947 -> 3
+    assert cdf_quantiles(cdf[:1], np.array([[0.375, 0.75, 0.8, 0.80001]])).tolist() == [[1.0, 2.0, 2.0, 3.0]]
+    p50, low, high = count_intervals(p, lambda beta: cdf_quantiles(cdf, beta))
     assert p50.tolist() == [1.0, 1.0] and low.tolist() == [0.0, 1.0] and high.tolist() == [2.0, 3.0]
+
+
+def test_count_quantiles_in_blocks_are_those_of_the_whole_distribution(monkeypatch) -> None:
+    x, big_t = np.array([0.0, 3.0, 12.0, 40.0] * 50), np.array([40.0, 200.0, 300.0, 330.0] * 50)
+    beta = np.tile([0.2, 0.5, 0.95], (200, 1))
+    whole = cdf_quantiles(positive_count_cdf(PARAMS, x, big_t, 90.0), beta)
+    monkeypatch.setattr("serving.btyd.counts._BLOCK_CELLS", 500)  # a few customers per block
+    np.testing.assert_array_equal(positive_count_quantiles(PARAMS, x, big_t, 90.0, beta), whole)
 
 
 def test_equity_interval_is_a_lognormal_with_the_hand_computed_spread() -> None:
