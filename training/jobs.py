@@ -188,7 +188,9 @@ def evaluate_fold(
     ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages hide how
     differently models do on them. ``horizon_days`` and ``seed`` (when given) replace the config's.
 
-    The product's rows also hold its intervals' out-of-time coverage (:func:`interval_columns`).
+    The product's rows also hold its intervals' out-of-time coverage (:func:`interval_columns`) and, as
+    ``validation_interval_*``, their cross-fitted coverage at the fold's own validation cutoff (the same for every
+    group).
     """
     config = training_config(config, horizon_days=horizon_days, seed=seed)
     horizon_days = config.horizon_days
@@ -201,6 +203,7 @@ def evaluate_fold(
     scale = result.model.meta.margin * result.model.meta.discount_factor
     revenue = scores.expected_value / scale
     intervals = interval_columns(result.model, scores, actual, purchase_days(prep, fold_as_of, horizon_days))
+    at_v = {f"validation_{k}": v for k, v in result.metrics.get(PRODUCT, {}).items() if k.startswith("interval_")}
     btyd = baselines.fit_btyd(test)
     btyd_churn, btyd_value = baselines.btyd_predict(btyd, test, horizon_days)
     naive_train = result.valid_features if len(result.valid_features) else None
@@ -225,7 +228,7 @@ def evaluate_fold(
                     "customers": int(mask.sum()),
                     "group": group,
                     **all_metrics(churned[mask], p[mask], actual[mask], value[mask]),
-                    **(intervals(mask) if model == PRODUCT else {}),
+                    **(intervals(mask) | at_v if model == PRODUCT else {}),
                     **({k: v for k, v in result.choice.items() if not k.startswith("why")} if model == PRODUCT else {}),
                 }
             )

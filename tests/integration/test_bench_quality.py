@@ -55,6 +55,7 @@ def test_tiny_run_writes_every_models_rows(bench, tmp_path, monkeypatch):
     cells = [c.strip() for c in summary[1].strip("|").split("|")][2:]
     assert len(cells) == len(bench.INTERVAL_HEADERS)
     assert all(re.fullmatch(r"\d\.\d{3} \([01]/1\)", c) for c in (cells[0], cells[2], cells[4])), summary[1]
+    assert cells[1] == "–" or re.fullmatch(r"\d\.\d{3} \([01]/1\)", cells[1])  # top tier at V: few customers
     assert re.fullmatch(r"[01]/1", cells[-1])
     for metric in ("interval_coverage", "purchases_interval_coverage", "equity_covered"):
         assert any(line.startswith(f"| {metric} ") for line in text.splitlines())
