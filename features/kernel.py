@@ -9,8 +9,8 @@ is ``<= D``. Time is measured in whole days (``day = floor(UTC timestamp / 1 day
 currency. A *purchase* is a transaction with ``amount >= 0`` (zero included); a *refund* has ``amount < 0``.
 A customer appears at a cutoff once they have any transaction at or before it.
 
-The *first purchase day* (the acquisition) gives :data:`FIRST_PURCHASE_FEATURES`: its spend and items, its time of
-year, the days to the second purchase day, and the channel / category of its largest purchase as a fixed number
+The *first purchase day* (the acquisition) gives :data:`FIRST_PURCHASE_FEATURES`: its spend and items, the days to
+the second purchase day, and the channel / category of its largest purchase as a fixed number
 (:func:`label_codes`: a name's code never depends on the input, so the feature means the same in training, batch,
 Spark and online scoring).
 
@@ -61,8 +61,6 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "season_sin": "time of year of the as-of date (sine)",
     "season_cos": "time of year of the as-of date (cosine)",
     "first_basket_value": "spend on the first purchase day (first basket value)",
-    "first_season_sin": "time of year of the first purchase day, the acquisition month (sine)",
-    "first_season_cos": "time of year of the first purchase day, the acquisition month (cosine)",
     "days_to_second_purchase": "days from the first to the second purchase day (missing for one-time buyers)",
     "n_categories": "distinct product categories bought",
     "n_channels": "distinct channels used",
@@ -79,8 +77,6 @@ OPTIONAL_FEATURES: dict[str, tuple[str, ...]] = {
 """Features an input gives only when it has the optional transaction column (the key)."""
 FIRST_PURCHASE_FEATURES: tuple[str, ...] = (
     "first_basket_value",
-    "first_season_sin",
-    "first_season_cos",
     "days_to_second_purchase",
     "first_category_code",
     "first_channel_code",
@@ -310,21 +306,6 @@ def _distinct_per_customer(code: np.ndarray, values: np.ndarray, n: int, start: 
     return np.bincount(np.unique(pairs) // k, minlength=n).astype(np.float64)
 
 
-def _season_angle(day: np.ndarray | int) -> np.ndarray:
-    """Time of year of UTC days since 1970-01-01 as an angle: ``2 pi x (day of the year - 1) / 365.25``.
-
-    Many days over a short span are looked up in a table of the span (calendar conversions cost ~70 ns a value).
-    """
-    d = np.asarray(day, dtype=np.int64)
-    if d.ndim and len(d) > 1 and int(d.max()) - int(d.min()) < len(d) // 2:
-        low = int(d.min())
-        span = np.arange(low, int(d.max()) + 1)
-        return _season_angle(span)[d - low]  # the span is shorter than half of d: no further table
-    dates = d.astype("datetime64[D]")
-    day_of_year = (dates - dates.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)
-    return 2.0 * np.pi * day_of_year / 365.25
-
-
 def _largest_purchase_key(keys: np.ndarray, amounts: np.ndarray, offset: np.ndarray, largest: np.ndarray) -> np.ndarray:
     """Per group of rows starting at ``offset`` (consecutive groups): the key of the group's largest amount
     (``largest``: each row's group maximum); ties: the smallest key, a missing key only when all tied rows miss
@@ -497,15 +478,11 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
     out["btyd_recency"] = np.where(has_purchase, span_days, 0.0)
     out["btyd_T"] = np.where(has_purchase, cutoff_day - first_purchase_day, 0).astype(np.float64)
     out["btyd_monetary"] = np.where(repeat > 0, _safe_div(gross - first_spend, repeat), 0.0)
-    angle = float(_season_angle(cutoff_day))
+    angle = 2.0 * np.pi * (day_to_date(cutoff_day).timetuple().tm_yday - 1) / 365.25
     out["season_sin"] = np.full(n, np.sin(angle))
     out["season_cos"] = np.full(n, np.cos(angle))
     # the first purchase day (acquisition): NaN for customers without a purchase yet
     out["first_basket_value"] = np.where(has_purchase, first_spend, np.nan)
-    first_angle = np.full(n, np.nan)
-    first_angle[has_purchase] = _season_angle(first_purchase_day[has_purchase])
-    out["first_season_sin"] = np.sin(first_angle)
-    out["first_season_cos"] = np.cos(first_angle)
     out["days_to_second_purchase"] = second_day - first_purchase_day
 
     if prep.category is not None:
