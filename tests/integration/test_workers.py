@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -27,13 +28,30 @@ SCORED = {
 """One customer with inline transactions: a real score without an online store."""
 
 
+@contextlib.contextmanager
+def tracking(uri: str) -> Iterator[None]:
+    """MLflow calls of this process go to ``uri``, even when an earlier test set another URI with
+    ``mlflow.set_tracking_uri``; afterwards none is set and ``MLFLOW_TRACKING_URI`` is what it was."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # unsets it, and the variable
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="module")
 def local_bundle(workspace, tmp_path_factory) -> Path:
     """The workspace champion saved as a local model directory, without a ``VERSION`` file (version null)."""
     from serving.loader import load_model
 
-    os.environ["MLFLOW_TRACKING_URI"] = workspace.tracking_uri
-    path = load_model("models:/retention@champion").save(tmp_path_factory.mktemp("workers") / "bundle")
+    with tracking(workspace.tracking_uri):
+        model = load_model("models:/retention@champion")
+    path = model.save(tmp_path_factory.mktemp("workers") / "bundle")
     assert not (path / "VERSION").exists()
     return path
 
@@ -80,15 +98,16 @@ def register(workspace) -> Callable[[], str]:
     from serving.loader import load_model
     from training import registry
 
-    os.environ["MLFLOW_TRACKING_URI"] = workspace.tracking_uri
-    model = load_model("models:/retention@champion")
+    with tracking(workspace.tracking_uri):
+        model = load_model("models:/retention@champion")
     example = pd.DataFrame(0.0, index=range(5), columns=list(model.feature_columns))
 
     def promote() -> str:
-        mlflow.set_experiment("workers-test")
-        with mlflow.start_run():
-            version = registry.log_bundle(model, NAME, example)
-        registry.set_alias(NAME, registry.CHAMPION, version)
+        with tracking(workspace.tracking_uri):  # the servers' registry (they get workspace.env)
+            mlflow.set_experiment("workers-test")
+            with mlflow.start_run():
+                version = registry.log_bundle(model, NAME, example)
+            registry.set_alias(NAME, registry.CHAMPION, version)
         return version
 
     return promote
