@@ -106,7 +106,9 @@ def positive_count_quantiles(
     blocks of customers, so a batch never holds the whole ``customers x counts`` distribution."""
     x = as_1d("frequency", frequency)
     big_t = as_1d("T", T)
-    beta = np.asarray(beta, dtype=np.float64).reshape(x.size, -1)
+    beta = np.asarray(beta, dtype=np.float64)
+    if beta.ndim != 2 or beta.shape[0] != x.size:
+        raise ValueError(f"beta must have one row of levels per customer ({x.size}), got shape {beta.shape}")
     n_max = count_grid(params, x, big_t, t)
     out = np.empty(beta.shape)
     rows = max(1, _BLOCK_CELLS // ((n_max + 1) * max(beta.shape[1], 1)))

@@ -144,6 +144,13 @@ def test_positive_count_cdf_is_a_distribution_on_at_least_one_purchase_day() -> 
     assert (cdf[:, 0] == 0).all() and (cdf[:, -1] == 1).all() and (np.diff(cdf, axis=1) >= 0).all()
 
 
+def test_no_customers_score_empty_intervals_and_timing() -> None:
+    empty = positive_count_quantiles(PARAMS, np.zeros(0), np.zeros(0), 90.0, np.zeros((0, 3)))
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="one row of levels per customer"):
+        positive_count_quantiles(PARAMS, np.zeros(2), np.zeros(2), 90.0, np.zeros(2))
+
+
 def test_tier_index_follows_the_descending_bounds() -> None:
     assert tier_index(np.array([150.0, 100.0, 99.9, 0.0, -1.0]), (100.0, 10.0, 0.0)).tolist() == [0, 0, 1, 2, 2]
 
