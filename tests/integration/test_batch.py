@@ -352,25 +352,46 @@ def test_score_refuses_a_future_as_of_date(workspace, tmp_path) -> None:
         assert not out.exists()
 
 
-def test_top_k_with_default_reasons_equals_the_head_of_the_full_list(workspace, scored, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def champion(workspace):
+    """The workspace's champion loaded in this process (the job itself, without a CLI start per run)."""
+    from serving.loader import load_model
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in workspace.env.items():
+            patch.setenv(name, value)
+        yield load_model("models:/retention@champion")
+
+
+def run_job(workspace, model, dest: Path, **options):
+    from serving import batch
+
+    return batch.run_score_job(str(workspace.transactions), workspace.AS_OF, str(dest), model, **options)
+
+
+def test_top_k_with_default_reasons_equals_the_head_of_the_full_list(workspace, scored, champion, tmp_path) -> None:
     """``--top-k K`` explains only its K rows (after the rank); every column equals the first K rows of the full
-    ``--reasons all`` list exactly, as does ``--top-k K --reasons all`` (everyone explained in the partitions)."""
+    ``--reasons all`` list exactly, as does ``--top-k K --reasons all`` (everyone explained in the partitions).
+    The CLI runs once (its flags reach the job); the other modes run the same job in this process."""
     full = tmp_path / "all.parquet"
-    assert score(workspace, str(full), "--reasons", "all", "--no-record").returncode == 0
+    run_job(workspace, champion, full, reasons="all")
     expected = pd.read_parquet(full)
     pd.testing.assert_frame_equal(expected, pd.read_parquet(scored[0]), check_exact=True)
     k = 57
-    for extra in ((), ("--reasons", "top-k"), ("--reasons", "all")):
-        top = tmp_path / f"top{len(extra)}{'-'.join(extra)}.parquet"
-        result = score(workspace, str(top), "--top-k", str(k), "--partitions", "3", "--no-record", *extra)
-        assert result.returncode == 0, result.stderr
+    top = tmp_path / "top-cli.parquet"
+    result = score(workspace, str(top), "--top-k", str(k), "--partitions", "3", "--no-record")
+    assert result.returncode == 0, result.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(top), expected.head(k), check_exact=True)
+    for reasons in ("top-k", "all"):
+        top = tmp_path / f"top-{reasons}.parquet"
+        run_job(workspace, champion, top, top_k=k, partitions=3, reasons=reasons)
         pd.testing.assert_frame_equal(pd.read_parquet(top), expected.head(k), check_exact=True)
     assert expected.head(k)["reason_1"].notna().all()
 
 
-def test_reasons_none_keeps_scores_order_and_columns_with_null_reasons(workspace, scored, tmp_path) -> None:
+def test_reasons_none_keeps_scores_order_and_columns_with_null_reasons(workspace, scored, champion, tmp_path) -> None:
     none = tmp_path / "none.parquet"
-    assert score(workspace, str(none), "--reasons", "none", "--no-record").returncode == 0
+    run_job(workspace, champion, none, reasons="none")
     table, expected = pd.read_parquet(none), pd.read_parquet(scored[0])
     assert list(table.columns) == list(OUTPUT_COLUMNS)
     assert table.dtypes.equals(expected.dtypes), "same schema, reasons null"
@@ -378,7 +399,8 @@ def test_reasons_none_keeps_scores_order_and_columns_with_null_reasons(workspace
     assert table[reasons].isna().all().all()
     rest = [c for c in OUTPUT_COLUMNS if c not in reasons]
     pd.testing.assert_frame_equal(table[rest], expected[rest], check_exact=True)
-    assert score(workspace, str(none), "--reasons", "some", "--no-record").returncode == 2
+    refused = score(workspace, str(none), "--reasons", "some", "--no-record")
+    assert refused.returncode == 2 and "--reasons" in refused.stderr, refused.stderr
 
 
 def test_resumed_top_k_job_gives_the_same_bytes(workspace, tmp_path, monkeypatch) -> None:
