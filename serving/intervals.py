@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import json
 import math
 from collections.abc import Callable
 from statistics import NormalDist
@@ -118,7 +119,8 @@ class IntervalCalibration:
         return np.asarray(self.ratio_knots, dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-native (lists, not tuples): what ``bundle.json`` holds and reads back equal."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IntervalCalibration:

@@ -66,6 +66,19 @@ def test_the_80_interval_is_equal_tailed_below_10_percent_zero_mass_and_starts_a
     assert promised_coverage(p).tolist() == [0.8, 0.8, 0.9, 0.8]
 
 
+def test_quantiles_scale_with_the_expected_value_for_fixed_tiers() -> None:
+    # level factor x margin x discount multiply expected_value; the intervals follow (the ratios are unitless)
+    p, ev, g = np.array([0.05, 0.3, 0.95]), np.array([19.0, 7.0, 2.0]), np.array([0, 1, 0])
+    base, scaled = value_intervals(p, ev, g, calibration()), value_intervals(p, 2.5 * ev, g, calibration())
+    for a, b in zip(base, scaled, strict=True):
+        np.testing.assert_allclose(b, 2.5 * a)
+
+
+def test_the_calibration_reads_back_equal_from_bundle_json() -> None:
+    meta = dataclasses.replace(make_model().meta, intervals=calibration().to_dict())
+    assert BundleMeta.from_json(meta.to_json()) == meta
+
+
 def test_tiers_pick_their_own_ratios() -> None:
     knots = np.vstack([LINEAR[0], 2 * LINEAR[0]])  # tier 1's ratios twice tier 0's
     p, ev = np.array([0.5, 0.5]), np.array([10.0, 10.0])
