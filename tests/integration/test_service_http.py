@@ -133,11 +133,17 @@ def test_inline_transactions_match_the_same_customer_by_id(server, known_ids, wo
 
     tx = pd.read_parquet(workspace.transactions)
     mine = tx[tx["customer_id"] == known_ids[1]]
-    inline = [
-        {"timestamp": t.isoformat(), "amount": float(a), "transaction_id": i, "category": c, "channel": ch}
-        for t, a, i, c, ch in zip(
-            mine["timestamp"], mine["amount"], mine["transaction_id"], mine["category"], mine["channel"], strict=True
-        )
+    columns = ("timestamp", "amount", "transaction_id", "category", "channel", "quantity")
+    inline = [  # every column the log has (the first basket's items come from quantity)
+        {
+            "timestamp": t.isoformat(),
+            "amount": float(a),
+            "transaction_id": i,
+            "category": c,
+            "channel": ch,
+            "quantity": int(q),
+        }
+        for t, a, i, c, ch, q in zip(*(mine[k] for k in columns), strict=True)
     ]
     by_id = server.post("/predict", {"customers": [{"customer_id": known_ids[1]}]}).json()["predictions"][0]
     body = {"customers": [{"customer_id": known_ids[1], "transactions": inline}], "as_of": workspace.AS_OF}
