@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,29 @@ def fold_dates(as_of: dt.date, horizon_days: int, folds: int, step_days: int) ->
     return [day_to_date(last - i * step_days) for i in reversed(range(folds))]
 
 
+def group_rows(
+    as_of: dt.date,
+    model: str,
+    churned: np.ndarray,
+    actual: np.ndarray,
+    churn_probability: np.ndarray,
+    expected_value: np.ndarray,
+    groups: Mapping[str, np.ndarray],
+    extra: Callable[[np.ndarray], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One backtest row per customer group with at least two customers: ``as_of``, ``model``, ``customers``,
+    ``group``, the churn / value metrics of :func:`training.pipeline.all_metrics` on the group's rows, and
+    ``extra(mask)`` (the product's interval columns and choices)."""
+    rows = []
+    for group, mask in groups.items():
+        if mask.sum() < 2:
+            continue
+        metrics = all_metrics(churned[mask], churn_probability[mask], actual[mask], expected_value[mask])
+        more = extra(mask) if extra is not None else {}
+        rows.append({"as_of": as_of, "model": model, "customers": int(mask.sum()), "group": group, **metrics, **more})
+    return rows
+
+
 def evaluate_fold(
     prep: PreparedTransactions,
     fold_as_of: dt.date,
@@ -184,9 +208,10 @@ def evaluate_fold(
     """Train the whole pipeline with data up to ``fold_as_of`` and score the next ``horizon_days``.
 
     One row per (model, customer group): the product's ``model`` (with the heads and level source it chose),
-    ``btyd`` (BG/NBD + Gamma-Gamma fitted at ``fold_as_of``) and ``naive``, for ``all`` customers and apart for
-    ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages hide how
-    differently models do on them. ``horizon_days`` and ``seed`` (when given) replace the config's.
+    ``btyd`` (BG/NBD + Gamma-Gamma fitted at ``fold_as_of``), ``naive`` and ``population_average`` (each group's
+    mean churn and value at ``fold_as_of - H``; absent when nothing is labeled there), for ``all`` customers and
+    apart for ``one_time`` buyers (one purchase day by ``fold_as_of``) and ``repeat`` buyers: population averages
+    hide how differently models do on them. ``horizon_days`` and ``seed`` (when given) replace the config's.
 
     The product's rows also hold its intervals' out-of-time coverage (:func:`interval_columns`) and, as
     ``validation_interval_*``, their cross-fitted coverage at the fold's own validation cutoff (the same for every
@@ -207,31 +232,18 @@ def evaluate_fold(
     btyd = baselines.fit_btyd(test)
     btyd_churn, btyd_value = baselines.btyd_predict(btyd, test, horizon_days)
     naive_train = result.valid_features if len(result.valid_features) else None
-    groups = {
-        "all": np.ones(len(test), dtype=bool),
-        "one_time": test["n_purchase_days"].to_numpy() == 1,
-        "repeat": test["n_purchase_days"].to_numpy() > 1,
-    }
-    rows = []
+    groups = baselines.customer_groups(test)
+    product_extra = {k: v for k, v in result.choice.items() if not k.startswith("why")}
+    rows = group_rows(
+        fold_as_of, PRODUCT, churned, actual, scores.churn_probability, revenue, groups,
+        extra=lambda mask: intervals(mask) | at_v | product_extra,
+    )  # fmt: skip
     for model, p, value in (
-        (PRODUCT, scores.churn_probability, revenue),
         ("btyd", btyd_churn, btyd_value),
         ("naive", baselines.naive_churn(naive_train, test), baselines.naive_value(test, horizon_days)),
+        *baselines.population_average_scores(prep, fold_as_of, horizon_days, test),
     ):
-        for group, mask in groups.items():
-            if mask.sum() < 2:
-                continue
-            rows.append(
-                {
-                    "as_of": fold_as_of,
-                    "model": model,
-                    "customers": int(mask.sum()),
-                    "group": group,
-                    **all_metrics(churned[mask], p[mask], actual[mask], value[mask]),
-                    **(intervals(mask) | at_v if model == PRODUCT else {}),
-                    **({k: v for k, v in result.choice.items() if not k.startswith("why")} if model == PRODUCT else {}),
-                }
-            )
+        rows += group_rows(fold_as_of, model, churned, actual, p, value, groups)
     return pd.DataFrame(rows)
 
 

@@ -3,8 +3,9 @@
 BG/NBD gives a customer with a single purchase day P(alive) = 1, and a model trained on everyone can rank one-time
 buyers no better than chance while the all-customer metrics look fine. :func:`evaluate_one_time` runs the backtest
 fold (:func:`training.jobs.evaluate_fold`: the product's model trained with data up to ``as_of`` only, scored on the
-true next ``H`` days) and adds the ``population_average`` baseline (:func:`training.baselines.population_average`:
-the group's mean churn and future value at ``as_of - H``), for the customer groups of
+true next ``H`` days), whose rows include the ``population_average`` baseline
+(:func:`training.baselines.population_average`: the group's mean churn and future value at ``as_of - H``), for the
+customer groups of
 :func:`training.baselines.customer_groups`. A model beats the population average on a group when it ranks there
 (churn AUC above 0.5, value Spearman above 0) and its MAE is lower.
 """
@@ -12,40 +13,17 @@ the group's mean churn and future value at ``as_of - H``), for the customer grou
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
-import numpy as np
 import pandas as pd
 
 from features.kernel import PreparedTransactions, compute_features
 from features.labels import labels_at
 from training import baselines
 from training.config import TrainingConfig
-from training.jobs import evaluate_fold
-from training.pipeline import all_metrics
+from training.jobs import evaluate_fold, group_rows
 
 ONE_TIME = "one_time"
-
-
-def group_rows(
-    as_of: dt.date,
-    model: str,
-    churned: np.ndarray,
-    actual: np.ndarray,
-    churn_probability: np.ndarray,
-    expected_value: np.ndarray,
-    groups: Mapping[str, np.ndarray],
-) -> list[dict]:
-    """One backtest row per customer group with at least two customers: ``as_of``, ``model``, ``customers``,
-    ``group`` and the churn / value metrics of :func:`training.pipeline.all_metrics` (the rows of
-    :func:`training.jobs.evaluate_fold`)."""
-    rows = []
-    for group, mask in groups.items():
-        if mask.sum() < 2:
-            continue
-        metrics = all_metrics(churned[mask], churn_probability[mask], actual[mask], expected_value[mask])
-        rows.append({"as_of": as_of, "model": model, "customers": int(mask.sum()), "group": group, **metrics})
-    return rows
 
 
 def population_average_rows(prep: PreparedTransactions, as_of: dt.date, horizon_days: int) -> pd.DataFrame:
@@ -75,7 +53,5 @@ def evaluate_one_time(
     The product's rows carry its choices (heads, level source) as :func:`training.jobs.evaluate_fold` gives them.
     """
     table = evaluate_fold(prep, as_of, horizon_days, seed, config=config)
-    if baselines.POPULATION_AVERAGE not in set(table["model"]):
-        table = pd.concat([table, population_average_rows(prep, as_of, horizon_days)], ignore_index=True)
     wanted = list(groups)
     return table[table["group"].isin(wanted)].reset_index(drop=True)

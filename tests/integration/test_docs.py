@@ -67,6 +67,7 @@ CLI_COMMANDS = (
     "serve",
     "score",
     "materialize",
+    "acquisition",
 )
 DOC_PORT = "3000"
 READY_TIMEOUT_S = 180
