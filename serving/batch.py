@@ -30,6 +30,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -60,7 +61,8 @@ from features.urls import redact_url
 from retention import progress
 from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
-from serving.model import ScoringModel
+from serving.intervals import EquityMoments, IntervalCalibration, equity_interval_of, equity_moments
+from serving.model import ScoringModel, tier_index
 from serving.pareto import top_share
 from serving.ranking import rank_frame
 from serving.scoring import OPTIONAL_FIELDS, REASONS, feature_matrix, output_columns, score_customers
@@ -170,6 +172,37 @@ def score_partition(
 def _top20_share(expected_value: np.ndarray) -> float:
     """The Pareto figure of a run (:func:`serving.pareto.top_share`); 0 for a run without customers or value."""
     return top_share(expected_value, 0.2) if len(expected_value) and expected_value.sum() > 0 else 0.0
+
+
+def population_moments(scores: pd.DataFrame, model: ScoringModel) -> EquityMoments:
+    """The :class:`~serving.intervals.EquityMoments` of the scored customers (``expected_value`` and the tier index
+    of :func:`serving.model.tier_index`, the tiers the scorer gave them)."""
+    ev = scores["expected_value"].to_numpy(dtype=np.float64)
+    return equity_moments(ev, tier_index(ev, model.meta.tier_thresholds), len(model.meta.tier_names))
+
+
+def equity_fields(
+    moments: EquityMoments, calibration: IntervalCalibration | None
+) -> tuple[float, float | None, float | None]:
+    """A run summary's customer equity ``(equity, equity_low, equity_high)``: the sum of ``expected_value`` over the
+    scored customers (currency after level, margin and discount, over the model's horizon) and its 80% interval from
+    :func:`serving.intervals.equity_interval_of` (the backtest's equity interval, from the customers' moments);
+    None bounds when the bundle cannot give one (saved before intervals, or no value calibration: BTYD-only)."""
+    if calibration is None:
+        return moments.total, None, None
+    low, high, total = equity_interval_of(moments, calibration)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return total, None, None
+    return total, low, high
+
+
+def short_amount(value: float) -> str:
+    """``value`` to three significant digits with a k / M / B suffix: ``1_234_567`` -> ``1.23M``, ``950`` -> ``950``."""
+    rounded = float(f"{value:.3g}")
+    for unit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(rounded) >= unit:
+            return f"{rounded / unit:g}{suffix}"
+    return f"{rounded:g}"
 
 
 def explain_rows(
@@ -394,6 +427,12 @@ class JobSummary:
     rows_written: int
     report: DataQualityReport
     top20_value_share: float
+    horizon_days: int
+    equity: float
+    """Customer equity: the sum of ``expected_value`` over every scored customer (not only the rows written)."""
+    equity_low: float | None
+    equity_high: float | None
+    """The 80% interval of ``equity`` (:func:`equity_fields`); None when the model gives none."""
     tier_counts: dict[str, int]
     psi: dict[str, float]
     drift_warnings: list[str]
@@ -414,6 +453,7 @@ class JobSummary:
             f"wrote {self.rows_written:,} rows to {self.output} in {self.seconds:.1f} s "
             f"({self.partitions} partitions, {self.resumed_partitions} resumed)",
             f"top 20% of customers hold {self.top20_value_share:.1%} of total expected value",
+            self.render_equity(),
             f"tiers: {tiers}",
             f"data quality: {self.report.rows_valid:,} valid of {self.report.rows_read:,} rows, "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.report.rule_counts.items()),
@@ -421,6 +461,13 @@ class JobSummary:
         lines += [f"WARNING drift: {w}" for w in self.drift_warnings]
         lines += [f"WARNING input: {w}" for w in self.input_warnings]
         return "\n".join(lines)
+
+    def render_equity(self) -> str:
+        """``customer equity over the next 90 days: 1,234,567 (80% interval 1.13M-1.42M)``."""
+        head = f"customer equity over the next {self.horizon_days} days: {self.equity:,.0f}"
+        if self.equity_low is None or self.equity_high is None:
+            return f"{head} (no interval: the model has no value calibration)"
+        return f"{head} (80% interval {short_amount(self.equity_low)}-{short_amount(self.equity_high)})"
 
 
 def run_score_job(
@@ -539,7 +586,8 @@ def finish_job(
     input_warnings: list[str] | None = None,
 ) -> JobSummary:
     """Combine the partitions (every engine's), judge ``--strict`` and the as-of date, rank globally, write
-    atomically, summarise (with a warning per input file or partition whose rows mostly break a rule)."""
+    atomically, summarise (customer equity with its interval over every scored customer; a warning per input file
+    or partition whose rows mostly break a rule)."""
     counts: dict[str, np.ndarray] = {}
     for result in results:
         for name, c in result.drift_counts.items():
@@ -573,6 +621,7 @@ def finish_job(
     }
     warnings = [f"{n} PSI {v:.2f} > {PSI_WARNING}" for n, v in sorted(psi_by_feature.items()) if v > PSI_WARNING]
     tiers = all_scores["tier"].value_counts()
+    equity, equity_low, equity_high = equity_fields(population_moments(all_scores, model), model.intervals)
     return JobSummary(
         output=dest,
         model_version=model.version,
@@ -581,6 +630,10 @@ def finish_job(
         rows_written=len(ranked),
         report=report,
         top20_value_share=_top20_share(all_scores["expected_value"].to_numpy()),
+        horizon_days=model.meta.horizon_days,
+        equity=equity,
+        equity_low=equity_low,
+        equity_high=equity_high,
         tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
         psi=psi_by_feature,
         drift_warnings=warnings,

@@ -8,7 +8,8 @@ A campaign tool or a scheduler calls the service (routes in :mod:`serving.servic
 - ``POST /batch/status`` ``{job_id}``: ``queued | running | done | failed | interrupted``, partitions done of the
   total and input rows done (transaction rows of the finished partitions), the error of a failed job;
 - ``POST /batch/result`` ``{job_id}``: the output location and the run summary (:class:`serving.batch.JobSummary`:
-  rows, Pareto share, tiers, drift, data-quality counts); 409 while the job is not done.
+  rows, Pareto share, customer equity with its 80% interval, tiers, drift, data-quality counts); 409 while the
+  job is not done.
 
 Why not BentoML 1.4's ``@bentoml.task``: its ``/submit`` gives every call a new random task id (no idempotency:
 the same submission twice scores twice), its result store is an SQLite file of the serving process that knows

@@ -37,7 +37,9 @@ least its promise). Not conformalized: its coverage is measured in the backtest 
 of tier ``g`` with variance ``v_g expected_value_i^2``, where ``v_g`` is the tier's squared coefficient of variation
 measured at ``V`` (``sum (actual - expected)^2 / sum expected^2``: robust to the few buyers the value head gave
 almost nothing, whose ratios make ``E[R^2]`` useless), times a level factor whose log is normal with the standard
-deviation the level estimator showed in its backtest; the sum as a lognormal with mean ``sum(expected_value)``.
+deviation the level estimator showed in its backtest; the sum as a lognormal with mean ``sum(expected_value)``. Only
+``sum(expected_value)`` and each tier's sum of ``expected_value^2`` enter (:class:`EquityMoments`), so an engine
+can add them up over partitions instead of gathering the customers.
 """
 
 from __future__ import annotations
@@ -56,9 +58,12 @@ import numpy as np
 __all__ = [
     "INTERVAL_LEVEL",
     "RATIO_GRID",
+    "EquityMoments",
     "IntervalCalibration",
     "Intervals",
     "equity_interval",
+    "equity_interval_of",
+    "equity_moments",
     "interval_levels",
     "promised_coverage",
     "value_intervals",
@@ -229,13 +234,36 @@ def count_intervals(
 _Z = NormalDist().inv_cdf(0.5 + INTERVAL_LEVEL / 2.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class EquityMoments:
+    """What :func:`equity_interval` needs of a set of customers (its sufficient statistics), in the units of
+    ``expected_value``: ``total = sum(max(expected_value, 0))`` and, per tier ``g`` (in ``tier_names`` order),
+    ``squares[g] = sum over its customers of max(expected_value, 0)^2`` (units squared).
+
+    Sums over customers, so the moments of disjoint sets add: an engine may compute them per partition or as a
+    grouped aggregate (the Spark engine's ``groupBy(tier)`` of ``sum`` and ``sum`` of squares) and never hold the
+    customers' values in one place.
+    """
+
+    total: float
+    squares: tuple[float, ...]
+
+
+def equity_moments(expected_value: np.ndarray, group: np.ndarray, tiers: int = 0) -> EquityMoments:
+    """The :class:`EquityMoments` of these customers (``group``: tier index per customer; ``tiers``: the length of
+    ``squares`` at least, so tiers without customers count 0)."""
+    ev = np.maximum(np.asarray(expected_value, dtype=np.float64), 0.0)
+    squares = np.bincount(np.asarray(group, dtype=np.intp), weights=ev**2, minlength=tiers)
+    return EquityMoments(float(ev.sum()), tuple(float(v) for v in squares))
+
+
 def equity_interval(
     expected_value: np.ndarray,
     group: np.ndarray,
     calibration: IntervalCalibration,
 ) -> tuple[float, float, float]:
     """``(low, high, total)``: the 80% interval of the sum of future value over these customers, and its center
-    ``total = sum(expected_value)`` (same units).
+    ``total = sum(expected_value)`` (same units): :func:`equity_interval_of` their :func:`equity_moments`.
 
     Assumptions: given the level, customers are independent, customer ``i`` of tier ``g`` with variance
     ``value_cv2[g] * expected_value_i^2``; the level factor is lognormal with log-sd ``calibration.level_log_sd``
@@ -244,14 +272,22 @@ def equity_interval(
     point mass at 0 is inside ``value_cv2``. (0, 0, 0) for no customers or no value; NaN bounds when the bundle has
     no value calibration.
     """
-    ev = np.maximum(np.asarray(expected_value, dtype=np.float64), 0.0)
-    total = float(ev.sum())
+    tiers = len(calibration.value_cv2) if calibration.value_cv2 is not None else 0
+    return equity_interval_of(equity_moments(expected_value, group, tiers), calibration)
+
+
+def equity_interval_of(moments: EquityMoments, calibration: IntervalCalibration) -> tuple[float, float, float]:
+    """``(low, high, total)`` of :func:`equity_interval` from the customers' :class:`EquityMoments` (the variance of
+    the sum is ``sum_g value_cv2[g] * squares[g]``)."""
+    total = moments.total
     if total <= 0.0:
         return 0.0, 0.0, 0.0
     if calibration.value_cv2 is None:
         return math.nan, math.nan, total
     cv2 = np.asarray(calibration.value_cv2, dtype=np.float64)
-    variance = float(np.sum(cv2[group] * ev**2))
+    squares = np.zeros(len(cv2))
+    squares[: len(moments.squares)] = moments.squares  # more tiers of customers than of calibration: a ValueError
+    variance = float(np.dot(cv2, squares))
     level_sd = float(calibration.level_log_sd or 0.0)
     s2 = math.log1p(variance / total**2) + level_sd**2
     s = math.sqrt(s2)

@@ -1,5 +1,5 @@
 """Record each batch scoring run in MLflow (experiment ``retention-scoring``): input, model version, row counts,
-timing, data quality and the drift report."""
+timing, customer equity with its 80% interval, data quality and the drift report."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def record_run(summary: Any, *, source: str, model: str, engine: str) -> str:
                     "as_of": summary.as_of,
                     "engine": engine,
                     "partitions": summary.partitions,
+                    "horizon_days": summary.horizon_days,
                 }
             )
             mlflow.log_metrics(
@@ -33,6 +34,8 @@ def record_run(summary: Any, *, source: str, model: str, engine: str) -> str:
                     "rows_written": summary.rows_written,
                     "seconds": summary.seconds,
                     "top20_value_share": summary.top20_value_share,
+                    "equity": summary.equity,
+                    **{k: v for k in ("equity_low", "equity_high") if (v := getattr(summary, k)) is not None},
                     "rows_read": summary.report.rows_read,
                     "rows_broken": summary.report.rows_broken,
                     "max_psi": max(summary.psi.values(), default=0.0),

@@ -19,8 +19,11 @@
 5. Spark ranks (:func:`ranked_frame`: global ``orderBy``, ranks from per-partition offsets, ``--top-k`` as the
    sorted frame's ``limit``) and :func:`write_ranked` writes: a directory destination by the executors (Parquet
    parts in rank order, staged then renamed), a single file or SQL table by the driver from the collected rows it
-   writes (k rows with ``--top-k``). Tier counts are a Spark aggregate; the Pareto share needs every
-   ``expected_value`` (8 bytes per customer, the one column collected).
+   writes (k rows with ``--top-k``). Tier counts and the customer equity are one Spark aggregate
+   (``groupBy(tier)``: count, sum of ``expected_value`` and of its square -- the sufficient statistics of
+   :func:`serving.intervals.equity_interval`, :class:`~serving.intervals.EquityMoments`, added up per partition
+   by Spark, so no row travels for them); the Pareto share needs every ``expected_value`` (8 bytes per customer,
+   the one column collected).
 
 Spark handles spilling and retries, so there is no spool and no resume: ``spool_input`` is accepted for the
 signature's sake and ignored, ``resumed_partitions`` is always 0. See ``docs/spark.md`` for cluster use.
@@ -67,6 +70,7 @@ from serving.batch import (
     JobSummary,
     PartitionResult,
     check_output,
+    equity_fields,
     finish_job,
     input_file_warnings,
     partition_of,
@@ -75,6 +79,7 @@ from serving.batch import (
     write_output,
 )
 from serving.batch import _top20_share as _top20_share
+from serving.intervals import EquityMoments
 from serving.model import ScoringModel
 from serving.scoring import OPTIONAL_FIELDS
 
@@ -579,7 +584,7 @@ def run_spark_job(
             )
         if reasons == "none":
             rows = rows.withColumns({name: F.lit(None).cast("string") for name in REASON_COLUMNS})
-        tiers = dict(rows.groupBy("tier").count().collect())
+        by_tier = tier_aggregates(rows)
         expected = rows.select("expected_value").toArrow().column(0).to_numpy()
         ranked = ranked_frame(rows, top_k).withColumns(
             {"model_version": F.lit(str(model.version or "")), "as_of": F.lit(str(as_of_date))}
@@ -594,14 +599,39 @@ def run_spark_job(
             shipped.unpersist()
         if scored is not None:
             scored.unpersist()
+    equity, equity_low, equity_high = equity_fields(tier_moments(by_tier, model.meta.tier_names), model.intervals)
     return dataclasses.replace(
         summary,
         output=dest,
         customers_scored=len(expected),
         rows_written=written,
         top20_value_share=_top20_share(expected),
-        tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
+        equity=equity,
+        equity_low=equity_low,
+        equity_high=equity_high,
+        tier_counts={t: int(by_tier[t][0]) if t in by_tier else 0 for t in model.meta.tier_names},
         seconds=time.perf_counter() - start,
+    )
+
+
+def tier_aggregates(rows: Any) -> dict[str, tuple[int, float, float]]:
+    """Per tier of the scored ``rows``: ``(customers, sum of max(expected_value, 0), sum of its square)`` -- one
+    Spark aggregate (partial sums per partition, then merged), only one small row per tier reaches the driver."""
+    from pyspark.sql import functions as F
+
+    value = F.greatest(F.col("expected_value"), F.lit(0.0))
+    found = rows.groupBy("tier").agg(F.count(F.lit(1)), F.sum(value), F.sum(value * value)).collect()
+    return {str(tier): (int(n), float(total or 0.0), float(squares or 0.0)) for tier, n, total, squares in found}
+
+
+def tier_moments(by_tier: Mapping[str, tuple[int, float, float]], tier_names: tuple[str, ...]) -> EquityMoments:
+    """The :class:`~serving.intervals.EquityMoments` of the customers from :func:`tier_aggregates` (tiers in
+    ``tier_names`` order, 0 for a tier without customers): what :func:`serving.batch.population_moments` gives
+    the local engine, summed in another order."""
+    empty = (0, 0.0, 0.0)
+    return EquityMoments(
+        total=sum(by_tier.get(t, empty)[1] for t in tier_names),
+        squares=tuple(by_tier.get(t, empty)[2] for t in tier_names),
     )
 
 

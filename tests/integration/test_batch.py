@@ -54,6 +54,7 @@ def test_one_row_per_customer_ranked_by_value_at_risk(workspace, scored) -> None
     assert table["reason_1"].notna().all()
     assert f"scored {len(table):,} customers" in result.stdout
     assert "top 20% of customers hold" in result.stdout and "tiers: platinum" in result.stdout
+    assert "customer equity over the next 90 days: " in result.stdout and "(80% interval " in result.stdout
 
 
 def test_rerun_is_idempotent_and_top_k(workspace, scored, tmp_path) -> None:
@@ -183,6 +184,8 @@ def test_run_is_recorded_in_mlflow_with_drift(workspace, scored) -> None:
     run = runs[-1]
     assert run.data.params["model_version"] == "1"
     assert run.data.metrics["customers_scored"] > 0
+    metrics = run.data.metrics
+    assert 0 < metrics["equity_low"] < metrics["equity"] < metrics["equity_high"]
     assert "psi_recency_days" in run.data.metrics
 
 
@@ -369,13 +372,27 @@ def run_job(workspace, model, dest: Path, **options):
     return batch.run_score_job(str(workspace.transactions), workspace.AS_OF, str(dest), model, **options)
 
 
+def assert_equity_of(summary, scored: pd.DataFrame, model) -> None:
+    """The summary's customer equity is :func:`serving.intervals.equity_interval` of the scored list (every
+    customer's ``expected_value`` and tier; summed in another order, so equal to rounding)."""
+    from serving.intervals import equity_interval
+
+    tiers = pd.Index(model.meta.tier_names).get_indexer(scored["tier"])
+    low, high, total = equity_interval(scored["expected_value"].to_numpy(), tiers, model.intervals)
+    assert summary.equity == pytest.approx(total, rel=1e-12) and total == pytest.approx(scored["expected_value"].sum())
+    assert summary.equity_low == pytest.approx(low, rel=1e-12)
+    assert summary.equity_high == pytest.approx(high, rel=1e-12)
+    assert 0 < low < total < high and summary.horizon_days == 90
+
+
 def test_top_k_with_default_reasons_equals_the_head_of_the_full_list(workspace, scored, champion, tmp_path) -> None:
     """``--top-k K`` explains only its K rows (after the rank); every column equals the first K rows of the full
     ``--reasons all`` list exactly, as does ``--top-k K --reasons all`` (everyone explained in the partitions).
     The CLI runs once (its flags reach the job); the other modes run the same job in this process."""
     full = tmp_path / "all.parquet"
-    run_job(workspace, champion, full, reasons="all")
+    summary = run_job(workspace, champion, full, reasons="all")
     expected = pd.read_parquet(full)
+    assert_equity_of(summary, expected, champion)
     pd.testing.assert_frame_equal(expected, pd.read_parquet(scored[0]), check_exact=True)
     k = 57
     top = tmp_path / "top-cli.parquet"
@@ -384,7 +401,8 @@ def test_top_k_with_default_reasons_equals_the_head_of_the_full_list(workspace, 
     pd.testing.assert_frame_equal(pd.read_parquet(top), expected.head(k), check_exact=True)
     for reasons in ("top-k", "all"):
         top = tmp_path / f"top-{reasons}.parquet"
-        run_job(workspace, champion, top, top_k=k, partitions=3, reasons=reasons)
+        top_summary = run_job(workspace, champion, top, top_k=k, partitions=3, reasons=reasons)
+        assert_equity_of(top_summary, expected, champion)  # every scored customer, not the K written
         pd.testing.assert_frame_equal(pd.read_parquet(top), expected.head(k), check_exact=True)
     assert expected.head(k)["reason_1"].notna().all()
 

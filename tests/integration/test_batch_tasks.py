@@ -94,6 +94,8 @@ def test_submit_poll_result_equals_retention_score(workspace, server, root, refe
     assert summary["rows_written"] == summary["customers_scored"] == len(reference)
     assert sum(summary["tier_counts"].values()) == len(reference)
     assert 0 < summary["top20_value_share"] <= 1 and set(summary["psi"]) and summary["report"]["rows_read"]
+    assert summary["equity"] == pytest.approx(reference["expected_value"].sum(), rel=1e-12)
+    assert 0 < summary["equity_low"] < summary["equity"] < summary["equity_high"]  # JSON numbers, the 80% interval
 
 
 def test_the_same_submission_twice_is_one_job_and_one_run(workspace, server, root) -> None:

@@ -191,6 +191,11 @@ def assert_same(local: JobSummary, local_rows: pd.DataFrame, remote: JobSummary,
         assert remote.psi[name] == pytest.approx(value, rel=1e-9, abs=1e-12)
     assert remote.drift_warnings == local.drift_warnings
     assert remote.top20_value_share == pytest.approx(local.top20_value_share, rel=1e-9)
+    # customer equity from Spark's per-tier sums (no rows collected) = the local engine's equity_interval
+    assert remote.horizon_days == local.horizon_days == HORIZON_DAYS
+    assert local.equity_low is not None and local.equity_low < local.equity < local.equity_high
+    for field in ("equity", "equity_low", "equity_high"):
+        assert getattr(remote, field) == pytest.approx(getattr(local, field), rel=1e-9)
     assert (remote.model_version, remote.as_of, remote.partitions) == (local.model_version, local.as_of, 4)
 
 

@@ -16,9 +16,12 @@ from serving.btyd.bgnbd import BGNBDParams, expected_purchases, probability_aliv
 from serving.btyd.counts import alive_count_pmf, cdf_quantiles, positive_count_cdf, positive_count_quantiles
 from serving.intervals import (
     RATIO_GRID,
+    EquityMoments,
     IntervalCalibration,
     count_intervals,
     equity_interval,
+    equity_interval_of,
+    equity_moments,
     interval_levels,
     promised_coverage,
     value_intervals,
@@ -116,6 +119,24 @@ def test_equity_interval_is_a_lognormal_with_the_hand_computed_spread() -> None:
     assert with_level[0] < low and with_level[1] > high  # level uncertainty widens it
     assert equity_interval(np.zeros(3), np.zeros(3, dtype=np.intp), calibration(1)) == (0.0, 0.0, 0.0)
     assert math.isnan(equity_interval(ev, g, IntervalCalibration(None, None))[0])
+
+
+def test_equity_moments_are_hand_computed_sums_that_add_over_disjoint_parts() -> None:
+    ev, g = np.array([3.0, -1.0, 4.0, 2.0]), np.array([0, 1, 0, 1])
+    # negative expected values count 0; tier 0: 3^2 + 4^2, tier 1: 0^2 + 2^2; a third tier without customers
+    assert equity_moments(ev, g, 3) == EquityMoments(total=9.0, squares=(25.0, 4.0, 0.0))
+    parts = [equity_moments(ev[:2], g[:2], 2), equity_moments(ev[2:], g[2:], 2)]
+    summed = EquityMoments(sum(m.total for m in parts), tuple(np.add(*[m.squares for m in parts]).tolist()))
+    c = dataclasses.replace(calibration(2), value_cv2=(0.25, 1.0), level_log_sd=0.1)
+    assert equity_interval_of(summed, c) == equity_interval(ev, g, c)  # small sums: exact in any order
+    # variance 0.25 * 25 + 1.0 * 4 = 10.25, total 9
+    s2 = math.log1p(10.25 / 81.0) + 0.01
+    low, high, total = equity_interval(ev, g, c)
+    assert total == 9.0
+    assert low == pytest.approx(math.exp(math.log(9.0) - s2 / 2 - 1.2815515655446004 * math.sqrt(s2)))
+    assert high == pytest.approx(math.exp(math.log(9.0) - s2 / 2 + 1.2815515655446004 * math.sqrt(s2)))
+    with pytest.raises(ValueError):  # customers of a tier the calibration does not know
+        equity_interval_of(EquityMoments(1.0, (1.0, 1.0, 1.0)), c)
 
 
 PARAMS = BGNBDParams(r=0.243, alpha=30.9, a=0.793, b=2.426)
