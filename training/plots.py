@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,13 +30,30 @@ from training.metrics import (
 )
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+GRID_ALPHA = 0.3
+"""Opacity of every figure's grid lines."""
 
 
 def _figure(width: float = 6.4, height: float = 4.8) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _diagonal(ax: Axes, label: str, end: float = 1.0, linestyle: str = "--") -> None:
+    """The thin grey reference line from ``(0, 0)`` to ``(end, end)`` (random ranking, perfect calibration)."""
+    ax.plot([0, end], [0, end], color="grey", linestyle=linestyle, linewidth=1, label=label)
+
+
+def _finish(ax: Axes, legend: str, **settings: Any) -> None:
+    """How a line chart here ends: ``ax.set(**settings)`` (limits, labels, title, aspect), the legend at ``legend``
+    (a matplotlib ``loc``) and a light grid."""
+    ax.set(**settings)
+    ax.legend(loc=legend)
+    ax.grid(alpha=GRID_ALPHA)
 
 
 def _roc_points(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,17 +74,17 @@ def plot_roc(results: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figure:
         y, s = paired(y_true, p)
         fpr, tpr = _roc_points(binary_labels(y), s)
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc(y, s):.3f})")
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="random (AUC 0.5)")
-    ax.set(
+    _diagonal(ax, "random (AUC 0.5)")
+    _finish(
+        ax,
+        "lower right",
         xlim=(0, 1),
         ylim=(0, 1.01),
         xlabel="false positive rate (share of non-churners flagged)",
         ylabel="true positive rate (share of churners flagged)",
         title="ROC curve: churn",
+        aspect="equal",
     )
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -82,17 +99,17 @@ def plot_calibration(results: Mapping[str, tuple[ArrayLike, ArrayLike]], n_bins:
         ece = expected_calibration_error(y_true, p, n_bins)
         ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", label=f"{name} (ECE {ece:.3f})")
         hist.bar(table["bin_lower"] + (i + 0.5) * width, table["count"], width=width, label=name)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
-    ax.set(
+    _diagonal(ax, "perfectly calibrated")
+    _finish(
+        ax,
+        "upper left",
         xlim=(0, 1),
         ylim=(0, 1.01),
         ylabel="observed churn rate (share of customers)",
         title=f"Calibration: churn probability ({n_bins} equal-width bins)",
     )
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
     hist.set(xlabel="predicted churn probability", ylabel="customers per bin")
-    hist.grid(alpha=0.3)
+    hist.grid(alpha=GRID_ALPHA)
     return fig
 
 
@@ -107,16 +124,16 @@ def plot_interval_coverage(reliability: pd.DataFrame, tiers: pd.DataFrame) -> Fi
     left, right = fig.subplots(1, 2)
     left.plot(reliability["tau"], reliability["observed"], marker="o", label="observed")
     left.plot(reliability["tau"], reliability["promised"], linestyle="--", label="calibrated (point mass at 0 held)")
-    left.plot([0, 1], [0, 1], color="grey", linewidth=1, label="diagonal")
-    left.set(
+    _diagonal(left, "diagonal", linestyle="-")
+    _finish(
+        left,
+        "upper left",
         xlim=(0, 1),
         ylim=(0, 1.01),
         xlabel="quantile level tau",
         ylabel="share of customers with actual <= Q(tau)",
         title="Value quantiles",
     )
-    left.legend(loc="upper left")
-    left.grid(alpha=0.3)
     x = np.arange(len(tiers))
     right.bar(x - 0.2, tiers["coverage"], width=0.4, label="observed")
     right.bar(x + 0.2, tiers["promised"], width=0.4, label="promised")
@@ -125,7 +142,7 @@ def plot_interval_coverage(reliability: pd.DataFrame, tiers: pd.DataFrame) -> Fi
     right.set_xticks(x, labels)
     right.set(ylim=(0, 1.05), ylabel="share inside the 80% interval", title="80% interval per tier (customers)")
     right.legend(loc="lower right")
-    right.grid(alpha=0.3, axis="y")
+    right.grid(alpha=GRID_ALPHA, axis="y")
     fig.suptitle("Interval coverage at the validation cutoff (cross-fitted)")
     return fig
 
@@ -145,21 +162,20 @@ def plot_gains(results: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Figure:
         x, share = gains_curve(y, by=s)
         ax.plot(100 * x, 100 * share, label=f"{name} (top-decile lift {top_decile_lift(y, s):.2f})")
         first = y if first is None else first
-    ax.plot([0, 100], [0, 100], color="grey", linestyle="--", linewidth=1, label="random")
+    _diagonal(ax, "random", end=100)
     if first is not None:
         x, share = gains_curve(first)
         ax.plot(100 * x, 100 * share, color="black", linestyle=":", linewidth=1.5, label="perfect")
     what = "churners captured (% of all churners)" if binary else "value captured (% of total actual value)"
-    ax.set(
+    _finish(
+        ax,
+        "lower right",
         xlim=(0, 100),
         xlabel=f"customers targeted, highest {'churn ' if binary else ''}score first (%)",
         ylabel=what,
         title="Cumulative gains: churn" if binary else "Cumulative gains: value",
+        **({"ylim": (0, 101)} if binary else {}),
     )
-    if binary:
-        ax.set_ylim(0, 101)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -178,15 +194,15 @@ def plot_lorenz(value_results: Mapping[str, tuple[ArrayLike, ArrayLike]]) -> Fig
     if first is not None:
         x, share = gains_curve(first)
         ax.plot(100 * x, 100 * share, color="black", linestyle=":", linewidth=1.5, label="oracle (actual order)")
-    ax.plot([0, 100], [0, 100], color="grey", linestyle="--", linewidth=1, label="random")
-    ax.set(
+    _diagonal(ax, "random", end=100)
+    _finish(
+        ax,
+        "lower right",
         xlim=(0, 100),
         xlabel="customers, highest predicted value first (%)",
         ylabel="future value captured (% of total)",
         title="Lorenz curve: future value",
     )
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -202,7 +218,7 @@ def plot_feature_importance(
     ax = fig.add_subplot()
     ax.barh([str(names[i]) for i in order], values[order], color="tab:blue")
     ax.set(xlabel=xlabel, title=f"Feature importance (top {order.size})")
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(axis="x", alpha=GRID_ALPHA)
     return fig
 
 
@@ -278,7 +294,7 @@ def plot_shap_summary(
     ax.set_yticks(range(chosen.size), [str(names[j]) for j in chosen[::-1]])
     ax.set_ylim(-0.7, chosen.size - 0.3)
     ax.set(xlabel=xlabel, title=f"Feature contributions (top {chosen.size} by mean |contribution|)")
-    ax.grid(axis="x", alpha=0.3)
+    ax.grid(axis="x", alpha=GRID_ALPHA)
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax, pad=0.01, aspect=40)
     bar.set_ticks([0, 1], labels=["low", "high"])
     bar.set_label("feature value (quantile within feature)")
@@ -313,7 +329,7 @@ def plot_backtest(table: pd.DataFrame, metrics: Sequence[str] | None = None, fol
         ax.set_title(metric)
         ax.set_xticks(range(len(positions)), [str(f) for f in positions], rotation=30, ha="right")
         ax.set(xlabel=f"fold ({fold})", ylabel=metric_label(metric))
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=GRID_ALPHA)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     axes[0].legend(title="model")
