@@ -274,5 +274,5 @@ def test_train_calls_the_training_job(generated: pd.DataFrame, tmp_path: Path, m
 def test_backtest_one_fold(generated: pd.DataFrame) -> None:
     table = rt.backtest(generated, AS_OF, folds=1, horizon_days=90, log=False, seed=0, num_threads=1)
     assert table["as_of"].unique().tolist() == [dt.date(2024, 10, 1)], "the fold's outcome is known at as_of"
-    assert set(table["model"]) == {"model", "btyd", "naive"}
-    assert table.loc[table["group"] == "all", "customers"].tolist() == [len(rt.features(generated, "2024-10-01"))] * 3
+    assert set(table["model"]) == {"model", "btyd", "naive", "population_average"}
+    assert table.loc[table["group"] == "all", "customers"].tolist() == [len(rt.features(generated, "2024-10-01"))] * 4
