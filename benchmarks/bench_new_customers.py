@@ -148,14 +148,9 @@ def summary_rows(results: Sequence[dict[str, Any]]) -> list[list[str]]:
 def render(results: list[dict[str, Any]], args: argparse.Namespace, started: dt.datetime, uptime_start: str) -> str:
     from features.kernel import FIRST_PURCHASE_FEATURES
 
-    minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
+    title = "One-time buyers: product (with / without first-purchase features) vs BG/NBD vs population average"
     lines = [
-        "# One-time buyers: product (with / without first-purchase features) vs BG/NBD vs population average",
-        "",
-        f"Command: `{common.command_line()}` (from the repository root, with the project's virtualenv python)",
-        "",
-        f"Run: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min; machine: {common.machine()}.",
-        f"Load (`uptime`) at start: `{uptime_start}`; at end: `{quality._uptime()}`.",
+        *common.run_header(title, started, uptime_start),
         "",
         f"Scenarios: {', '.join(args.scenarios)}; protocols: {', '.join(args.protocols)}; {args.customers:,} "
         f"generated customers per scenario; seeds {', '.join(map(str, args.seeds))} (means over the seeds that ran).",
@@ -241,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Run the benchmark and write the results file; returns its path."""
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
-    uptime_start = quality._uptime()
+    uptime_start = common.uptime()
     jobs = [(s, p, h) for s in args.scenarios for p, h in zip(args.protocols, args.parsed, strict=True)]
     total, done = len(jobs) * len(args.seeds), 0
     results = []

@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import math
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -84,13 +83,6 @@ def parse_protocol(spec: str) -> tuple[int, int]:
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return f"load average {common.load_average()}"
 
 
 def _log(message: str) -> None:
@@ -336,14 +328,10 @@ def _status(runs: Sequence[dict[str, Any]]) -> str:
 def render(results: list[dict[str, Any]], args: argparse.Namespace, started: dt.datetime, uptime_start: str) -> str:
     from features.synthetic import SCENARIOS
 
-    minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
     lines = [
-        "# Quality scoreboard: the product's model vs BG/NBD + Gamma-Gamma vs naive",
-        "",
-        f"Command: `{common.command_line()}` (from the repository root, with the project's virtualenv python)",
-        "",
-        f"Run: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min; machine: {common.machine()}.",
-        f"Load (`uptime`) at start: `{uptime_start}`; at end: `{_uptime()}`.",
+        *common.run_header(
+            "Quality scoreboard: the product's model vs BG/NBD + Gamma-Gamma vs naive", started, uptime_start
+        ),
         "",
         f"Scenarios: {', '.join(args.scenarios)}; protocols: {', '.join(args.protocols)} (history before the as-of "
         f"date - horizon in days); {args.customers:,} generated customers per scenario; seeds "
@@ -496,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     """Run the scoreboard and write the results file; returns its path."""
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
-    uptime_start = _uptime()
+    uptime_start = common.uptime()
     jobs = [(s, p, h) for s in args.scenarios for p, h in zip(args.protocols, args.parsed, strict=True)]
     total = len(jobs) * len(args.seeds)
     _log(

@@ -287,6 +287,14 @@ def load_average() -> str:
         return "n/a"
 
 
+def uptime() -> str:
+    """What ``uptime`` prints (the load averages), or the load averages alone where it cannot run."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"load average {load_average()}"
+
+
 def machine() -> str:
     import numpy
     import pandas
@@ -334,6 +342,20 @@ def command_line() -> str:
     except ValueError:
         shown = script
     return shlex.join(["python", str(shown), *sys.argv[1:]])
+
+
+def run_header(title: str, started: dt.datetime, uptime_start: str) -> list[str]:
+    """A results file's first lines: the title, the command, the run's start and length, the machine, and the load
+    (``uptime``) at the start and now."""
+    minutes = (dt.datetime.now(dt.UTC) - started).total_seconds() / 60
+    return [
+        f"# {title}",
+        "",
+        f"Command: `{command_line()}` (from the repository root, with the project's virtualenv python)",
+        "",
+        f"Run: {started:%Y-%m-%d %H:%M} UTC, {minutes:.1f} min; machine: {machine()}.",
+        f"Load (`uptime`) at start: `{uptime_start}`; at end: `{uptime()}`.",
+    ]
 
 
 class Report:
