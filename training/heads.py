@@ -32,6 +32,8 @@ class FittedHead:
     best_iteration: int
     valid_score: float
     hybrid: bool = False
+    valid_raw: np.ndarray | None = None
+    """The raw prediction (P(churn) or expected value) on the validation rows, once computed."""
 
 
 def offset(frame: pd.DataFrame, kind: str) -> np.ndarray:
@@ -41,17 +43,54 @@ def offset(frame: pd.DataFrame, kind: str) -> np.ndarray:
     return value_offset(frame["btyd_value"].to_numpy(dtype=np.float64))
 
 
-def _dataset(frame: pd.DataFrame, columns: list[str], label: np.ndarray, init_score: np.ndarray | None, reference=None):
+@dataclasses.dataclass
+class Split:
+    """One split's rows as LightGBM sees them, binned once and reused by every head and kind fitted on them.
+
+    The two heads differ by label and the two kinds (lightgbm, hybrid) only by ``init_score``, neither of which
+    touches LightGBM's bins, so one ``lgb.Dataset`` serves all of them: :meth:`use` sets the label and init score
+    before each fit. The bins are computed at the first ``lgb.train`` on it (with that fit's parameters, exactly as
+    a fresh Dataset would be) and the float64 matrix is then released (``free_raw_data``) unless it is kept in
+    :attr:`X` for predictions (the validation rows).
+    """
+
+    frame: pd.DataFrame
+    dataset: Any
+    X: np.ndarray | None = None
+    """The feature matrix (rows x columns, float64), kept only when the rows are also predicted."""
+
+    def use(self, kind: str, hybrid: bool) -> Any:
+        """The Dataset with ``kind``'s label and, for a hybrid head, its BTYD offset as init score.
+
+        A binned Dataset cannot drop an init score again (``set_init_score(None)`` is a no-op once constructed), so
+        fit the plain kinds on a split before the hybrid ones; doing otherwise is refused rather than silently wrong.
+        """
+        self.dataset.set_label((churn_label if kind == "churn" else value_label)(self.frame))
+        if hybrid:
+            self.dataset.set_init_score(offset(self.frame, kind))
+        elif self.dataset.init_score is not None:
+            raise ValueError("a plain head cannot reuse a Dataset that carries a hybrid head's init score")
+        return self.dataset
+
+
+def split(
+    frame: pd.DataFrame, columns: list[str], *, reference: Split | None = None, keep_matrix: bool = False
+) -> Split:
+    """``frame``'s rows for LightGBM (``reference``: bin with that split's bin mappers, as validation rows must)."""
     import lightgbm as lgb
 
-    return lgb.Dataset(
-        frame[columns].to_numpy(dtype=np.float64),
-        label=label,
-        init_score=init_score,
+    X = frame[columns].to_numpy(dtype=np.float64)
+    data = lgb.Dataset(
+        X,
         feature_name=list(columns),
-        reference=reference,
-        free_raw_data=False,
+        reference=reference.dataset if reference is not None else None,
+        free_raw_data=True,
     )
+    return Split(frame, data, X if keep_matrix else None)
+
+
+def _as_split(rows: pd.DataFrame | Split, columns: list[str], **kwargs: Any) -> Split:
+    return rows if isinstance(rows, Split) else split(rows, columns, **kwargs)
 
 
 def churn_label(frame: pd.DataFrame) -> np.ndarray:
@@ -63,8 +102,8 @@ def value_label(frame: pd.DataFrame) -> np.ndarray:
 
 
 def fit_head(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
+    train: pd.DataFrame | Split,
+    valid: pd.DataFrame | Split,
     columns: list[str],
     *,
     kind: str,
@@ -76,15 +115,17 @@ def fit_head(
 
     Parameters: the config's ``churn_params`` / ``value_params`` with ``overrides`` (one draw of the search), its
     seed and threads; at most ``max_rounds`` rounds, stopped after ``early_stopping_rounds`` without progress.
+    ``train`` / ``valid``: frames, or :class:`Split` s binned once and shared by several fits (``valid`` binned with
+    ``train``'s bin mappers).
     """
     import lightgbm as lgb
 
     base = config.churn_params if kind == "churn" else config.value_params
-    label = churn_label if kind == "churn" else value_label
     metric = "auc" if kind == "churn" else "tweedie"
     params = {**base, **(overrides or {}), "seed": config.seed, "num_threads": config.num_threads, "metric": metric}
-    dtrain = _dataset(train, columns, label(train), offset(train, kind) if hybrid else None)
-    dvalid = _dataset(valid, columns, label(valid), offset(valid, kind) if hybrid else None, reference=dtrain)
+    train = _as_split(train, columns)
+    valid = _as_split(valid, columns, reference=train)
+    dtrain, dvalid = train.use(kind, hybrid), valid.use(kind, hybrid)
     result: dict[str, Any] = {}
     booster = lgb.train(
         params,
@@ -101,19 +142,26 @@ def fit_head(
     return FittedHead(booster, params, best, float(result["valid"][metric][best - 1]), hybrid)
 
 
-def refit_head(frame: pd.DataFrame, columns: list[str], head: FittedHead, *, kind: str) -> Any:
-    """Retrain a head on all rows with the selected parameters and number of rounds (no early stopping)."""
+def refit_head(frame: pd.DataFrame | Split, columns: list[str], head: FittedHead, *, kind: str) -> Any:
+    """Retrain a head on all rows with the selected parameters and number of rounds (no early stopping).
+
+    ``frame``: the rows, or a :class:`Split` of them shared by both heads' refits (plain heads first)."""
     import lightgbm as lgb
 
-    label = churn_label if kind == "churn" else value_label
     params = {k: v for k, v in head.params.items() if k != "metric"}
-    init = offset(frame, kind) if head.hybrid else None
-    return lgb.train(params, _dataset(frame, columns, label(frame), init), num_boost_round=head.best_iteration)
+    data = _as_split(frame, columns).use(kind, head.hybrid)
+    return lgb.train(params, data, num_boost_round=head.best_iteration)
 
 
-def predict_raw(head: FittedHead, frame: pd.DataFrame, columns: list[str], *, kind: str) -> np.ndarray:
-    """A selection model's prediction on ``frame`` at its best iteration: P(churn) or expected value."""
-    X = frame[columns].to_numpy(dtype=np.float64)
+def predict_raw(head: FittedHead, frame: pd.DataFrame | Split, columns: list[str], *, kind: str) -> np.ndarray:
+    """A selection model's prediction on ``frame`` (or a :class:`Split` that kept its matrix) at its best
+    iteration: P(churn) or expected value."""
+    if isinstance(frame, Split):
+        frame, X = frame.frame, frame.X
+    else:
+        X = None
+    if X is None:
+        X = frame[columns].to_numpy(dtype=np.float64)
     if not head.hybrid:
         return head.booster.predict(X, num_iteration=head.best_iteration)
     trees = head.booster.predict(X, num_iteration=head.best_iteration, raw_score=True)

@@ -134,20 +134,30 @@ def _select_heads(
     train: pd.DataFrame, valid: pd.DataFrame, columns: list[str], config: TrainingConfig
 ) -> dict[tuple[str, str], heads.FittedHead]:
     """The best selection model per (head, kind) for kinds lightgbm and hybrid over the config's ``tune`` parameter
-    sets: churn by AUC, value by normalized Gini, both on ``valid``."""
+    sets: churn by AUC, value by normalized Gini, both on ``valid`` (each head's raw prediction there kept as
+    ``valid_raw``).
+
+    Per parameter set the selection and validation rows are binned once (:class:`training.heads.Split`) and shared
+    by its four fits, the plain kinds first (a hybrid fit leaves its init score on the shared Dataset)."""
     best: dict[tuple[str, str], heads.FittedHead] = {}
     score: dict[tuple[str, str], float] = {}
     y_churn = valid["churned"].to_numpy(dtype=np.float64)
     y_value = valid["future_value"].to_numpy(dtype=np.float64)
     sets = heads.sample_params(config)
-    runs = [(kind, hybrid, o) for o in sets for kind in ("churn", "value") for hybrid in (False, True)]
-    for kind, hybrid, overrides in progress.track(runs, "training heads", total=len(runs)):
-        head = heads.fit_head(train, valid, columns, kind=kind, config=config, overrides=overrides, hybrid=hybrid)
-        raw = heads.predict_raw(head, valid, columns, kind=kind)
+    runs = [(o, kind, hybrid) for o in range(len(sets)) for hybrid in (False, True) for kind in ("churn", "value")]
+    splits: dict[int, tuple[heads.Split, heads.Split]] = {}
+    for index, kind, hybrid in progress.track(runs, "training heads", total=len(runs)):
+        if index not in splits:
+            splits.clear()  # the previous parameter set's bins are no longer needed
+            rows = heads.split(train, columns)
+            splits[index] = (rows, heads.split(valid, columns, reference=rows, keep_matrix=True))
+        rows, valid_rows = splits[index]
+        head = heads.fit_head(rows, valid_rows, columns, kind=kind, config=config, overrides=sets[index], hybrid=hybrid)
+        head.valid_raw = heads.predict_raw(head, valid_rows, columns, kind=kind)
         if kind == "churn":
-            metric = churn_metrics(y_churn, raw)["auc"]
+            metric = churn_metrics(y_churn, head.valid_raw)["auc"]
         else:
-            metric = value_metrics(y_value, raw)["normalized_gini"]
+            metric = value_metrics(y_value, head.valid_raw)["normalized_gini"]
         key = (kind, "hybrid" if hybrid else "lightgbm")
         if metric > score.get(key, -np.inf):
             best[key], score[key] = head, metric
@@ -548,14 +558,13 @@ class _Run:
         self, train: pd.DataFrame, valid: pd.DataFrame, best: dict[tuple[str, str], heads.FittedHead]
     ) -> _Validation:
         """Cross-fitted metrics at ``V`` for every candidate kind, the heads chosen on them, the product and naive."""
-        columns = list(self.draft.feature_columns)
         y_churn = valid["churned"].to_numpy(dtype=np.float64)
         y_value = valid["future_value"].to_numpy(dtype=np.float64)
         raw_churn = {"btyd": valid["btyd_churn"].to_numpy(dtype=np.float64)}
         raw_value = {"btyd": valid["btyd_value"].to_numpy(dtype=np.float64)}
         for kind in ("lightgbm", "hybrid"):
-            raw_churn[kind] = heads.predict_raw(best[("churn", kind)], valid, columns, kind="churn")
-            raw_value[kind] = heads.predict_raw(best[("value", kind)], valid, columns, kind="value")
+            raw_churn[kind] = _valid_raw(best[("churn", kind)], valid, self.draft.feature_columns, "churn")
+            raw_value[kind] = _valid_raw(best[("value", kind)], valid, self.draft.feature_columns, "value")
 
         folds = customer_half(valid["customer_id"], bit=0)
         rows = valid[["customer_id", "cutoff", "churned", "future_value"]].copy()
@@ -603,19 +612,27 @@ class _Run:
         }
 
     def _refit(self, best: dict[tuple[str, str], heads.FittedHead], churn_kind: str, value_kind: str) -> dict[str, Any]:
-        """The chosen supervised heads refitted on every labeled row with their selected rounds (None for BTYD)."""
+        """The chosen supervised heads refitted on every labeled row with their selected rounds (None for BTYD); the
+        rows are binned once for both refits (a plain head first: see :class:`training.heads.Split`)."""
         columns = list(self.draft.feature_columns)
-        final = {}
+        final: dict[str, Any] = {"churn": None, "value": None}
+        chosen = [(h, k) for h, k in (("churn", churn_kind), ("value", value_kind)) if k != "btyd"]
         with progress.step(f"refitting the chosen heads on {len(self.data):,} rows"):
-            for head, kind in (("churn", churn_kind), ("value", value_kind)):
-                final[head] = (
-                    None if kind == "btyd" else heads.refit_head(self.data, columns, best[(head, kind)], kind=head)
-                )
+            rows = heads.split(self.data, columns) if chosen else None
+            for head, kind in sorted(chosen, key=lambda hk: hk[1] == "hybrid"):
+                final[head] = heads.refit_head(rows, columns, best[(head, kind)], kind=head)
         return final
 
     def _searched(self, head: heads.FittedHead) -> dict[str, Any]:
         """The selected values of the searched parameters (for the MLflow params)."""
         return {k: v for k, v in head.params.items() if k in self.config.search_space}
+
+
+def _valid_raw(head: heads.FittedHead, valid: pd.DataFrame, columns: tuple[str, ...], kind: str) -> np.ndarray:
+    """A selection head's raw prediction on the validation rows (the one :func:`_select_heads` kept, if any)."""
+    if head.valid_raw is not None:
+        return head.valid_raw
+    return heads.predict_raw(head, valid, list(columns), kind=kind)
 
 
 def _level_log_sd(total: level.LevelChoice) -> float | None:

@@ -91,3 +91,45 @@ def test_isotonic_knots_are_non_decreasing_probabilities() -> None:
     assert np.all(np.diff(x) > 0) and np.all(np.diff(y) >= 0) and y.min() >= 0 and y.max() <= 1
     # pool adjacent violators: (1, 0) in the middle pools to 0.5
     assert np.interp([0.1, 0.25, 0.4], x, y) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def signal_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.normal(size=n), "z": rng.uniform(size=n), "btyd_churn": rng.uniform(0.05, 0.95, n)})
+    frame["btyd_value"] = rng.gamma(2.0, 10.0, n)
+    frame["churned"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-2 * frame["x"]))).astype(float)
+    frame["future_value"] = np.where(frame["churned"] > 0, 0.0, rng.gamma(2.0, 5.0 + 10 * frame["z"]))
+    return frame
+
+
+def test_splits_binned_once_and_shared_by_four_fits_give_the_boosters_of_fresh_datasets() -> None:
+    """Label and init score do not touch the bins: the selection fits (plain kinds first, then hybrid) and the two
+    refits on shared :class:`heads.Split` s are the very models fresh per-fit Datasets give."""
+    train, valid, columns = signal_frame(600, 1), signal_frame(300, 2), ["x", "z"]
+    config = DEFAULT_CONFIG.replace(num_threads=1, max_rounds=40, early_stopping_rounds=5)
+    rows = heads.split(train, columns)
+    valid_rows = heads.split(valid, columns, reference=rows, keep_matrix=True)
+    for hybrid in (False, True):
+        for kind in ("churn", "value"):
+            shared = heads.fit_head(rows, valid_rows, columns, kind=kind, config=config, hybrid=hybrid)
+            fresh = heads.fit_head(train, valid, columns, kind=kind, config=config, hybrid=hybrid)
+            assert shared.booster.model_to_string() == fresh.booster.model_to_string()
+            assert shared.best_iteration == fresh.best_iteration
+            np.testing.assert_array_equal(
+                heads.predict_raw(shared, valid_rows, columns, kind=kind),
+                heads.predict_raw(fresh, valid, columns, kind=kind),
+            )
+    everything = heads.split(train, columns)
+    for hybrid, kind in ((False, "value"), (True, "churn")):
+        head = heads.fit_head(train, valid, columns, kind=kind, config=config, hybrid=hybrid)
+        shared = heads.refit_head(everything, columns, head, kind=kind)
+        assert shared.model_to_string() == heads.refit_head(train, columns, head, kind=kind).model_to_string()
+
+
+def test_a_plain_head_after_a_hybrid_one_on_a_shared_split_is_refused() -> None:
+    train, columns = signal_frame(300, 3), ["x", "z"]
+    config = DEFAULT_CONFIG.replace(num_threads=1, max_rounds=5, early_stopping_rounds=2)
+    rows = heads.split(train, columns)
+    heads.fit_head(rows, train, columns, kind="churn", config=config, hybrid=True)
+    with pytest.raises(ValueError, match="init score"):
+        heads.fit_head(rows, train, columns, kind="churn", config=config, hybrid=False)
