@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,18 +37,32 @@ def step(message: str) -> Iterator[None]:
         sys.stderr.flush()
 
 
-def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar on a terminal; a plain pass-through otherwise."""
+@contextlib.contextmanager
+def counter(description: str) -> Iterator[Callable[..., None]]:
+    """A progress bar driven by calls ``update(done, total, *details)`` (``details`` ignored), so that ``update`` can
+    be handed to a job as its progress callback (e.g. ``on_progress`` of :func:`serving.batch.run_score_job`); on a
+    terminal only, a callable that does nothing otherwise. The bar is removed when the block ends."""
     if not enabled():
-        yield from items
+        yield lambda done, total, *details: None
         return
     from rich.progress import Progress
 
     with Progress(transient=True) as bar:
-        task = bar.add_task(description, total=total if total is not None else len(items))  # type: ignore[arg-type]
-        for item in items:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total, *details: bar.update(task, completed=done, total=total)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar on a terminal (:func:`counter`); a plain pass-through otherwise."""
+    if not enabled():
+        yield from items
+        return
+    count = total if total is not None else len(items)  # type: ignore[arg-type]
+    with counter(description) as update:
+        update(0, count)
+        for done, item in enumerate(items, 1):
             yield item
-            bar.advance(task)
+            update(done, count)
 
 
 def warn(message: str) -> None:

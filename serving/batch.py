@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,15 @@ REASON_MODES = ("all", "top-k", "none")
 """``--reasons``: explain every customer, the rows written (the default), or none (null reason columns)."""
 REASON_COLUMNS = tuple(f"reason_{r + 1}" for r in range(REASONS))
 FEATURE_PREFIX = "feature:"
-"""Prefix of the feature columns a part file keeps when its reasons are computed after the rank."""
+"""Prefix of the feature columns a part file (or the Spark engine's scored frame) keeps when its reasons are
+computed after the rank."""
 EXPLAIN_CHUNK_ROWS = 65_536
 """Rows per :func:`score_customers` call when the written rows are explained after the rank (bounds memory:
 TreeSHAP output is rows x (features + 1) float64)."""
 SPOOL_BYTES_ENV = "RETENTION_SPOOL_BYTES"
+ProgressCallback = Callable[[int, int, int], None]
+"""``on_progress(partitions_done, partitions_total, rows_done)`` of a job: called after each finished or resumed
+partition (in the job's thread); ``rows_done`` counts the input (transaction) rows read by the partitions done."""
 log = logging.getLogger("retention.batch")
 
 
@@ -167,6 +171,21 @@ def score_partition(
     explain = reasons == "all"
     table = output_columns(score_customers(model, ids, X, reasons=REASONS if explain else 0))
     return PartitionResult(table, report, drift, X if reasons == "top-k" else None)
+
+
+def reason_mode(reasons: str, top_k: int | None) -> str:
+    """The ``--reasons`` mode the partitions run in (every engine): ``reasons`` checked against
+    :data:`REASON_MODES` (:class:`ContractError` otherwise); ``top-k`` without ``top_k`` is ``all`` (every row is
+    written: explained inside the partitions, no feature rows to keep)."""
+    if reasons not in REASON_MODES:
+        raise ContractError(f"--reasons must be one of {', '.join(REASON_MODES)}, got '{reasons}'")
+    return "all" if reasons == "top-k" and top_k is None else reasons
+
+
+def feature_column_names(count: int) -> list[str]:
+    """Names of the ``count`` feature columns kept beside scored rows for the reasons after the rank
+    (:data:`FEATURE_PREFIX` + the model column's position: ``feature:0000``...)."""
+    return [f"{FEATURE_PREFIX}{j:04d}" for j in range(count)]
 
 
 def _top20_share(expected_value: np.ndarray) -> float:
@@ -485,6 +504,7 @@ def run_score_job(
     min_date: dt.date | None = MIN_DATE,
     allow_future_as_of: bool = False,
     reasons: str = "top-k",
+    on_progress: ProgressCallback | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
 
@@ -497,6 +517,9 @@ def run_score_job(
     :mod:`features.contract`). ``min_date``: floor of plausible transaction days (``implausible_timestamp``).
     An ``as_of`` after the last valid transaction by more than the tolerance raises :class:`ContractError` unless
     ``allow_future_as_of``. An output that cannot be written raises :class:`ContractError` before any scoring.
+
+    ``on_progress`` (:data:`ProgressCallback`): told after each resumed partition (first, when the job resumes) and
+    each newly scored one; None shows the command line's bar (:func:`retention.progress.counter`) on a terminal.
     """
     start = time.perf_counter()
     as_of_date = to_date(as_of)
@@ -505,10 +528,7 @@ def run_score_job(
         raise ContractError(f"--top-k must be at least 1, got {top_k}")
     if partitions < 1:
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
-    if reasons not in REASON_MODES:
-        raise ContractError(f"--reasons must be one of {', '.join(REASON_MODES)}, got '{reasons}'")
-    if reasons == "top-k" and top_k is None:
-        reasons = "all"  # every row is written: explain inside the partitions (no feature rows to keep)
+    reasons = reason_mode(reasons, top_k)
     if not is_sql_url(source) and not Path(source).exists():
         raise ContractError(f"input '{source}' does not exist")
     check_output(dest)
@@ -534,64 +554,65 @@ def run_score_job(
     saved = {p: _read_part(part_path(p)) for p in range(partitions)}
     done = {p for p, result in saved.items() if result is not None}
     resumed = len(done)
-    if len(done) < partitions:
-        if spool_input is None:
-            spool_input = _source_bytes(source) > get_settings().spool_bytes
-        if spool_input and not is_sql_url(source):
-            spool_dir = staging / "spool"
-            files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)
-            parts: Iterator[tuple[int, pd.DataFrame]] = (
-                (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
-                for p, f in enumerate(files)
-                if p not in done
-            )
-        else:
-            split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
-            parts = ((p, raw) for p, raw in split if p not in done)
-        for p, raw in progress.track(parts, "scoring partitions", total=partitions - len(done)):
-            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
-            _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
-        shutil.rmtree(staging / "spool", ignore_errors=True)
+    with contextlib.ExitStack() as stack:
+        if on_progress is None:
+            on_progress = stack.enter_context(progress.counter("scoring partitions"))
+        tell = _Progress(partitions, on_progress)
+        for p in sorted(done):
+            tell.finished(saved[p])  # type: ignore[arg-type]
+        if len(done) < partitions:
+            if spool_input is None:
+                spool_input = _source_bytes(source) > get_settings().spool_bytes
+            if spool_input and not is_sql_url(source):
+                spool_dir = staging / "spool"
+                files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)
+                parts: Iterator[tuple[int, pd.DataFrame]] = (
+                    (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
+                    for p, f in enumerate(files)
+                    if p not in done
+                )
+            else:
+                split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
+                parts = ((p, raw) for p, raw in split if p not in done)
+            for p, raw in parts:
+                saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
+                _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
+                tell.finished(saved[p])  # type: ignore[arg-type]
+            shutil.rmtree(staging / "spool", ignore_errors=True)
 
     results = [saved[p] for p in range(partitions)]
-    summary = finish_job(
-        results,
-        model,
-        as_of_date,
-        dest,
-        strict=strict,
-        top_k=top_k,
-        partitions=partitions,
-        resumed=resumed,
-        started=start,
-        allow_future_as_of=allow_future_as_of,
+    report = check_parts(results, as_of_date, strict=strict, allow_future_as_of=allow_future_as_of)
+    scores, written = rank_and_write(results, model, as_of_date, dest, top_k)
+    summary = summarise(
+        results, report, model, as_of_date, dest, population_of(scores, model), rows_written=written,
+        partitions=partitions, resumed=resumed, started=start,
         input_warnings=input_file_warnings(source, columns, min_date),
-    )
+    )  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     return summary
 
 
-def finish_job(
-    results: list[PartitionResult],
-    model: ScoringModel,
-    as_of: dt.date,
-    dest: str,
-    *,
-    strict: bool,
-    top_k: int | None,
-    partitions: int,
-    resumed: int,
-    started: float,
-    allow_future_as_of: bool = False,
-    input_warnings: list[str] | None = None,
-) -> JobSummary:
-    """Combine the partitions (every engine's), judge ``--strict`` and the as-of date, rank globally, write
-    atomically, summarise (customer equity with its interval over every scored customer; a warning per input file
-    or partition whose rows mostly break a rule)."""
-    counts: dict[str, np.ndarray] = {}
-    for result in results:
-        for name, c in result.drift_counts.items():
-            counts[name] = np.add(counts.get(name, 0), c)
+@dataclasses.dataclass
+class _Progress:
+    """A job's partitions done and their input rows, told to ``callback`` (:data:`ProgressCallback`) at each one."""
+
+    total: int
+    callback: ProgressCallback
+    done: int = 0
+    rows: int = 0
+
+    def finished(self, result: PartitionResult) -> None:
+        self.done += 1
+        self.rows += result.report.rows_read
+        self.callback(self.done, self.total, self.rows)
+
+
+def check_parts(
+    results: list[PartitionResult], as_of: dt.date, *, strict: bool, allow_future_as_of: bool = False
+) -> DataQualityReport:
+    """The partitions' reports combined (every engine's, in partition order), judged before anything is written:
+    :class:`ContractError` for an input without a valid transaction, broken rows under ``--strict`` and an ``as_of``
+    too far after the last valid transaction (unless ``allow_future_as_of``)."""
     report = combine_reports([r.report for r in results])
     if report.rows_valid == 0:
         raise ContractError(f"no valid transaction in the input ({report.rows_read} rows read)")
@@ -603,38 +624,91 @@ def finish_job(
     future = future_as_of_problem(report.last_date, as_of)
     if future and not allow_future_as_of:
         raise ContractError(future)
+    return report
+
+
+def rank_and_write(
+    results: list[PartitionResult], model: ScoringModel, as_of: dt.date, dest: str, top_k: int | None
+) -> tuple[pd.DataFrame, int]:
+    """The local engine's end: merge the partitions' rows, rank globally, explain the written rows when the parts
+    kept their feature rows (:func:`finish_ranking`), write atomically; every scored row (unranked) and the number
+    of rows written."""
+    frames = [r.scores for r in results]
+    scores = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
+    kept = [r.features for r in results]
+    features = np.concatenate(kept) if kept and all(f is not None for f in kept) else None
+    ranked = finish_ranking(scores, model.version, as_of, top_k, model=model, features=features)
+    write_output(ranked, dest)
+    return scores, len(ranked)
+
+
+@dataclasses.dataclass(frozen=True)
+class Population:
+    """What a run summary needs of the scored customers, however an engine gathers it: every customer's
+    ``expected_value`` (the Pareto share), their :class:`~serving.intervals.EquityMoments` (the customer equity and
+    its interval) and the customers per tier."""
+
+    expected_value: np.ndarray
+    moments: EquityMoments
+    tier_counts: Mapping[str, int]
+
+
+def population_of(scores: pd.DataFrame, model: ScoringModel) -> Population:
+    """The :class:`Population` of scored rows held in memory (the local engine's)."""
+    return Population(
+        expected_value=scores["expected_value"].to_numpy(dtype=np.float64),
+        moments=population_moments(scores, model),
+        tier_counts=scores["tier"].value_counts().to_dict(),
+    )
+
+
+def summarise(
+    results: list[PartitionResult],
+    report: DataQualityReport,
+    model: ScoringModel,
+    as_of: dt.date,
+    dest: str,
+    population: Population,
+    *,
+    rows_written: int,
+    partitions: int,
+    resumed: int,
+    started: float,
+    input_warnings: list[str] | None = None,
+) -> JobSummary:
+    """The run summary of every engine: the data-quality ``report`` (:func:`check_parts`), drift (PSI per feature
+    from the partitions' bin counts, warnings above :data:`~serving.drift.PSI_WARNING`), a warning per input file
+    (``input_warnings``) or partition whose rows mostly break a rule, and from the scored ``population``: the
+    Pareto share, the customer equity with its 80% interval (:func:`equity_fields`) and the tier counts.
+    ``started``: the job's ``time.perf_counter()`` at start (the summary's ``seconds``)."""
+    counts: dict[str, np.ndarray] = {}
+    for result in results:
+        for name, c in result.drift_counts.items():
+            counts[name] = np.add(counts.get(name, 0), c)
     notes = list(input_warnings or [])
     for p, result in enumerate(results):
         part = result.report
         if part.rows_read and part.rows_broken * 2 > part.rows_read:
             share = part.rows_broken / part.rows_read
             notes.append(f"partition {p}: {part.rows_broken:,} of {part.rows_read:,} rows ({share:.0%}) break a rule")
-    frames = [r.scores for r in results]
-    all_scores = pd.concat([f for f in frames if len(f)] or frames, ignore_index=True)
-    kept = [r.features for r in results]
-    features = np.concatenate(kept) if kept and all(f is not None for f in kept) else None
-    ranked = finish_ranking(all_scores, model.version, as_of, top_k, model=model, features=features)
-    write_output(ranked, dest)
-
     psi_by_feature = {
         name: psi(model.meta.feature_reference[name]["shares"], c / max(c.sum(), 1)) for name, c in counts.items()
     }
     warnings = [f"{n} PSI {v:.2f} > {PSI_WARNING}" for n, v in sorted(psi_by_feature.items()) if v > PSI_WARNING]
-    tiers = all_scores["tier"].value_counts()
-    equity, equity_low, equity_high = equity_fields(population_moments(all_scores, model), model.intervals)
+    equity, equity_low, equity_high = equity_fields(population.moments, model.intervals)
     return JobSummary(
         output=dest,
         model_version=model.version,
         as_of=str(as_of),
-        customers_scored=len(all_scores),
-        rows_written=len(ranked),
+        customers_scored=len(population.expected_value),
+        rows_written=rows_written,
         report=report,
-        top20_value_share=_top20_share(all_scores["expected_value"].to_numpy()),
+        top20_value_share=_top20_share(population.expected_value),
         horizon_days=model.meta.horizon_days,
         equity=equity,
         equity_low=equity_low,
         equity_high=equity_high,
-        tier_counts={t: int(tiers.get(t, 0)) for t in model.meta.tier_names},
+        tier_counts={t: int(population.tier_counts.get(t, 0)) for t in model.meta.tier_names},
         psi=psi_by_feature,
         drift_warnings=warnings,
         partitions=partitions,
@@ -716,7 +790,7 @@ def _write_part(result: PartitionResult, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     frame = result.scores
     if result.features is not None:
-        names = [f"{FEATURE_PREFIX}{j:04d}" for j in range(result.features.shape[1])]
+        names = feature_column_names(result.features.shape[1])
         frame = pd.concat([frame, pd.DataFrame(result.features, columns=names, index=frame.index)], axis=1)
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)

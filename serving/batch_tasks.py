@@ -27,8 +27,8 @@ from running the same job. Here, instead:
   followed, ``..`` refused: :func:`resolve_location`); SQL URLs only with ``RETENTION_BATCH_SQL=1``. Unset root:
   every task route answers 403. The default destination is ``<root>/scores/<job_id>.parquet``.
 
-Progress is read from the batch job's staging folder (one ``part-*.json`` per finished partition, with its data
-quality report) by a watcher thread, so the job code stays exactly ``retention score``'s.
+Progress comes from the job itself: :func:`~serving.batch.run_score_job`'s ``on_progress`` callback writes the
+partitions done (finished or resumed) and their input rows to the record after each partition.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from features.contract import ContractError, to_date
 from features.sources import is_sql_url
 from features.urls import redact_url, url_scheme
 from retention.settings import Settings
-from serving.batch import DEFAULT_PARTITIONS, _source_fingerprint, _staging_root, run_score_job
+from serving.batch import DEFAULT_PARTITIONS, _source_fingerprint, run_score_job
 from serving.model import ScoringModel
 
 __all__ = [
@@ -64,8 +64,6 @@ __all__ = [
 log = logging.getLogger("retention.batch_tasks")
 JOB_ID_LENGTH = 24
 """Hex digits of a job id (96 bits of SHA-256)."""
-PROGRESS_SECONDS = 0.5
-"""How often the watcher reads the job's finished partitions while it runs."""
 DISABLED = "batch tasks are disabled: set RETENTION_BATCH_ROOT on the server to the folder tasks may read and write"
 
 
@@ -240,27 +238,25 @@ class BatchTasks:
             self.store.write(record)
 
     def _run(self, fd: int, record: dict[str, Any], model: ScoringModel, src: str, dest: str) -> None:
-        """The job, holding the lock ``fd``: :func:`run_score_job` with a progress watcher beside it; the record
-        ends ``done`` with the summary or ``failed`` with the reason (the previous output stays as it was)."""
-        stop = threading.Event()
-        watcher = threading.Thread(target=self._watch, args=(record, dest, stop), daemon=True)
-        watcher.start()
+        """The job, holding the lock ``fd``: :func:`run_score_job`, its progress written to the record after each
+        partition; the record ends ``done`` with the summary or ``failed`` with the reason (the previous output stays
+        as it was)."""
+
+        def on_progress(done: int, total: int, rows: int) -> None:
+            self._update(record, partitions_done=done, partitions_total=total, rows_done=rows)
+
         extra = {"reasons": record["reasons"]} if record["reasons"] is not None else {}
         try:
             summary = run_score_job(
                 source=src, as_of=record["as_of"], dest=dest, model=model, top_k=record["top_k"],
-                partitions=DEFAULT_PARTITIONS, **extra,
+                partitions=DEFAULT_PARTITIONS, on_progress=on_progress, **extra,
             )  # fmt: skip
         except Exception as exc:
             if not isinstance(exc, ContractError):
                 log.exception("batch task %s failed", record["job_id"])
-            stop.set()
-            watcher.join()
             message = str(exc) if isinstance(exc, ContractError) else f"{type(exc).__name__}: {exc}"
             self._update(record, status="failed", error=message, finished_at=_now())
         else:
-            stop.set()
-            watcher.join()
             result = summary.to_dict()
             result["output"] = self._shown(result["output"])
             self._update(
@@ -269,19 +265,6 @@ class BatchTasks:
             )  # fmt: skip
         finally:
             os.close(fd)
-
-    def _watch(self, record: dict[str, Any], dest: str, stop: threading.Event) -> None:
-        """Write the partitions done and their input rows to the record while the job runs (from the batch job's
-        staging: one ``part-*.json`` with the partition's data-quality report per finished partition)."""
-        staging = _staging_root(dest)
-        while not stop.wait(PROGRESS_SECONDS):
-            rows, done = 0, 0
-            for meta in staging.glob("*/part-*.json"):
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    rows += int(json.loads(meta.read_text())["report"]["rows_read"])
-                    done += 1
-            if not stop.is_set() and (done, rows) != (record["partitions_done"], record["rows_done"]):
-                self._update(record, partitions_done=done, rows_done=rows)
 
     def _record(self, job: str) -> dict[str, Any]:
         self._root()

@@ -14,8 +14,8 @@
    booster text files and ``bundle.json``) is broadcast and loaded once per Python worker. Each group returns its
    scored rows plus one metadata row holding its data-quality report and drift bin counts as JSON;
 4. the scored frame is persisted; only the metadata rows (one per part) come to the driver, where the local
-   engine's :func:`serving.batch.finish_job` combines the reports and drift counts and judges ``--strict``, the empty
-   input and the as-of date on parts without rows (it writes nothing but an empty temporary file);
+   engine's :func:`serving.batch.check_parts` combines the reports and judges ``--strict``, the empty input and the
+   as-of date before anything is written;
 5. Spark ranks (:func:`ranked_frame`: global ``orderBy``, ranks from per-partition offsets, ``--top-k`` as the
    sorted frame's ``limit``) and :func:`write_ranked` writes: a directory destination by the executors (Parquet
    parts in rank order, staged then renamed), a single file or SQL table by the driver from the collected rows it
@@ -23,7 +23,8 @@
    (``groupBy(tier)``: count, sum of ``expected_value`` and of its square -- the sufficient statistics of
    :func:`serving.intervals.equity_interval`, :class:`~serving.intervals.EquityMoments`, added up per partition
    by Spark, so no row travels for them); the Pareto share needs every ``expected_value`` (8 bytes per customer,
-   the one column collected).
+   the one column collected). The run summary is the local engine's :func:`serving.batch.summarise` of the parts'
+   reports and drift counts and of that :class:`~serving.batch.Population`.
 
 Spark handles spilling and retries, so there is no spool and no resume: ``spool_input`` is accepted for the
 signature's sake and ignored, ``resumed_partitions`` is always 0. See ``docs/spark.md`` for cluster use.
@@ -45,7 +46,7 @@ import threading
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +67,25 @@ from features.sources import _ids_as_text, is_sql_url
 from retention.settings import get_settings
 from serving.batch import (
     DEFAULT_PARTITIONS,
+    FEATURE_PREFIX,
     OUTPUT_COLUMNS,
+    REASON_COLUMNS,
     JobSummary,
     PartitionResult,
+    Population,
+    ProgressCallback,
     check_output,
-    equity_fields,
-    finish_job,
+    check_parts,
+    explain_rows,
+    feature_column_names,
     input_file_warnings,
     partition_of,
+    reason_mode,
     score_partition,
     split_in_memory,
+    summarise,
     write_output,
 )
-from serving.batch import _top20_share as _top20_share
 from serving.intervals import EquityMoments
 from serving.model import ScoringModel
 from serving.scoring import OPTIONAL_FIELDS
@@ -106,8 +113,6 @@ SCORE_COLUMNS = (
     "reason_2",
     "reason_3",
 )
-REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
-REASON_MODES = ("all", "top-k", "none")
 _PART, _POS, _META, _PAYLOAD = "_part", "_pos", "_meta", "_payload"
 _PID, _MID = "__rt_pid", "__rt_mid"
 _ORDER = ("__rt_file", "__rt_block", "__rt_row")
@@ -117,6 +122,7 @@ RESULT_SCHEMA = (
     f"value_at_risk double, tier string, segment string, {', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, "
     f"reason_1 string, reason_2 string, reason_3 string, {_META} string"
 )
+"""The rows a group returns; a ``--reasons top-k`` job adds the feature columns (:func:`_result_schema`)."""
 _CONTRACT_ERROR = re.compile(r"ContractError: (.+)")
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 try:  # the strings pandas' CSV reader turns into missing values by default
@@ -199,6 +205,17 @@ class _Bundle:
 
 _MODELS: dict[str, ScoringModel] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+def _model_loader(bundle: _Bundle, shipped: Any) -> Callable[[], ScoringModel]:
+    """What the executors call to get the model: the ``shipped`` broadcast of ``bundle``, or (no broadcast: Spark
+    Connect) the bundle itself travelling with the function, loaded once per worker (:func:`_worker_model`)."""
+    carrier: Any = shipped if shipped is not None else bundle  # only one of them travels with the functions
+
+    def load() -> ScoringModel:
+        return _worker_model(carrier if isinstance(carrier, _Bundle) else carrier.value)
+
+    return load
 
 
 def _worker_model(bundle: _Bundle) -> ScoringModel:
@@ -473,7 +490,7 @@ def _empty_result(
 ) -> PartitionResult:
     """What a part without any row gives (zero counts, zero drift): :func:`score_partition` of no rows of ``raw``'s
     shape -- so a missing required column fails here, on the driver, before any Spark job."""
-    return _score_part(raw.iloc[:0], model, as_of, columns, normalize_float_ids)
+    return _score_part(raw.iloc[:0], model, as_of, columns, normalize_float_ids, reasons="none")
 
 
 def _score_part(
@@ -482,24 +499,61 @@ def _score_part(
     as_of: dt.date,
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
+    reasons: str = "all",
 ) -> PartitionResult:
-    """:func:`serving.batch.score_partition` -- the local engine's function -- on one group of rows."""
-    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids)
+    """:func:`serving.batch.score_partition` -- the local engine's function -- on one group of rows; ``reasons``:
+    ``all`` explains every row, ``top-k`` keeps the feature rows instead (explained after the rank), ``none``."""
+    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, reasons=reasons)
+
+
+def _result_schema(features: int) -> str:
+    """:data:`RESULT_SCHEMA` plus ``features`` feature columns (:func:`serving.batch.feature_column_names`)."""
+    return ", ".join([RESULT_SCHEMA, *(f"{_quote(name)} double" for name in feature_column_names(features))])
+
+
+def _plain_strings(column: pd.Series) -> pd.Series:
+    """A text column as plain Python objects (None for missing): PySpark cannot convert pandas' Arrow-backed
+    strings once they are chunked (concat)."""
+    return column.astype(object).where(column.notna(), None)
 
 
 def _result_frame(part: int, result: PartitionResult) -> pd.DataFrame:
-    """The scored rows of one part (``_pos`` = row order), after one row carrying its report and drift counts."""
+    """The scored rows of one part (``_pos`` = row order), after one row carrying its report and drift counts; with
+    the rows' feature columns when the part kept them (``--reasons top-k``)."""
     scores = result.scores[list(SCORE_COLUMNS)].reset_index(drop=True)
+    if result.features is not None:
+        names = feature_column_names(result.features.shape[1])
+        scores = pd.concat([scores, pd.DataFrame(result.features, columns=names)], axis=1)
     scores.insert(0, _POS, np.arange(len(scores), dtype=np.int64))
     meta = {"report": dataclasses.asdict(result.report), "drift_counts": result.drift_counts}
     head = pd.DataFrame({_POS: np.array([-1], dtype=np.int64), _META: [json.dumps(meta)]})
     out = pd.concat([head, scores], ignore_index=True)
     out.insert(0, _PART, np.int32(part))
-    for name in ("customer_id", "tier", "segment", "reason_1", "reason_2", "reason_3", _META):
-        # plain objects: PySpark cannot convert pandas' Arrow-backed strings once they are chunked (concat)
-        column = out[name]
-        out[name] = column.astype(object).where(column.notna(), None)
+    for name in ("customer_id", "tier", "segment", *REASON_COLUMNS, _META):
+        out[name] = _plain_strings(out[name])
     return out
+
+
+def _explain_written(ranked: Any, load_model: Callable[[], ScoringModel]) -> Any:
+    """The ranked rows of a ``--reasons top-k`` job (only the written ones: the frame is already cut to ``top_k``)
+    with their reasons, computed by the executors from the feature columns the rows kept, which are dropped:
+    :func:`serving.batch.explain_rows` -- the local engine's, through the one scorer -- on each Arrow batch. A
+    narrow map: partitions and row order (the rank order) stay as they were."""
+    from pyspark.sql.types import StructType
+
+    names = [name for name in ranked.columns if name.startswith(FEATURE_PREFIX)]
+    schema = StructType([field for field in ranked.schema.fields if field.name not in names])
+
+    def explain(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            ids = pdf["customer_id"].to_numpy(dtype=object)
+            texts = explain_rows(load_model(), ids, pdf[names].to_numpy(dtype=np.float64))
+            out = pdf.drop(columns=names)
+            for name, values in texts.items():
+                out[name] = _plain_strings(pd.Series(values, index=out.index))
+            yield out
+
+    return ranked.mapInPandas(explain, schema)
 
 
 def _translate(exc: Exception) -> Exception:
@@ -525,13 +579,16 @@ def run_spark_job(
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
     allow_future_as_of: bool = False,
-    reasons: str = "all",
+    reasons: str = "top-k",
+    on_progress: ProgressCallback | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
     Same arguments, checks, rows and summary as :func:`serving.batch.run_score_job`; ``spool_input`` is ignored.
     ``normalize_float_ids``: ids are normalised before the rows are grouped into partitions, as locally.
-    ``min_date``: only the default floor (1990-01-01) on Spark so far.
+    ``min_date``: only the default floor (1990-01-01) on Spark so far. ``on_progress``
+    (:data:`~serving.batch.ProgressCallback`): Spark scores every partition in one job, so it is told once, when all
+    are done (``partitions, partitions, rows read``); None: not told (Spark shows no bar).
     """
     from pyspark.sql import functions as F
 
@@ -547,8 +604,7 @@ def run_spark_job(
         raise ContractError(f"--partitions must be at least 1, got {partitions}")
     if not is_sql_url(source) and not _is_remote(source) and not Path(_local_path(source)).exists():
         raise ContractError(f"input '{source}' does not exist")
-    if reasons not in REASON_MODES:
-        raise ContractError(f"--reasons must be one of {', '.join(REASON_MODES)}, got '{reasons}'")
+    reasons = reason_mode(reasons, top_k)
     if not _is_remote(dest):
         check_output(dest)
     columns = dict(columns or {})
@@ -563,32 +619,21 @@ def run_spark_job(
     spark.conf.set(NANOS_AS_LONG, "true")
     scored = None
     try:
+        load_model = _model_loader(bundle, shipped)
         results, scored, rows = _run(
-            spark, source, as_of_date, model, bundle, shipped, columns, partitions, normalize_float_ids
+            spark, source, as_of_date, model, load_model, columns, partitions, normalize_float_ids, reasons
         )
-        # the local engine's checks (--strict, empty input, future as-of) and summary (report, drift, notes) on the
-        # parts' metadata only: the rows are ranked and written below, by Spark
-        with tempfile.TemporaryDirectory(prefix="retention-spark-") as folder:
-            summary = finish_job(
-                results,
-                model,
-                as_of_date,
-                str(Path(folder) / "no-rows.parquet"),
-                strict=strict,
-                top_k=top_k,
-                partitions=partitions,
-                resumed=0,
-                started=start,
-                allow_future_as_of=allow_future_as_of,
-                input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
-            )
-        if reasons == "none":
-            rows = rows.withColumns({name: F.lit(None).cast("string") for name in REASON_COLUMNS})
+        if on_progress is not None:
+            on_progress(partitions, partitions, sum(r.report.rows_read for r in results))
+        # the local engine's checks (--strict, empty input, future as-of) on the parts' reports only, before
+        # anything is written; the rows are ranked and written below, by Spark
+        report = check_parts(results, as_of_date, strict=strict, allow_future_as_of=allow_future_as_of)
         by_tier = tier_aggregates(rows)
         expected = rows.select("expected_value").toArrow().column(0).to_numpy()
-        ranked = ranked_frame(rows, top_k).withColumns(
-            {"model_version": F.lit(str(model.version or "")), "as_of": F.lit(str(as_of_date))}
-        )
+        ranked = ranked_frame(rows, top_k)
+        if reasons == "top-k":  # scored without reasons: explain the written rows only
+            ranked = _explain_written(ranked, load_model)
+        ranked = ranked.withColumns({"model_version": F.lit(str(model.version or "")), "as_of": F.lit(str(as_of_date))})
         written = write_ranked(ranked.select(*OUTPUT_COLUMNS), dest)
     finally:
         if restore_nanos is None:
@@ -599,19 +644,16 @@ def run_spark_job(
             shipped.unpersist()
         if scored is not None:
             scored.unpersist()
-    equity, equity_low, equity_high = equity_fields(tier_moments(by_tier, model.meta.tier_names), model.intervals)
-    return dataclasses.replace(
-        summary,
-        output=dest,
-        customers_scored=len(expected),
-        rows_written=written,
-        top20_value_share=_top20_share(expected),
-        equity=equity,
-        equity_low=equity_low,
-        equity_high=equity_high,
-        tier_counts={t: int(by_tier[t][0]) if t in by_tier else 0 for t in model.meta.tier_names},
-        seconds=time.perf_counter() - start,
+    population = Population(
+        expected_value=expected,
+        moments=tier_moments(by_tier, model.meta.tier_names),
+        tier_counts={tier: n for tier, (n, _, _) in by_tier.items()},
     )
+    return summarise(
+        results, report, model, as_of_date, dest, population, rows_written=written, partitions=partitions,
+        resumed=0, started=start,
+        input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
+    )  # fmt: skip
 
 
 def tier_aggregates(rows: Any) -> dict[str, tuple[int, float, float]]:
@@ -663,7 +705,7 @@ def ranked_frame(rows: Any, top_k: int | None = None) -> Any:
         offset += int(n)
     start = F.create_map(*[F.lit(v) for item in base.items() for v in item])[F.col(_PID)] if base else F.lit(0)
     rank = (start + F.col(_MID)).cast("long").alias("retention_rank")
-    names = [name for name in rows.columns if name != "customer_id"]
+    names = [F.col(_quote(name)) for name in rows.columns if name != "customer_id"]
     return tagged.select("customer_id", rank, *names)
 
 
@@ -710,22 +752,19 @@ def _run(
     source: str,
     as_of: dt.date,
     model: ScoringModel,
-    bundle: _Bundle,
-    shipped: Any,
+    worker_model: Callable[[], ScoringModel],
     columns: dict[str, str],
     partitions: int,
     normalize_float_ids: bool = False,
+    reasons: str = "all",
 ) -> tuple[list[PartitionResult], Any, Any]:
-    """Score every partition on Spark: one :class:`PartitionResult` per partition number, in order, with its report
-    and drift counts but no rows; the persisted scored frame (the caller unpersists it) and its rows
-    (``SCORE_COLUMNS``)."""
+    """Score every partition on Spark (``reasons`` as :func:`_score_part`): one :class:`PartitionResult` per
+    partition number, in order, with its report and drift counts but no rows; the persisted scored frame (the
+    caller unpersists it) and its rows (``SCORE_COLUMNS``, then the feature columns in ``top-k`` mode)."""
     from pyspark.sql import functions as F
 
-    carrier: Any = shipped if shipped is not None else bundle  # only one of them travels with the functions
     normalize = normalize_float_ids  # ids hashed for partitions as the contract reads them
-
-    def worker_model() -> ScoringModel:
-        return _worker_model(carrier if isinstance(carrier, _Bundle) else carrier.value)
+    features = len(model.feature_columns) if reasons == "top-k" else 0
 
     if is_sql_url(source):
         # the pandas reader on the driver, split exactly as the local engine splits it
@@ -740,7 +779,7 @@ def _run(
         def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
             part = int(pdf[_PART].iloc[0])
             raw = pickle.loads(pdf[_PAYLOAD].iloc[0])
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons))
 
     else:
         sdf, layout, keep = _read_files(spark, source, columns)
@@ -759,11 +798,12 @@ def _run(
             pdf[_ORDER[0]] = layout.file_rank(pdf[_FILE_PATH])
             pdf = pdf.sort_values([_ORDER[0], _FILE_PATH, *_ORDER[1:]], kind="stable")
             raw = layout.restore(pdf[keep].reset_index(drop=True))
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons))
 
     from pyspark import StorageLevel
 
-    scored = grouped.groupBy(_PART).applyInPandas(score_group, RESULT_SCHEMA).persist(StorageLevel.MEMORY_AND_DISK)
+    scored = grouped.groupBy(_PART).applyInPandas(score_group, _result_schema(features))
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         metas = scored.filter(F.col(_POS) < 0).select(_PART, _META).collect()  # runs the scoring, fills the cache
     except Exception as exc:
@@ -774,5 +814,6 @@ def _run(
     for part, text in metas:
         info = json.loads(text)
         results[int(part)] = PartitionResult(empty.scores, DataQualityReport(**info["report"]), info["drift_counts"])
-    rows = scored.filter(F.col(_POS) >= 0).select(*SCORE_COLUMNS)
+    kept = [F.col(_quote(name)) for name in feature_column_names(features)]
+    rows = scored.filter(F.col(_POS) >= 0).select(*SCORE_COLUMNS, *kept)
     return results, scored, rows

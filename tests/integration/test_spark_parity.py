@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("pyspark")
 
 from features.contract import ContractError
-from serving.batch import OUTPUT_COLUMNS, JobSummary, run_score_job
+from serving.batch import FEATURE_PREFIX, OUTPUT_COLUMNS, REASON_COLUMNS, JobSummary, run_score_job
 
 pytestmark = [
     pytest.mark.spark,
@@ -200,10 +200,14 @@ def assert_same(local: JobSummary, local_rows: pd.DataFrame, remote: JobSummary,
 
 
 def test_parquet_file_parity(spark, data):
+    told: list[tuple[int, int, int]] = []
     local, local_rows, remote, remote_rows = run_both(
-        spark, data, str(data["root"] / "tx.parquet"), "file", partitions=4
+        spark, data, str(data["root"] / "tx.parquet"), "file", partitions=4, on_progress=lambda *t: told.append(t)
     )
     assert_same(local, local_rows, remote, remote_rows)
+    # progress: the local engine after each of its 4 partitions, Spark once when all are done
+    assert [t[:2] for t in told] == [(1, 4), (2, 4), (3, 4), (4, 4), (4, 4)]
+    assert told[-2] == told[-1] == (4, 4, local.report.rows_read)
     assert remote.report.rule_counts["after_as_of"] > 0
     assert remote.report.rule_counts["duplicate_line"] == _exact_copies(data["tx"]) > 0
     assert remote.report.multi_line_orders == 0 and not remote.report.looks_like_order_lines
@@ -227,6 +231,31 @@ def test_top_k_and_directory_parity(spark, data):
     assert remote.report.looks_like_order_lines
     assert remote.customers_scored > 50
     assert_same(local, local_rows, remote, remote_rows)
+
+
+def test_reasons_are_not_computed_in_the_groups_unless_every_row_is_explained(spark, data):
+    """``--reasons top-k`` with ``--top-k`` and ``--reasons none``: the groups score without TreeSHAP (null reasons);
+    ``top-k`` keeps each row's feature columns for the written rows' reasons after the rank (explained and compared
+    with the local engine in ``test_top_k_and_directory_parity``); ``all`` explains every row in the groups."""
+    from serving.spark_engine import NANOS_AS_LONG, _Bundle, _model_loader, _run
+
+    model = data["model"]
+    load = _model_loader(_Bundle.of(model), None)
+    source = str(data["root"] / "tx.parquet")
+    spark.conf.set(NANOS_AS_LONG, "true")
+    try:
+        for reasons, explained, keeps in (("none", False, False), ("top-k", False, True), ("all", True, False)):
+            _, scored, rows = _run(spark, source, AS_OF, model, load, {}, 4, False, reasons)
+            try:
+                frame = rows.toPandas()
+            finally:
+                scored.unpersist()
+            assert len(frame) > 0 and frame["reason_1"].notna().all() == explained, reasons
+            assert frame[list(REASON_COLUMNS)].isna().all().all() != explained, reasons
+            kept = [c for c in frame.columns if c.startswith(FEATURE_PREFIX)]
+            assert len(kept) == (len(model.feature_columns) if keeps else 0), reasons
+    finally:
+        spark.conf.unset(NANOS_AS_LONG)
 
 
 def test_csv_with_column_mapping_and_zero_padded_ids(spark, data, messy_csv):

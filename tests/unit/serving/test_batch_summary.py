@@ -1,19 +1,31 @@
 """The nightly job's summary: the customer equity and its 80% interval (``serving.intervals.equity_interval`` on
-the scored customers, from their moments), its text, and the Spark engine's per-tier aggregate read back as the
-same moments."""
+the scored customers, from their moments), its text, the Spark engine's per-tier aggregate read back as the
+same moments, and the one summary function (``serving.batch.summarise``) both engines end with."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 from model_util import make_model
 
-from features.contract import RULES, DataQualityReport
-from serving.batch import JobSummary, equity_fields, population_moments, short_amount
+from features.contract import RULES, ContractError, DataQualityReport
+from serving.batch import (
+    JobSummary,
+    PartitionResult,
+    Population,
+    check_parts,
+    equity_fields,
+    population_moments,
+    population_of,
+    short_amount,
+    summarise,
+)
 from serving.intervals import RATIO_GRID, EquityMoments, IntervalCalibration, equity_interval
 from serving.model import tier_index
 from serving.spark_engine import tier_moments
@@ -108,3 +120,74 @@ def test_render_says_the_equity_with_its_interval_over_the_horizon() -> None:
     bare = summary(equity_low=None, equity_high=None).render()
     assert "customer equity over the next 90 days: 1,234,567 (no interval: the model has no value calibration)" in bare
     assert summary().to_dict()["equity_low"] == 1_134_000.0
+
+
+def part_report(rows_read: int, bad_amount: int, last_date: str = "2024-01-30") -> DataQualityReport:
+    counts = dict.fromkeys(RULES, 0) | {"bad_amount": bad_amount}
+    valid = rows_read - bad_amount
+    return DataQualityReport(
+        rows_read=rows_read, rows_valid=valid, rule_counts=counts, customers=valid, purchases=valid, refunds=0,
+        zero_amount=0, refund_share=0.0, first_date="2023-01-02" if valid else None,
+        last_date=last_date if valid else None, as_of="2024-01-31",
+    )  # fmt: skip
+
+
+def parts() -> list[PartitionResult]:
+    """Two partitions: 10 rows, 1 broken, drift bins (3, 1); 4 rows, 3 broken (mostly broken), drift bins (1, 3)."""
+    empty = pd.DataFrame()
+    return [
+        PartitionResult(empty, part_report(10, 1), {"recency_days": [3.0, 1.0]}),
+        PartitionResult(empty, part_report(4, 3), {"recency_days": [1.0, 3.0]}),
+    ]
+
+
+def test_check_parts_combines_and_judges_before_anything_is_written() -> None:
+    day = dt.date(2024, 1, 31)
+    report = check_parts(parts(), day, strict=False)
+    assert (report.rows_read, report.rows_valid, report.rule_counts["bad_amount"]) == (14, 10, 4)
+    with pytest.raises(ContractError, match=r"^--strict: 4 row\(s\) break the input contract \(4 bad amount\)$"):
+        check_parts(parts(), day, strict=True)
+    with pytest.raises(ContractError, match=r"^no valid transaction in the input \(3 rows read\)$"):
+        check_parts([PartitionResult(pd.DataFrame(), part_report(3, 3), {})], day, strict=False)
+    later = dt.date(2024, 6, 30)
+    with pytest.raises(ContractError, match="--allow-future-as-of"):
+        check_parts(parts(), later, strict=False)
+    assert check_parts(parts(), later, strict=False, allow_future_as_of=True) == report
+
+
+def test_summarise_is_the_one_summary_of_both_engines() -> None:
+    """Hand-computed: drift bins (3, 1) + (1, 3) = shares (0.5, 0.5) against the reference (0.9, 0.1): PSI
+    0.4 ln 1.8 + 0.4 ln 5 = 0.4 ln 9; the top customer (1 of 5) holds 100 of 150; equity 150 (no calibration);
+    gold (expected value >= 100) 1, bronze 4. The local engine's population (rows in memory) and the Spark
+    engine's (per-tier sums, the collected expected values) give the same summary."""
+    model = make_model("7")
+    model.meta = dataclasses.replace(
+        model.meta, feature_reference={"recency_days": {"edges": [50.0], "shares": [0.9, 0.1]}}
+    )
+    scores = pd.DataFrame(
+        {"expected_value": [0.0, 100.0, 0.0, 50.0, 0.0], "tier": ["bronze", "gold", "bronze", "bronze", "bronze"]}
+    )
+    day = dt.date(2024, 1, 31)
+    results = parts()
+    report = check_parts(results, day, strict=False)
+    local = summarise(
+        results, report, model, day, "out.parquet", population_of(scores, model), rows_written=2, partitions=2,
+        resumed=1, started=time.perf_counter(), input_warnings=["input file 'x.parquet': bad"],
+    )  # fmt: skip
+    assert local.psi == {"recency_days": pytest.approx(0.4 * math.log(9.0), rel=1e-12)}
+    assert local.drift_warnings == [f"recency_days PSI {0.4 * math.log(9.0):.2f} > 0.25"]
+    assert local.top20_value_share == pytest.approx(100.0 / 150.0, rel=1e-12)
+    assert (local.equity, local.equity_low, local.equity_high) == (150.0, None, None)
+    assert local.tier_counts == {"gold": 1, "bronze": 4}
+    assert (local.customers_scored, local.rows_written, local.partitions, local.resumed_partitions) == (5, 2, 2, 1)
+    assert local.input_warnings == [
+        "input file 'x.parquet': bad",
+        "partition 1: 3 of 4 rows (75%) break a rule",
+    ]
+    assert (local.output, local.model_version, local.as_of, local.report) == ("out.parquet", "7", "2024-01-31", report)
+    by_tier = {"gold": (1, 100.0, 10_000.0), "bronze": (4, 50.0, 2_500.0)}  # Spark's tier_aggregates
+    spark = Population(scores["expected_value"].to_numpy(), tier_moments(by_tier, model.meta.tier_names),
+                       {tier: n for tier, (n, _, _) in by_tier.items()})  # fmt: skip
+    remote = summarise(results, report, model, day, "out.parquet", spark, rows_written=2, partitions=2, resumed=1,
+                       started=time.perf_counter(), input_warnings=["input file 'x.parquet': bad"])  # fmt: skip
+    assert dataclasses.replace(remote, seconds=0.0) == dataclasses.replace(local, seconds=0.0)
