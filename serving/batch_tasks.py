@@ -3,7 +3,9 @@
 A campaign tool or a scheduler calls the service (routes in :mod:`serving.service`, API key like every route):
 
 - ``POST /batch/submit`` ``{source, as_of, destination?, top_k?, reasons?}`` answers at once with the job's record
-  (``job_id``, ``status``); the job runs :func:`serving.batch.run_score_job` -- the very function behind
+  (``job_id``, ``status``): **202 Accepted** for a job started now or already running, with a ``poll`` hint (the
+  route and body of its status, :func:`poll_hint`); **200** for an identical job that already finished
+  (:func:`submit_status`). The job runs :func:`serving.batch.run_score_job` -- the very function behind
   ``retention score`` (atomic output, resumable staging, same rows) -- in a background thread of the worker;
 - ``POST /batch/status`` ``{job_id}``: ``queued | running | done | failed | interrupted``, partitions done of the
   total and input rows done (transaction rows of the finished partitions), the error of a failed job;
@@ -58,7 +60,9 @@ __all__ = [
     "JobStore",
     "TaskError",
     "job_id",
+    "poll_hint",
     "resolve_location",
+    "submit_status",
 ]
 
 log = logging.getLogger("retention.batch_tasks")
@@ -109,6 +113,17 @@ def resolve_location(text: str, root: Path, *, field: str, allow_sql: bool, must
     if must_exist and not resolved.exists():
         raise TaskError(422, f"{field}: '{resolved.relative_to(root)}' does not exist in the batch root", field)
     return str(resolved)
+
+
+def poll_hint(job: str) -> dict[str, Any]:
+    """Where to follow a job that is not done (a ``Location`` in the body: the status route takes a JSON body)."""
+    return {"method": "POST", "path": "/batch/status", "body": {"job_id": job}}
+
+
+def submit_status(answer: dict[str, Any]) -> int:
+    """The HTTP status of a ``/batch/submit`` answer: 200 when the job is done (its record is final), 202 Accepted
+    while it runs (started by this submission or already running: poll ``/batch/status``)."""
+    return 200 if answer["status"] == "done" else 202
 
 
 def _now() -> str:
@@ -178,8 +193,17 @@ class BatchTasks:
         self, model: ScoringModel, source: str, as_of: str, destination: str | None = None,
         top_k: int | None = None, reasons: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        """Start the job (or find it): its record. A finished job's record comes back as it is; a job another
+        """Start the job (or find it): a copy of its record, with a ``poll`` hint (:func:`poll_hint`) unless it is
+        done; answered with :func:`submit_status`. A finished job's record comes back as it is; a job another
         runner holds is not started again; a new, failed or interrupted one starts in a background thread."""
+        record = self._start(model, source, as_of, destination, top_k, reasons)
+        return dict(record) if record["status"] == "done" else {**record, "poll": poll_hint(record["job_id"])}
+
+    def _start(
+        self, model: ScoringModel, source: str, as_of: str, destination: str | None, top_k: int | None,
+        reasons: str | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """:meth:`submit`'s work: the job's record (the runner's own dict when this call started it)."""
         root = self._root()
         if reasons is not None and "reasons" not in inspect.signature(run_score_job).parameters:
             raise TaskError(422, "reasons: this server's batch job does not take 'reasons' yet", "reasons")

@@ -23,6 +23,7 @@ __all__ = [
     "REQUEST_MODELS",
     "RESPONSE_MODELS",
     "ROUTE_ERRORS",
+    "ROUTE_SUCCESSES",
     "OpenAPIMiddleware",
     "openapi_document",
 ]
@@ -53,6 +54,14 @@ ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "/batch/result": (400, 401, 403, 404, 409, 413, 415, 422, 500),
 }
 """The error statuses each route can answer."""
+ROUTE_SUCCESSES: dict[str, dict[int, str]] = {
+    "/batch/submit": {
+        200: "The identical job already finished: its final record (the summary is at /batch/result)",
+        202: "Accepted: the job started now or is already running; its record (job_id, status, progress) and a"
+        " 'poll' hint (POST /batch/status with the job_id)",
+    },
+}
+"""The success statuses of the routes that answer more than 200, each with its meaning."""
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/predict": PredictRequest,
     "/rank": RankRequest,
@@ -98,7 +107,7 @@ def openapi_document(spec: dict[str, Any]) -> dict[str, Any]:
     """BentoML's OpenAPI document with what the service really answers: the request schemas of our models
     (unknown fields refused, nullable fields marked ``nullable``; BentoML's own flattening drops the ``null``
     of every optional field), the answers of the scoring routes (:data:`RESPONSE_MODELS`) and, per route, every
-    error status it can answer in the one error shape."""
+    error status it can answer in the one error shape; the success statuses of :data:`ROUTE_SUCCESSES`."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
     for path, model in REQUEST_MODELS.items():
@@ -112,6 +121,14 @@ def openapi_document(spec: dict[str, Any]) -> dict[str, Any]:
         if operation is not None:
             ok = {"description": "Successful Response", "content": {"application/json": {"schema": schema}}}
             operation.setdefault("responses", {})["200"] = ok
+    for path, successes in ROUTE_SUCCESSES.items():
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        answers = operation.setdefault("responses", {})
+        content = answers.get("200", {}).get("content", {"application/json": {"schema": {"type": "object"}}})
+        for status, description in successes.items():
+            answers[str(status)] = {"description": description, "content": content}
     for path, statuses in ROUTE_ERRORS.items():
         operation = spec.get("paths", {}).get(path, {}).get("post")
         if operation is None:

@@ -54,7 +54,7 @@ from starlette.responses import Response
 
 from retention.settings import Settings, get_settings
 from serving import bento_patches, readiness
-from serving.batch_tasks import BatchTasks, TaskError
+from serving.batch_tasks import BatchTasks, TaskError, submit_status
 from serving.bento import default_model_reference
 from serving.coalesce import RequestCoalescer
 from serving.guard import GuardMiddleware
@@ -213,13 +213,17 @@ class Retention:
             return error_response(503, not_ready_reason(self.holder))
         return json_response({**self.holder.model.describe(), **self.reloads.describe()})
 
-    async def _task_answer(self, route: str, call: Any, *args: Any) -> Response:
-        """A ``/batch/*`` answer: ``call(*args)`` off the event loop (file I/O), or its refusal in the one shape."""
+    async def _task_answer(self, route: str, call: Any, *args: Any, status: Any = None) -> Response:
+        """A ``/batch/*`` answer: ``call(*args)`` off the event loop (file I/O) with the HTTP status ``status(answer)``
+        (default 200), or its refusal in the one shape."""
         try:
-            return json_response(await asyncio.to_thread(call, *args))
+            answer = await asyncio.to_thread(call, *args)
         except TaskError as exc:
             log_client_error("POST", route, exc.status, exc.field)
             return error_response(exc.status, str(exc), exc.field)
+        response = json_response(answer)
+        response.status_code = status(answer) if status is not None else 200
+        return response
 
     @bentoml.api(route="/batch/submit", input_spec=BatchSubmitRequest)
     async def batch_submit(
@@ -231,12 +235,13 @@ class Retention:
         reasons: str | None = None,
     ) -> dict[str, Any]:
         """Start a batch scoring job (``retention score``'s) on files under ``RETENTION_BATCH_ROOT``: its record
-        at once (``job_id``, ``status``); the same submission again answers the same job, never a second run."""
+        at once (``job_id``, ``status``), 202 while it runs, 200 once done; the same submission again answers the
+        same job, never a second run."""
         model = self.holder.model
         if model is None:
             return error_response(503, not_ready_reason(self.holder))
         args = (model, source, as_of, destination, top_k, reasons)
-        return await self._task_answer("/batch/submit", self.batch_tasks.submit, *args)
+        return await self._task_answer("/batch/submit", self.batch_tasks.submit, *args, status=submit_status)
 
     @bentoml.api(route="/batch/status", input_spec=BatchJobRequest)
     async def batch_status(self, job_id: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Batch scoring as a service task, over real HTTP against a real server: submit, poll, result equal to
-`retention score`'s, one run per submission, guarded paths, a failed job says why, a killed server resumes."""
+"""Batch scoring as a service task, over real HTTP against a real server: submit (202 while the job runs, 200 once
+done), poll, result equal to `retention score`'s, one run per submission, guarded paths, a failed job says why, a
+killed server resumes."""
 
 from __future__ import annotations
 
@@ -80,9 +81,10 @@ def reference(workspace, root, tmp_path_factory) -> pd.DataFrame:
 
 def test_submit_poll_result_equals_retention_score(workspace, server, root, reference) -> None:
     submitted = server.post("/batch/submit", {"source": "in/tx.parquet", "as_of": workspace.AS_OF})
-    assert submitted.status_code == 200, submitted.text
+    assert submitted.status_code == 202, submitted.text  # Accepted: started now
     job = submitted.json()
-    assert job["status"] in ("running", "done") and len(job["job_id"]) == 24
+    assert job["status"] == "running" and len(job["job_id"]) == 24
+    assert job["poll"] == {"method": "POST", "path": "/batch/status", "body": {"job_id": job["job_id"]}}
     status = poll(server, job["job_id"], lambda s: False)
     assert status["status"] == "done", status
     assert status["partitions_done"] == status["partitions_total"] == 8
@@ -100,13 +102,20 @@ def test_submit_poll_result_equals_retention_score(workspace, server, root, refe
 
 def test_the_same_submission_twice_is_one_job_and_one_run(workspace, server, root) -> None:
     body = {"source": str(root / "in" / "tx.parquet"), "as_of": workspace.AS_OF, "top_k": 25}
-    first = server.post("/batch/submit", body).json()
-    second = server.post("/batch/submit", body).json()  # while the first may still run: not started again
+    started = server.post("/batch/submit", body)
+    assert started.status_code == 202, started.text
+    first = started.json()
+    repeated = server.post("/batch/submit", body)  # while the first may still run: not started again
+    second = repeated.json()
     assert second["job_id"] == first["job_id"]
+    assert repeated.status_code == (200 if second["status"] == "done" else 202)  # running: 202, done already: 200
     status = poll(server, first["job_id"], lambda s: False)
     assert status["status"] == "done" and status["runs"] == 1
-    again = server.post("/batch/submit", body).json()  # finished: answered at once, no new run
+    finished = server.post("/batch/submit", body)  # finished: answered at once, no new run
+    assert finished.status_code == 200, finished.text
+    again = finished.json()
     assert again["status"] == "done" and again["runs"] == 1 and again["job_id"] == first["job_id"]
+    assert "poll" not in again
     assert len(pd.read_parquet(status["destination"])) == 25
     other = server.post("/batch/submit", {**body, "top_k": 26}).json()
     assert other["job_id"] != first["job_id"]
@@ -180,7 +189,9 @@ def test_a_killed_server_resumes_the_job_on_resubmission(workspace, root, tmp_pa
     try:
         interrupted = second.post("/batch/status", {"job_id": job["job_id"]}).json()
         assert interrupted["status"] == "interrupted" and "submit it again" in interrupted["error"]
-        resumed = second.post("/batch/submit", body).json()
+        restarted = second.post("/batch/submit", body)
+        assert restarted.status_code == 202, restarted.text  # an interrupted job starts again: Accepted
+        resumed = restarted.json()
         assert resumed["job_id"] == job["job_id"] and resumed["runs"] == 2
         done = poll(second, job["job_id"], lambda s: False)
         assert done["status"] == "done", done
@@ -209,4 +220,7 @@ def test_routes_are_in_the_openapi_document(server) -> None:
     paths = server.get("/docs.json").json()["paths"]
     for route in ("/batch/submit", "/batch/status", "/batch/result"):
         assert "#/components/schemas/Error" in str(paths[route]["post"]["responses"]["422"])
+    submit = paths["/batch/submit"]["post"]["responses"]
+    assert submit["202"]["description"].startswith("Accepted") and "finished" in submit["200"]["description"]
+    assert "202" not in paths["/batch/status"]["post"]["responses"]
     assert "source" in str(paths["/batch/submit"]["post"]["requestBody"])
