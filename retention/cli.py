@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from retention import progress
 from retention.settings import get_settings, settings_table
 
 if TYPE_CHECKING:
@@ -551,21 +552,23 @@ def score(
         from serving.spark_engine import run_spark_job as run_job
     else:
         from serving.batch import run_score_job as run_job
-    summary = run_job(
-        transactions,
-        as_of,
-        out,
-        scoring_model,
-        columns=mapping,
-        strict=strict,
-        top_k=top_k,
-        partitions=partitions,
-        spool_input=spool,
-        normalize_float_ids=normalize_ids,
-        min_date=inputs.min_day,
-        allow_future_as_of=allow_future_as_of,
-        reasons=reasons,
-    )
+    with progress.counter("scoring partitions") as bar:
+        summary = run_job(
+            transactions,
+            as_of,
+            out,
+            scoring_model,
+            columns=mapping,
+            strict=strict,
+            top_k=top_k,
+            partitions=partitions,
+            spool_input=spool,
+            normalize_float_ids=normalize_ids,
+            min_date=inputs.min_day,
+            allow_future_as_of=allow_future_as_of,
+            reasons=reasons,
+            on_progress=bar,
+        )
     typer.echo(summary.render())
     if record:
         from serving.runs import record_run

@@ -58,7 +58,6 @@ from features.contract import (
 from features.kernel import compute_feature_arrays, index_transactions
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
 from features.urls import redact_url
-from retention import progress
 from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.intervals import EquityMoments, IntervalCalibration, equity_interval_of, equity_moments
@@ -519,7 +518,7 @@ def run_score_job(
     ``allow_future_as_of``. An output that cannot be written raises :class:`ContractError` before any scoring.
 
     ``on_progress`` (:data:`ProgressCallback`): told after each resumed partition (first, when the job resumes) and
-    each newly scored one; None shows the command line's bar (:func:`retention.progress.counter`) on a terminal.
+    each newly scored one (the command line passes its bar, :func:`retention.progress.counter`); None: nobody is told.
     """
     start = time.perf_counter()
     as_of_date = to_date(as_of)
@@ -554,31 +553,28 @@ def run_score_job(
     saved = {p: _read_part(part_path(p)) for p in range(partitions)}
     done = {p for p, result in saved.items() if result is not None}
     resumed = len(done)
-    with contextlib.ExitStack() as stack:
-        if on_progress is None:
-            on_progress = stack.enter_context(progress.counter("scoring partitions"))
-        tell = _Progress(partitions, on_progress)
-        for p in sorted(done):
+    tell = _Progress(partitions, on_progress or _no_progress)
+    for p in sorted(done):
+        tell.finished(saved[p])  # type: ignore[arg-type]
+    if len(done) < partitions:
+        if spool_input is None:
+            spool_input = _source_bytes(source) > get_settings().spool_bytes
+        if spool_input and not is_sql_url(source):
+            spool_dir = staging / "spool"
+            files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)
+            parts: Iterator[tuple[int, pd.DataFrame]] = (
+                (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
+                for p, f in enumerate(files)
+                if p not in done
+            )
+        else:
+            split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
+            parts = ((p, raw) for p, raw in split if p not in done)
+        for p, raw in parts:
+            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
+            _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
             tell.finished(saved[p])  # type: ignore[arg-type]
-        if len(done) < partitions:
-            if spool_input is None:
-                spool_input = _source_bytes(source) > get_settings().spool_bytes
-            if spool_input and not is_sql_url(source):
-                spool_dir = staging / "spool"
-                files = spool(source, columns, partitions, spool_dir, normalize_float_ids=normalize_float_ids)
-                parts: Iterator[tuple[int, pd.DataFrame]] = (
-                    (p, pd.read_parquet(f) if f is not None else pd.DataFrame())
-                    for p, f in enumerate(files)
-                    if p not in done
-                )
-            else:
-                split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
-                parts = ((p, raw) for p, raw in split if p not in done)
-            for p, raw in parts:
-                saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
-                _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
-                tell.finished(saved[p])  # type: ignore[arg-type]
-            shutil.rmtree(staging / "spool", ignore_errors=True)
+        shutil.rmtree(staging / "spool", ignore_errors=True)
 
     results = [saved[p] for p in range(partitions)]
     report = check_parts(results, as_of_date, strict=strict, allow_future_as_of=allow_future_as_of)
@@ -590,6 +586,10 @@ def run_score_job(
     )  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     return summary
+
+
+def _no_progress(partitions_done: int, partitions_total: int, rows_done: int) -> None:
+    """The progress callback of a job nobody watches."""
 
 
 @dataclasses.dataclass
