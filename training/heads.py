@@ -16,6 +16,7 @@ The heads' LightGBM parameters, rounds and search space are fields of :class:`tr
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,21 @@ import pandas as pd
 
 from serving.model import churn_offset, hybrid_churn, hybrid_value, value_offset
 from training.config import DEFAULT_CONFIG, TrainingConfig
+
+OMP_WAIT_POLICY = "passive"
+"""OpenMP's wait policy for LightGBM's threads unless the environment sets ``OMP_WAIT_POLICY``: idle threads sleep
+instead of spinning between parallel regions. On a shared machine spinning threads fight the other processes for the
+cores: 60 rounds on 400,000 rows x 40 features took 58 s on 2 spinning threads, 16 s on 1 and 11 s on 2 passive
+ones at load 8 on 2 cores (benchmarks/results/training.md). Results do not depend on it."""
+
+
+def _lightgbm():
+    """The ``lightgbm`` module, with :data:`OMP_WAIT_POLICY` in the environment first (the OpenMP runtime reads it
+    once, when LightGBM's library loads: a process that loaded it earlier keeps its policy)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+    import lightgbm
+
+    return lightgbm
 
 
 @dataclasses.dataclass
@@ -77,7 +93,7 @@ def split(
     frame: pd.DataFrame, columns: list[str], *, reference: Split | None = None, keep_matrix: bool = False
 ) -> Split:
     """``frame``'s rows for LightGBM (``reference``: bin with that split's bin mappers, as validation rows must)."""
-    import lightgbm as lgb
+    lgb = _lightgbm()
 
     X = frame[columns].to_numpy(dtype=np.float64)
     data = lgb.Dataset(
@@ -118,7 +134,7 @@ def fit_head(
     ``train`` / ``valid``: frames, or :class:`Split` s binned once and shared by several fits (``valid`` binned with
     ``train``'s bin mappers).
     """
-    import lightgbm as lgb
+    lgb = _lightgbm()
 
     base = config.churn_params if kind == "churn" else config.value_params
     metric = "auc" if kind == "churn" else "tweedie"
@@ -146,7 +162,7 @@ def refit_head(frame: pd.DataFrame | Split, columns: list[str], head: FittedHead
     """Retrain a head on all rows with the selected parameters and number of rounds (no early stopping).
 
     ``frame``: the rows, or a :class:`Split` of them shared by both heads' refits (plain heads first)."""
-    import lightgbm as lgb
+    lgb = _lightgbm()
 
     params = {k: v for k, v in head.params.items() if k != "metric"}
     data = _as_split(frame, columns).use(kind, head.hybrid)

@@ -4,6 +4,7 @@ real hybrid LightGBM fit whose trees cannot split, and the search draws."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,12 @@ def test_a_plain_head_after_a_hybrid_one_on_a_shared_split_is_refused() -> None:
     heads.fit_head(rows, train, columns, kind="churn", config=config, hybrid=True)
     with pytest.raises(ValueError, match="init score"):
         heads.fit_head(rows, train, columns, kind="churn", config=config, hybrid=False)
+
+
+def test_lightgbm_threads_wait_passively_unless_the_environment_says_otherwise(monkeypatch) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    heads._lightgbm()
+    assert os.environ["OMP_WAIT_POLICY"] == heads.OMP_WAIT_POLICY == "passive"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    heads._lightgbm()
+    assert os.environ["OMP_WAIT_POLICY"] == "active"
