@@ -1,6 +1,6 @@
 """Training time and peak memory: ``training.pipeline.fit_pipeline`` at 100k and 1M customers.
 
-    python benchmarks/bench_training.py [--work DIR] [--quick] [--limit-minutes M]
+    python benchmarks/bench_training.py [--work DIR] [--quick] [--limit-minutes M] [--sizes N,..] [--compare REV]
 
 Data: ``retention generate --customers N --days 730 --seed 0`` (100,000 and 1,000,000 customers; ``--quick``:
 100,000 only), made once in the work folder. Each size runs in its own process: read the Parquet file, the input
@@ -8,6 +8,11 @@ contract, ``index_transactions``, then ``fit_pipeline(prep, as_of=<last day>, ho
 parameter set, all threads) -- the training run without MLflow logging. The time of each stage of ``fit_pipeline``
 is recorded as it finishes, so a run stopped at the time limit (default 20 minutes per size, reading and contract
 included) still tells how far it got and what it had cost.
+
+``--compare REV`` measures side by side: per size, ``fit_pipeline`` of the commit REV (checked out with ``git worktree
+add --detach`` into the work folder and imported ahead of this tree) and then of this tree, back to back in
+separate processes on the same data, each row with the 1-minute load average at its start (the machine is shared:
+only pairs run under similar load compare).
 
 Also, in its own process: ``BTYDModel.fit`` (BG/NBD + Gamma-Gamma maximum likelihood) on 200,000 customers
 simulated from the published CDNOW parameters (``tests/btyd_simulate.py``; continuous recency, so aggregating
@@ -18,6 +23,7 @@ belongs here.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,6 +42,8 @@ BTYD_GOAL_SECONDS = 5.0
 
 
 def phase_fit(args) -> None:
+    if args.code:
+        sys.path.insert(0, str(args.code))  # --compare: the other commit's packages ahead of this tree's
     import functools
     import json
 
@@ -191,6 +199,21 @@ def stages_from(output: str) -> tuple[dict[str, float], dict]:
     return stages, info
 
 
+def compare_tree(work: Path, rev: str) -> tuple[str, Path]:
+    """``rev``'s short hash and a worktree of it in ``work`` (made once per commit)."""
+    import subprocess
+
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=common.REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tree = work / f"tree-{sha}"
+    if not tree.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), sha], cwd=common.REPO, check=True, capture_output=True
+        )
+    return sha, tree
+
+
 def main() -> None:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--limit-minutes", type=float, default=20.0, help="stop a size's process after this long")
@@ -198,6 +221,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, help=common.SUPPRESS)
     parser.add_argument("--as-of", help=common.SUPPRESS)
     parser.add_argument("--customers", type=int, default=BTYD_CUSTOMERS, help=common.SUPPRESS)
+    parser.add_argument("--compare", metavar="REV", help="also time commit REV, back to back with this tree")
+    parser.add_argument("--code", type=Path, help=common.SUPPRESS)
     args = parser.parse_args()
     if args.phase == "btyd":
         phase_btyd(args)
@@ -210,18 +235,26 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else (SIZES[:1] if args.quick else SIZES)
     as_of = common.last_day(DAYS)
     report = common.Report("training" + ("-quick" if args.quick else ""), "Training: time and peak memory")
-    btyd_table(report, work)
+    if not args.compare:
+        btyd_table(report, work)
+    codes: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.compare:
+        sha, tree = compare_tree(work, args.compare)
+        codes.insert(0, (f"{sha} (--compare)", tree))
     rows_out, stage_rows, setup = [], [], []
-    for customers in sizes:
+    for customers, (code, tree) in [(c, v) for c in sizes for v in codes]:
         data, gen = common.ensure_dataset(work, customers, DAYS, seed=0)
         if gen:
             setup.append([f"`retention generate --customers {customers:,}`", gen["seconds"], gen["peak_mb"]])
         cmd = [sys.executable, __file__, "--phase", "fit", "--data", str(data), "--as-of", as_of, "--work", str(work)]
+        if tree is not None:
+            cmd += ["--code", str(tree)]
         limit = args.limit_minutes * 60
+        load = os.getloadavg()[0]
         res = common.run_measured(cmd, timeout=limit)
         stages, info = stages_from(res["output"])
         result = common.result_from(res["output"])
-        label = f"{customers:,} customers"
+        label = f"{customers:,} customers, {code}" if args.compare else f"{customers:,} customers"
         if result is not None:
             rows_out.append(
                 [
@@ -235,6 +268,7 @@ def main() -> None:
                     result["fit_cpu_seconds"],
                     result["fit_peak_mb"],
                     res["peak_mb"],
+                    round(load, 1),
                     "finished",
                 ]
             )
@@ -259,6 +293,7 @@ def main() -> None:
                     None,
                     last.get("peak_mb") if last else None,
                     res["peak_mb"],
+                    round(load, 1),
                     status + done,
                 ]
             )
@@ -279,6 +314,7 @@ def main() -> None:
             "fit CPU s",
             "fit peak RSS MiB",
             "process peak MiB",
+            "load (1 min) at start",
             "status",
         ],
         rows_out,
