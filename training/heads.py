@@ -29,7 +29,9 @@ OMP_WAIT_POLICY = "passive"
 """OpenMP's wait policy for LightGBM's threads unless the environment sets ``OMP_WAIT_POLICY``: idle threads sleep
 instead of spinning between parallel regions. On a shared machine spinning threads fight the other processes for the
 cores: 60 rounds on 400,000 rows x 40 features took 58 s on 2 spinning threads, 16 s on 1 and 11 s on 2 passive
-ones at load 8 on 2 cores (benchmarks/results/training.md). Results do not depend on it."""
+ones at load 8 on 2 cores; on free cores it costs wake-up latency (fit_pipeline at 100k customers 134 s against
+115 s at load 1.3-1.9; benchmarks/results/training.md). Set ``OMP_WAIT_POLICY=active`` on a dedicated machine.
+Results do not depend on it."""
 
 
 def _lightgbm():
