@@ -216,15 +216,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results file (benchmarks/results/new-customers.md)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few customers, one protocol, one seed")
     args = parser.parse_args(argv)
-    args.scenarios = args.scenarios or list(SCENARIOS)
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
-    args.protocols = args.protocols or list(QUICK_PROTOCOLS if args.quick else DEFAULT_PROTOCOLS)
-    try:
-        args.parsed = [quality.parse_protocol(p) for p in args.protocols]
-    except argparse.ArgumentTypeError as exc:
-        parser.error(str(exc))
+    quality.resolve_runs(args, parser, QUICK_PROTOCOLS if args.quick else DEFAULT_PROTOCOLS)
     args.customers = args.customers or (quality.QUICK_CUSTOMERS if args.quick else quality.DEFAULT_CUSTOMERS)
     args.seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
     if args.out is None:
@@ -237,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     uptime_start = common.uptime()
-    jobs = [(s, p, h) for s in args.scenarios for p, h in zip(args.protocols, args.parsed, strict=True)]
+    jobs = quality.protocol_jobs(args)
     total, done = len(jobs) * len(args.seeds), 0
     results = []
     for scenario, protocol, (history, horizon) in jobs:

@@ -446,6 +446,27 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, started: dt.
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
+def resolve_runs(args: argparse.Namespace, parser: argparse.ArgumentParser, protocols: Sequence[str]) -> None:
+    """``args.scenarios`` (default: every scenario; an unknown one is a usage error), ``args.protocols`` (default:
+    ``protocols``) and ``args.parsed`` (their (history, horizon) days), in place."""
+    from features.synthetic import SCENARIOS
+
+    args.scenarios = args.scenarios or list(SCENARIOS)
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    args.protocols = args.protocols or list(protocols)
+    try:
+        args.parsed = [parse_protocol(p) for p in args.protocols]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+
+
+def protocol_jobs(args: argparse.Namespace) -> list[tuple[str, str, tuple[int, int]]]:
+    """(scenario, protocol, (history days, horizon days)) for every scenario x protocol of ``args``."""
+    return [(s, p, h) for s in args.scenarios for p, h in zip(args.protocols, args.parsed, strict=True)]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from features.synthetic import SCENARIOS
 
@@ -464,15 +485,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="results file (benchmarks/results/quality.md)")
     parser.add_argument("--quick", action="store_true", help="smoke run: few customers, two protocols")
     args = parser.parse_args(argv)
-    args.scenarios = args.scenarios or list(SCENARIOS)
-    unknown = [s for s in args.scenarios if s not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenario(s) {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
-    args.protocols = args.protocols or list(QUICK_PROTOCOLS if args.quick else DEFAULT_PROTOCOLS)
-    try:
-        args.parsed = [parse_protocol(p) for p in args.protocols]
-    except argparse.ArgumentTypeError as exc:
-        parser.error(str(exc))
+    resolve_runs(args, parser, QUICK_PROTOCOLS if args.quick else DEFAULT_PROTOCOLS)
     args.customers = args.customers or (QUICK_CUSTOMERS if args.quick else DEFAULT_CUSTOMERS)
     args.seeds = args.seeds or [0]
     if args.out is None:
@@ -485,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parse_args(argv)
     started = dt.datetime.now(dt.UTC)
     uptime_start = common.uptime()
-    jobs = [(s, p, h) for s in args.scenarios for p, h in zip(args.protocols, args.parsed, strict=True)]
+    jobs = protocol_jobs(args)
     total = len(jobs) * len(args.seeds)
     _log(
         f"quality scoreboard: {len(jobs)} scenario x protocol runs x {len(args.seeds)} seed(s), "
