@@ -352,13 +352,15 @@ class Scores:
 
     ``intervals``: quantiles and 80% intervals (:class:`serving.intervals.Intervals`); None when the bundle has
     no interval calibration (saved before format 3). ``timing``: purchase timing (:class:`serving.timing.TimingScores`);
-    None when the bundle has no BG/NBD parameters."""
+    None when the bundle has no BG/NBD parameters. ``uplift``: the change in P(a purchase within the horizon) that
+    contacting the customer causes (treated minus control, in [-1, 1]); None when the bundle has no uplift heads."""
 
     churn_probability: np.ndarray
     expected_value: np.ndarray
     value_at_risk: np.ndarray
     intervals: Intervals | None = None
     timing: TimingScores | None = None
+    uplift: np.ndarray | None = None
 
 
 class ScoringModel:
