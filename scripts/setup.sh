@@ -11,3 +11,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
+# Debian's Chromium for the HTML report's real-browser test (tests/integration/test_report_browser.py): installed
+# when missing, as root with apt-get (about 25 s with the package lists present); elsewhere the test skips and says so.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  install_chromium() { apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+  install_chromium || { apt-get update -qq && install_chromium; } \
+    || echo "setup.sh: could not install chromium; the report's browser test will skip" >&2
+fi
