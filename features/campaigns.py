@@ -415,7 +415,8 @@ def campaign_outcomes(
         retained[rows[hit]] = 1 - labels["churned"][at[hit]]
         net_spend[rows[hit]] = labels["future_value"][at[hit]]
     out = campaigns.copy()
-    out["cutoff"] = [day_to_date(d) for d in days]
+    distinct, inverse = np.unique(days, return_inverse=True)
+    out["cutoff"] = np.array([day_to_date(d) for d in distinct] + [None], dtype=object)[:-1][inverse]
     out["known"] = known
     out["retained"] = retained
     out["net_spend"] = net_spend
