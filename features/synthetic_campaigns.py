@@ -228,7 +228,7 @@ def _extra_rows(
         "amount": effects.extra_amount[pick],
     }
     if "transaction_id" in raw.columns:
-        columns["transaction_id"] = [f"{campaign_id}-{k:07d}" for k in range(len(pick))]
+        columns["transaction_id"] = [f"{campaign_id}-{k:07d}" for k in pick]  # the same id in every world
     if "quantity" in raw.columns:
         columns["quantity"] = np.ones(len(pick), dtype=raw["quantity"].dtype)
     for name in ("category", "channel"):
