@@ -60,11 +60,12 @@ from features.sources import is_sql_url, parquet_files, read_table, split_sql_ur
 from features.urls import redact_url
 from retention.settings import get_settings
 from serving.drift import PSI_WARNING, bin_shares, psi
+from serving.economics import Economics
 from serving.intervals import EquityMoments, IntervalCalibration, equity_interval_of, equity_moments
 from serving.model import ScoringModel, tier_index
-from serving.pareto import top_share
+from serving.pareto import gains_curve, ordered_by_score, top_share
 from serving.ranking import rank_frame
-from serving.scoring import OPTIONAL_FIELDS, REASONS, feature_matrix, output_columns, score_customers
+from serving.scoring import OPTIONAL_FIELDS, REASONS, SEGMENTS, feature_matrix, output_columns, score_customers
 
 OUTPUT_COLUMNS = (
     "customer_id",
@@ -72,6 +73,7 @@ OUTPUT_COLUMNS = (
     "churn_probability",
     "expected_value",
     "value_at_risk",
+    "expected_profit",
     "tier",
     "segment",
     *OPTIONAL_FIELDS,
@@ -143,11 +145,13 @@ def score_partition(
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
     reasons: str = "all",
+    economics: Economics | None = None,
 ) -> PartitionResult:
     """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input.
 
     ``reasons``: ``all`` explains every row here; ``top-k`` scores without contributions and keeps the feature
     matrix in the result (explained after the rank by :func:`finish_ranking`); ``none`` leaves the reasons null.
+    ``economics``: what the rows' ``expected_profit`` subtracts (None: the default economics).
     """
     tx, report = prepare_transactions(
         raw,
@@ -168,7 +172,7 @@ def score_partition(
         if c in model.meta.feature_reference
     }
     explain = reasons == "all"
-    table = output_columns(score_customers(model, ids, X, reasons=REASONS if explain else 0))
+    table = output_columns(score_customers(model, ids, X, reasons=REASONS if explain else 0, economics=economics))
     return PartitionResult(table, report, drift, X if reasons == "top-k" else None)
 
 
@@ -458,6 +462,11 @@ class JobSummary:
     resumed_partitions: int
     seconds: float
     input_warnings: list[str] = dataclasses.field(default_factory=list)
+    economics: dict[str, Any] = dataclasses.field(default_factory=lambda: Economics().to_dict())
+    """The run's :class:`serving.economics.Economics` (:meth:`~serving.economics.Economics.to_dict`), logged with it."""
+    population: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What reports draw of the scored customers: :func:`population_summary` (tiers, tier x segment matrix, Pareto
+    and profit curves, unprofitable customers)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -472,6 +481,7 @@ class JobSummary:
             f"({self.partitions} partitions, {self.resumed_partitions} resumed)",
             f"top 20% of customers hold {self.top20_value_share:.1%} of total expected value",
             self.render_equity(),
+            *([self.render_unprofitable()] if self.population else []),
             f"tiers: {tiers}",
             f"data quality: {self.report.rows_valid:,} valid of {self.report.rows_read:,} rows, "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.report.rule_counts.items()),
@@ -479,6 +489,15 @@ class JobSummary:
         lines += [f"WARNING drift: {w}" for w in self.drift_warnings]
         lines += [f"WARNING input: {w}" for w in self.input_warnings]
         return "\n".join(lines)
+
+    def render_unprofitable(self) -> str:
+        """``1,234 customers (12.3%) are unprofitable: together -5,678 expected profit over the next 90 days``."""
+        lost = self.population["unprofitable"]
+        share = lost["customers"] / self.customers_scored if self.customers_scored else 0.0
+        return (
+            f"{lost['customers']:,} customers ({share:.1%}) are unprofitable: together {lost['expected_profit']:,.0f}"
+            f" expected profit over the next {self.horizon_days} days"
+        )
 
     def render_equity(self) -> str:
         """``customer equity over the next 90 days: 1,234,567 (80% interval 1.13M-1.42M)``."""
@@ -504,8 +523,12 @@ def run_score_job(
     allow_future_as_of: bool = False,
     reasons: str = "top-k",
     on_progress: ProgressCallback | None = None,
+    economics: Economics | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
+
+    ``economics`` (CLI ``--economics`` and its flags; None: the default): what ``expected_profit`` subtracts; part of
+    the job key (parts scored under other economics are not resumed) and logged in the summary.
 
     ``reasons`` (CLI ``--reasons``): ``top-k`` (default) = reasons for every written row, paid for the written rows
     only; ``all`` = every customer explained in its partition (same output, the cost of explaining everyone);
@@ -538,6 +561,9 @@ def run_score_job(
         key_text += f"|min-date={min_date}"
     if reasons != "all":  # parts of another mode hold other columns
         key_text += f"|reasons={reasons}"
+    economics = economics or Economics()
+    if economics != Economics():  # parts hold expected_profit
+        key_text += f"|economics={json.dumps(economics.to_dict(), sort_keys=True)}"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key
@@ -571,7 +597,9 @@ def run_score_job(
             split = split_in_memory(source, columns, partitions, normalize_float_ids=normalize_float_ids)
             parts = ((p, raw) for p, raw in split if p not in done)
         for p, raw in parts:
-            saved[p] = _score_raw_part(raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons)
+            saved[p] = _score_raw_part(
+                raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons, economics
+            )
             _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
             tell.finished(saved[p])  # type: ignore[arg-type]
         shutil.rmtree(staging / "spool", ignore_errors=True)
@@ -582,7 +610,7 @@ def run_score_job(
     summary = summarise(
         results, report, model, as_of_date, dest, population_of(scores, model), rows_written=written,
         partitions=partitions, resumed=resumed, started=start,
-        input_warnings=input_file_warnings(source, columns, min_date),
+        input_warnings=input_file_warnings(source, columns, min_date), economics=economics,
     )  # fmt: skip
     shutil.rmtree(root, ignore_errors=True)
     return summary
@@ -646,11 +674,22 @@ def rank_and_write(
 class Population:
     """What a run summary needs of the scored customers, however an engine gathers it: every customer's
     ``expected_value`` (the Pareto share), their :class:`~serving.intervals.EquityMoments` (the customer equity and
-    its interval) and the customers per tier."""
+    its interval), the customers per tier, and every customer's ``expected_profit``, ``value_at_risk``, ``tier`` and
+    ``segment`` (:func:`population_summary`), aligned with ``expected_value``."""
 
     expected_value: np.ndarray
     moments: EquityMoments
     tier_counts: Mapping[str, int]
+    expected_profit: np.ndarray
+    value_at_risk: np.ndarray
+    tier: np.ndarray
+    segment: np.ndarray
+
+
+POPULATION_COLUMNS = ("expected_value", "expected_profit", "value_at_risk", "tier", "segment")
+"""The scored columns a :class:`Population` holds for every customer."""
+CURVE_POINTS = 101
+"""Points of the summary's curves: customer shares 0, 0.01, ..., 1."""
 
 
 def population_of(scores: pd.DataFrame, model: ScoringModel) -> Population:
@@ -659,7 +698,71 @@ def population_of(scores: pd.DataFrame, model: ScoringModel) -> Population:
         expected_value=scores["expected_value"].to_numpy(dtype=np.float64),
         moments=population_moments(scores, model),
         tier_counts=scores["tier"].value_counts().to_dict(),
+        expected_profit=scores["expected_profit"].to_numpy(dtype=np.float64),
+        value_at_risk=scores["value_at_risk"].to_numpy(dtype=np.float64),
+        tier=scores["tier"].to_numpy(dtype=object),
+        segment=scores["segment"].to_numpy(dtype=object),
     )
+
+
+def _curve_at_shares(values: np.ndarray, by: np.ndarray) -> tuple[list[float], list[float]]:
+    """``(customer_share, cumulative sum of values)`` at :data:`CURVE_POINTS` shares, customers ordered by ``by``
+    (highest first, ties as their group's mean: :func:`serving.pareto.ordered_by_score`), linear between customers."""
+    x = np.linspace(0.0, 1.0, CURVE_POINTS)
+    if not len(values):
+        return x.tolist(), [0.0] * CURVE_POINTS
+    cumulative = np.r_[0.0, np.cumsum(ordered_by_score(values, by))]
+    return x.tolist(), np.interp(x, np.arange(len(values) + 1) / len(values), cumulative).tolist()
+
+
+def population_summary(population: Population, tier_names: tuple[str, ...]) -> dict[str, Any]:
+    """The ``population`` part of a run summary (every engine's: :func:`summarise` calls it), money in currency
+    units over the model's horizon:
+
+    - ``tiers``: per tier, best first: customers and the sums of ``expected_value``, ``expected_profit`` and
+      ``value_at_risk``;
+    - ``matrix``: customers and the sum of ``expected_value`` per tier x segment (every pair, tiers best first,
+      segments in :data:`serving.scoring.SEGMENTS` order);
+    - ``pareto``: the Pareto curve by expected value (:func:`serving.pareto.gains_curve`) at :data:`CURVE_POINTS`
+      customer shares (value shares all 0 when there is no value);
+    - ``profit_curve``: cumulative expected profit of the customers ranked by expected profit, highest first, at
+      the same shares (it rises while customers earn, then falls through the unprofitable ones);
+    - ``unprofitable``: how many customers have a negative expected profit and the sum of their profits.
+    """
+    ev, profit = population.expected_value, population.expected_profit
+    tier, segment = np.asarray(population.tier, dtype=object), np.asarray(population.segment, dtype=object)
+    tiers, matrix = [], []
+    for name in tier_names:
+        mine = tier == name
+        tiers.append(
+            {
+                "tier": name,
+                "customers": int(mine.sum()),
+                "expected_value": float(ev[mine].sum()),
+                "expected_profit": float(profit[mine].sum()),
+                "value_at_risk": float(population.value_at_risk[mine].sum()),
+            }
+        )
+        for seg in SEGMENTS:
+            cell = mine & (segment == seg)
+            matrix.append(
+                {"tier": name, "segment": seg, "customers": int(cell.sum()), "expected_value": float(ev[cell].sum())}
+            )
+    x = np.linspace(0.0, 1.0, CURVE_POINTS)
+    if len(ev) and ev.sum() > 0:
+        share, gains = gains_curve(ev)
+        value_share = np.interp(x, share, gains).tolist()
+    else:
+        value_share = [0.0] * CURVE_POINTS
+    customer_share, cumulative_profit = _curve_at_shares(profit, profit)
+    losing = profit < 0
+    return {
+        "tiers": tiers,
+        "matrix": matrix,
+        "pareto": {"customer_share": x.tolist(), "value_share": value_share},
+        "profit_curve": {"customer_share": customer_share, "cumulative_profit": cumulative_profit},
+        "unprofitable": {"customers": int(losing.sum()), "expected_profit": float(profit[losing].sum())},
+    }
 
 
 def summarise(
@@ -675,11 +778,13 @@ def summarise(
     resumed: int,
     started: float,
     input_warnings: list[str] | None = None,
+    economics: Economics | None = None,
 ) -> JobSummary:
     """The run summary of every engine: the data-quality ``report`` (:func:`check_parts`), drift (PSI per feature
     from the partitions' bin counts, warnings above :data:`~serving.drift.PSI_WARNING`), a warning per input file
     (``input_warnings``) or partition whose rows mostly break a rule, and from the scored ``population``: the
-    Pareto share, the customer equity with its 80% interval (:func:`equity_fields`) and the tier counts.
+    Pareto share, the customer equity with its 80% interval (:func:`equity_fields`), the tier counts and the
+    :func:`population_summary`; ``economics``: the run's (logged in the summary).
     ``started``: the job's ``time.perf_counter()`` at start (the summary's ``seconds``)."""
     counts: dict[str, np.ndarray] = {}
     for result in results:
@@ -715,6 +820,8 @@ def summarise(
         resumed_partitions=resumed,
         seconds=time.perf_counter() - started,
         input_warnings=notes,
+        economics=(economics or Economics()).to_dict(),
+        population=population_summary(population, model.meta.tier_names),
     )
 
 
@@ -726,14 +833,16 @@ def _score_raw_part(
     normalize_float_ids: bool = False,
     min_date: dt.date | None = MIN_DATE,
     reasons: str = "all",
+    economics: Economics | None = None,
 ) -> PartitionResult:
     """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
     if raw.empty and not len(raw.columns):  # a spool partition that received no row
         raw = pd.DataFrame({"customer_id": pd.Series([], dtype="str"), "timestamp": [], "amount": []})
         columns = None
     return score_partition(
-        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date, reasons=reasons
-    )
+        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date,
+        reasons=reasons, economics=economics,
+    )  # fmt: skip
 
 
 def input_file_warnings(source: str, columns: Mapping[str, str] | None, min_date: dt.date | None) -> list[str]:

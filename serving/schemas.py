@@ -1,7 +1,8 @@
-"""The request bodies of ``/predict``, ``/rank`` and the ``/batch/*`` task routes (pydantic): what BentoML
+"""The request bodies of ``/predict``, ``/rank``, ``/plan`` and the ``/batch/*`` task routes (pydantic): what BentoML
 validates (400 on a mismatch) and what the OpenAPI document shows (:mod:`serving.openapi`); and the response
-bodies of ``/predict`` and ``/rank``, for the document (responses are written by :func:`serving.scoring.json_rows`
-and :mod:`serving.online`, not through these models; the HTTP tests check real answers against them)."""
+bodies of ``/predict``, ``/rank`` and ``/plan``, for the document (responses are written by
+:func:`serving.scoring.json_rows`, :mod:`serving.online` and :mod:`serving.plan`, not through these models; the HTTP
+tests check real answers against them)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ __all__ = [
     "BatchJobRequest",
     "BatchSubmitRequest",
     "Customer",
+    "EconomicsOverrides",
+    "OfferSpec",
+    "PlanRequest",
+    "PlanResponse",
+    "PlanRow",
+    "PlanTotals",
     "PredictRequest",
     "PredictResponse",
     "Prediction",
@@ -79,6 +86,45 @@ class RankRequest(PredictRequest):
     top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
 
 
+_MONEY = Field(ge=0, allow_inf_nan=False)
+
+
+class OfferSpec(BaseModel):
+    """A retention offer (:class:`serving.economics.Offer`): money in currency units, shares and rates in [0, 1]."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Offer name")]
+    fixed_cost: Annotated[float, _MONEY, Field(description="Cost per contacted customer besides the contact")] = 0.0
+    spend_share: Annotated[
+        float, Field(ge=0, le=1, description="Discount as a share of the customer's expected revenue")
+    ] = 0.0
+    save_rate: Annotated[
+        float,
+        Field(ge=0, le=1, description="Assumed share of would-be churners kept (used when the model has no uplift)"),
+    ] = 0.0
+
+
+class EconomicsOverrides(BaseModel):
+    """Fields of the service's economics (``RETENTION_ECONOMICS``, :class:`serving.economics.Economics`) to replace
+    for this request; money in currency units over the model's horizon."""
+
+    model_config = ConfigDict(extra="forbid")
+    gross_margin: Annotated[float, Field(ge=0, le=1, description="Share of revenue kept as gross profit")] | None = None
+    cost_to_serve_per_order: Annotated[float, _MONEY, Field(description="Cost to serve one order")] | None = None
+    cost_per_refund: Annotated[float, _MONEY, Field(description="Handling cost of one refund")] | None = None
+    contact_cost: Annotated[float, _MONEY, Field(description="Cost of one contact, whatever the offer")] | None = None
+    discount_rate: Annotated[float, Field(ge=0, le=10, description="Annual discount rate")] | None = None
+
+
+class PlanRequest(PredictRequest):
+    """The body of ``/plan``: ``/predict``'s customers (by id or with inline transactions), the budget and the offers
+    (:func:`serving.plan.make_plan`)."""
+
+    budget: Annotated[float, _MONEY, Field(description="Money the plan may spend at most (currency units)")]
+    offers: Annotated[list[OfferSpec], Field(description="Offers to choose from; default: the economics' offers")] = []
+    economics: EconomicsOverrides | None = None
+
+
 class BatchSubmitRequest(BaseModel):
     """The body of ``/batch/submit``: a batch scoring job (:mod:`serving.batch_tasks`), as ``retention score``."""
 
@@ -120,6 +166,7 @@ _VALUE_UNITS = "currency units over the horizon, after margin and discount (as e
 
 _NO_INTERVALS = "; null when the model version has no intervals (trained before them)"
 _NO_TIMING = "; null beyond the horizon, or when the model version has no BG/NBD"
+_NO_UPLIFT = "; null when the model version has no uplift heads (trained without campaign history)"
 
 
 class Reason(BaseModel):
@@ -141,6 +188,13 @@ class Prediction(BaseModel):
     churn_probability: Annotated[float, Field(description="P(no purchase in the next horizon_days)")]
     expected_value: Annotated[float, Field(description=f"Expected future value, {_VALUE_UNITS}")]
     value_at_risk: Annotated[float, Field(description="churn_probability x expected_value")]
+    expected_profit: Annotated[
+        float,
+        Field(
+            description="Expected profit over the horizon under the service's economics (margin, cost to serve per"
+            " order, cost per refund; RETENTION_ECONOMICS), may be negative; equal to expected_value without them"
+        ),
+    ]
     tier: str
     segment: str
     value_p10: float | None = Field(description=f"10% quantile of future value, {_VALUE_UNITS}{_NO_INTERVALS}")
@@ -158,6 +212,9 @@ class Prediction(BaseModel):
     purchase_within_90d: float | None = Field(description=f"P(a purchase within 90 days){_NO_TIMING}")
     expected_days_to_next_purchase: float | None = Field(
         description=f"Expected days from as_of to the next purchase, given one within the horizon{_NO_TIMING}"
+    )
+    uplift: float | None = Field(
+        description=f"Change in P(a purchase within the horizon) a retention contact causes, in [-1, 1]{_NO_UPLIFT}"
     )
     features_as_of: Annotated[str, Field(description="Date the features were computed at (store or inline)")]
     reasons: list[Reason]
@@ -190,4 +247,49 @@ class RankResponse(BaseModel):
     as_of: str
     horizon_days: int
     ranking: list[RankedPrediction]
+    errors: list[PredictionError]
+
+
+class PlanRow(BaseModel):
+    """One contacted customer of a plan (:data:`serving.plan.PLAN_COLUMNS`), in the plan's order."""
+
+    customer_id: str
+    plan_rank: Annotated[int, Field(ge=1, description="1 = chosen first (best benefit per unit cost)")]
+    offer: str
+    churn_probability: float
+    expected_value: float
+    expected_profit: float
+    uplift: Annotated[float, Field(description="Uplift used: the model's, or save_rate x churn_probability")]
+    cost: Annotated[float, Field(description="Cost of the contact with this offer (currency units)")]
+    expected_benefit: Annotated[float, Field(description="uplift x expected_profit - cost (currency units)")]
+    reasons: list[Reason]
+
+
+class PlanTotals(BaseModel):
+    """A plan's totals (:class:`serving.plan.Plan`), money in currency units over the horizon."""
+
+    budget: float
+    customers_scored: int
+    candidates: Annotated[int, Field(description="Customers with a positive best benefit (sleeping dogs excluded)")]
+    customers_contacted: int
+    spend: float
+    expected_saved_value: Annotated[float, Field(description="Sum of uplift x expected_profit")]
+    expected_net_benefit: Annotated[float, Field(description="expected_saved_value - spend")]
+    roi: Annotated[float | None, Field(description="expected_net_benefit / spend; null without spend")]
+    sleeping_dogs: Annotated[int, Field(description="Customers a contact makes leave (negative model uplift)")]
+    uplift_source: Literal["model", "assumed"]
+
+
+class PlanResponse(BaseModel):
+    """The body of a ``/plan`` answer: the contacted customers, the totals, the budget curve, customers per offer
+    and the customers that could not be scored."""
+
+    model_version: str | None
+    as_of: str
+    horizon_days: int
+    plan: list[PlanRow]
+    totals: PlanTotals
+    budget_curve: dict[str, list[float]]
+    offers: dict[str, int]
+    sleeping_dogs: Annotated[list[str], Field(description="Customer ids never to contact (negative model uplift)")]
     errors: list[PredictionError]

@@ -16,6 +16,12 @@ values (:func:`serving.ranking.rank_order`). Rounding happens only when JSON is 
 - *Timing*: ``purchase_within_<d>d`` = P(a purchase within d days after the as-of date) for the days of
   :data:`serving.timing.TIMING_DAYS` (NaN / ``null`` beyond the horizon) and ``expected_days_to_next_purchase``
   given one within the horizon (:mod:`serving.timing`); None for a bundle without BG/NBD.
+- *Expected profit* (always): ``expected_value`` under the run's :class:`serving.economics.Economics` (margin,
+  cost to serve per order, cost per refund), currency units over the horizon, may be negative
+  (:func:`serving.economics.expected_profit`); equal to ``expected_value`` under the default economics.
+- *Uplift* (optional, last of the :data:`OPTIONAL_FIELDS`): the change in P(a purchase within the horizon) a
+  retention contact causes, from the bundle's uplift heads (:attr:`serving.model.Scores.uplift`); None (JSON
+  ``null``, NaN columns) for a bundle without them.
 - *Reasons*: the churn head's largest contributions (log-odds, TreeSHAP) per customer, largest absolute first
   (stable order), zero contributions left out; coded as (feature index, feature value, contribution) arrays and
   rendered as JSON objects or as text, from the same arrays.
@@ -33,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serving.economics import Economics, expected_profit
 from serving.model import BundleMeta, ScoringModel, tier_index
 from serving.timing import TIMING_DAYS, TimingScores
 
@@ -44,6 +51,7 @@ __all__ = [
     "REASONS",
     "SEGMENTS",
     "TIMING_FIELDS",
+    "UPLIFT_FIELD",
     "ScoredBatch",
     "assign_segments",
     "assign_tiers",
@@ -76,12 +84,16 @@ TIMING_FIELDS = (*(f"purchase_within_{d}d" for d in TIMING_DAYS), "expected_days
 """The timing outputs (:class:`serving.timing.TimingScores`), in output order, after the intervals: one column per
 day of :data:`serving.timing.TIMING_DAYS` whatever the horizon (NaN beyond it), so every model writes the same
 columns."""
-OPTIONAL_FIELDS = (*INTERVAL_FIELDS, *TIMING_FIELDS)
+UPLIFT_FIELD = "uplift"
+"""The uplift output (treated minus control P(a purchase within the horizon), in [-1, 1]), the last optional one."""
+OPTIONAL_FIELDS = (*INTERVAL_FIELDS, *TIMING_FIELDS, UPLIFT_FIELD)
 """Per-customer float outputs a bundle may lack (None in a :class:`ScoredBatch`, ``null`` in JSON, NaN columns)."""
 JSON_DECIMALS = {
     "churn_probability": 6,
     "expected_value": 4,
     "value_at_risk": 4,
+    "expected_profit": 4,
+    UPLIFT_FIELD: 6,
     "reason": 4,
     **{f: 4 if f.startswith("value_") else 0 for f in INTERVAL_FIELDS},
     **{f: 6 for f in TIMING_FIELDS[:-1]},
@@ -145,15 +157,18 @@ class ScoredBatch:
 
     Probabilities are P(no purchase in the next ``horizon_days`` after the as-of date); values are expected net
     spend over that horizon in the data's currency (discounted and after margin as the bundle says); value at
-    risk = churn probability x expected value. Reasons are coded (see :func:`top_reasons`). The
-    :data:`INTERVAL_FIELDS` are None when the bundle has no interval calibration (and the purchase fields when it
-    has no BG/NBD), the :data:`TIMING_FIELDS` when it has no BG/NBD.
+    risk = churn probability x expected value; expected profit = expected value under the run's economics
+    (:func:`serving.economics.expected_profit`, same units, may be negative). Reasons are coded (see
+    :func:`top_reasons`). The :data:`INTERVAL_FIELDS` are None when the bundle has no interval calibration (and the
+    purchase fields when it has no BG/NBD), the :data:`TIMING_FIELDS` when it has no BG/NBD, ``uplift`` when it has
+    no uplift heads.
     """
 
     customer_id: np.ndarray
     churn_probability: np.ndarray
     expected_value: np.ndarray
     value_at_risk: np.ndarray
+    expected_profit: np.ndarray
     tier: np.ndarray
     segment: np.ndarray
     reason_feature: np.ndarray
@@ -176,6 +191,7 @@ class ScoredBatch:
     purchase_within_60d: np.ndarray | None = None
     purchase_within_90d: np.ndarray | None = None
     expected_days_to_next_purchase: np.ndarray | None = None
+    uplift: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -211,11 +227,13 @@ def score_customers(
     *,
     reasons: int = REASONS,
     num_threads: int = 0,
+    economics: Economics | None = None,
 ) -> ScoredBatch:
     """Score, tier, segment and explain customers (rows of ``X`` in the model's feature order), in input order.
 
     ``reasons=0`` skips the churn head's contributions (the costly part: TreeSHAP); ``num_threads`` is
-    LightGBM's (0 = its default, 1 for single-row latency).
+    LightGBM's (0 = its default, 1 for single-row latency). ``economics``: what ``expected_profit`` subtracts
+    (:class:`serving.economics.Economics`; None = the default: expected profit = expected value).
     """
     ids = np.asarray(customer_ids, dtype=object)
     scores = model.score(X, num_threads=num_threads)
@@ -228,11 +246,15 @@ def score_customers(
     descriptions = model.meta.feature_descriptions
     intervals = {f: getattr(scores.intervals, f) for f in INTERVAL_FIELDS} if scores.intervals is not None else {}
     intervals.update(timing_columns(scores.timing))
+    if scores.uplift is not None:
+        intervals[UPLIFT_FIELD] = np.asarray(scores.uplift, dtype=np.float64)
+    profit = expected_profit(scores.expected_value, X, model.feature_columns, model.meta, economics)
     return ScoredBatch(
         customer_id=ids,
         churn_probability=scores.churn_probability,
         expected_value=scores.expected_value,
         value_at_risk=scores.value_at_risk,
+        expected_profit=profit,
         tier=assign_tiers(scores.expected_value, model.meta),
         segment=assign_segments(current, scores.expected_value, model.meta),
         reason_feature=coded[0],
@@ -274,8 +296,9 @@ def _json_number(value: float, decimals: int) -> float | int | None:
 
 
 def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any]]:
-    """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`; the
-    :data:`OPTIONAL_FIELDS` after ``segment`` (``null`` when the batch has none, or for a NaN)."""
+    """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`; ``expected_profit``
+    after ``value_at_risk``, the :data:`OPTIONAL_FIELDS` after ``segment`` (``null`` when the batch has none, or
+    for a NaN)."""
     p = JSON_DECIMALS
     intervals = [(f, getattr(batch, f)) for f in OPTIONAL_FIELDS]
     rows = []
@@ -285,6 +308,7 @@ def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any
             "churn_probability": round(float(batch.churn_probability[i]), p["churn_probability"]),
             "expected_value": round(float(batch.expected_value[i]), p["expected_value"]),
             "value_at_risk": round(float(batch.value_at_risk[i]), p["value_at_risk"]),
+            "expected_profit": round(float(batch.expected_profit[i]), p["expected_profit"]),
             "tier": str(batch.tier[i]),
             "segment": str(batch.segment[i]),
         }
@@ -330,7 +354,8 @@ def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.
 
 
 def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFrame:
-    """The batch as the nightly list's columns (input order, exact values): id, scores, tier, segment, the
+    """The batch as the nightly list's columns (input order, exact values): id, scores (expected profit after the
+    value at risk), tier, segment, the
     :data:`OPTIONAL_FIELDS` (float64, NaN when the batch has none) and ``reason_1..reasons`` text columns (all empty
     when the batch was scored without reasons)."""
     frame = pd.DataFrame(
@@ -339,6 +364,7 @@ def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFram
             "churn_probability": batch.churn_probability,
             "expected_value": batch.expected_value,
             "value_at_risk": batch.value_at_risk,
+            "expected_profit": batch.expected_profit,
             "tier": pd.array(batch.tier, dtype="str"),
             "segment": pd.array(batch.segment, dtype="str"),
             **{

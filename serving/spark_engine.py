@@ -22,9 +22,12 @@
    writes (k rows with ``--top-k``). Tier counts and the customer equity are one Spark aggregate
    (``groupBy(tier)``: count, sum of ``expected_value`` and of its square -- the sufficient statistics of
    :func:`serving.intervals.equity_interval`, :class:`~serving.intervals.EquityMoments`, added up per partition
-   by Spark, so no row travels for them); the Pareto share needs every ``expected_value`` (8 bytes per customer,
-   the one column collected). The run summary is the local engine's :func:`serving.batch.summarise` of the parts'
-   reports and drift counts and of that :class:`~serving.batch.Population`.
+   by Spark, so no row travels for them); the Pareto share, the profit curve and the tier x segment matrix of
+   :func:`serving.batch.population_summary` need every customer's ``expected_value``, ``expected_profit``,
+   ``value_at_risk``, ``tier`` and ``segment`` (:data:`serving.batch.POPULATION_COLUMNS`, ~40 bytes per customer
+   plus the two short labels: these columns are collected to the driver, as Arrow). The run summary is the local
+   engine's :func:`serving.batch.summarise` of the parts' reports and drift counts and of that
+   :class:`~serving.batch.Population`.
 
 Spark handles spilling and retries, so there is no spool and no resume: ``spool_input`` is accepted for the
 signature's sake and ignored, ``resumed_partitions`` is always 0. See ``docs/spark.md`` for cluster use.
@@ -69,6 +72,7 @@ from serving.batch import (
     DEFAULT_PARTITIONS,
     FEATURE_PREFIX,
     OUTPUT_COLUMNS,
+    POPULATION_COLUMNS,
     REASON_COLUMNS,
     JobSummary,
     PartitionResult,
@@ -86,6 +90,7 @@ from serving.batch import (
     summarise,
     write_output,
 )
+from serving.economics import Economics
 from serving.intervals import EquityMoments
 from serving.model import ScoringModel
 from serving.scoring import OPTIONAL_FIELDS
@@ -106,6 +111,7 @@ SCORE_COLUMNS = (
     "churn_probability",
     "expected_value",
     "value_at_risk",
+    "expected_profit",
     "tier",
     "segment",
     *OPTIONAL_FIELDS,
@@ -119,7 +125,8 @@ _ORDER = ("__rt_file", "__rt_block", "__rt_row")
 _FILE_PATH = "__rt_path"
 RESULT_SCHEMA = (
     f"{_PART} int, {_POS} long, customer_id string, churn_probability double, expected_value double, "
-    f"value_at_risk double, tier string, segment string, {', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, "
+    f"value_at_risk double, expected_profit double, tier string, segment string, "
+    f"{', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, "
     f"reason_1 string, reason_2 string, reason_3 string, {_META} string"
 )
 """The rows a group returns; a ``--reasons top-k`` job adds the feature columns (:func:`_result_schema`)."""
@@ -500,10 +507,15 @@ def _score_part(
     columns: Mapping[str, str] | None,
     normalize_float_ids: bool = False,
     reasons: str = "all",
+    economics: Economics | None = None,
 ) -> PartitionResult:
     """:func:`serving.batch.score_partition` -- the local engine's function -- on one group of rows; ``reasons``:
-    ``all`` explains every row, ``top-k`` keeps the feature rows instead (explained after the rank), ``none``."""
-    return score_partition(raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, reasons=reasons)
+    ``all`` explains every row, ``top-k`` keeps the feature rows instead (explained after the rank), ``none``;
+    ``economics``: the run's (``expected_profit``)."""
+    return score_partition(
+        raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, reasons=reasons,
+        economics=economics,
+    )  # fmt: skip
 
 
 def _result_schema(features: int) -> str:
@@ -581,6 +593,7 @@ def run_spark_job(
     allow_future_as_of: bool = False,
     reasons: str = "top-k",
     on_progress: ProgressCallback | None = None,
+    economics: Economics | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
@@ -621,7 +634,7 @@ def run_spark_job(
     try:
         load_model = _model_loader(bundle, shipped)
         results, scored, rows = _run(
-            spark, source, as_of_date, model, load_model, columns, partitions, normalize_float_ids, reasons
+            spark, source, as_of_date, model, load_model, columns, partitions, normalize_float_ids, reasons, economics
         )
         if on_progress is not None:
             on_progress(partitions, partitions, sum(r.report.rows_read for r in results))
@@ -629,7 +642,7 @@ def run_spark_job(
         # anything is written; the rows are ranked and written below, by Spark
         report = check_parts(results, as_of_date, strict=strict, allow_future_as_of=allow_future_as_of)
         by_tier = tier_aggregates(rows)
-        expected = rows.select("expected_value").toArrow().column(0).to_numpy()
+        collected = rows.select(*POPULATION_COLUMNS).toArrow()
         ranked = ranked_frame(rows, top_k)
         if reasons == "top-k":  # scored without reasons: explain the written rows only
             ranked = _explain_written(ranked, load_model)
@@ -645,14 +658,19 @@ def run_spark_job(
         if scored is not None:
             scored.unpersist()
     population = Population(
-        expected_value=expected,
+        expected_value=collected.column("expected_value").to_numpy(),
         moments=tier_moments(by_tier, model.meta.tier_names),
         tier_counts={tier: n for tier, (n, _, _) in by_tier.items()},
+        expected_profit=collected.column("expected_profit").to_numpy(),
+        value_at_risk=collected.column("value_at_risk").to_numpy(),
+        tier=collected.column("tier").to_numpy(),
+        segment=collected.column("segment").to_numpy(),
     )
     return summarise(
         results, report, model, as_of_date, dest, population, rows_written=written, partitions=partitions,
         resumed=0, started=start,
         input_warnings=input_file_warnings(source, columns, MIN_DATE) if not _is_remote(source) else [],
+        economics=economics,
     )  # fmt: skip
 
 
@@ -757,6 +775,7 @@ def _run(
     partitions: int,
     normalize_float_ids: bool = False,
     reasons: str = "all",
+    economics: Economics | None = None,
 ) -> tuple[list[PartitionResult], Any, Any]:
     """Score every partition on Spark (``reasons`` as :func:`_score_part`): one :class:`PartitionResult` per
     partition number, in order, with its report and drift counts but no rows; the persisted scored frame (the
@@ -779,7 +798,7 @@ def _run(
         def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
             part = int(pdf[_PART].iloc[0])
             raw = pickle.loads(pdf[_PAYLOAD].iloc[0])
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics))
 
     else:
         sdf, layout, keep = _read_files(spark, source, columns)
@@ -798,7 +817,7 @@ def _run(
             pdf[_ORDER[0]] = layout.file_rank(pdf[_FILE_PATH])
             pdf = pdf.sort_values([_ORDER[0], _FILE_PATH, *_ORDER[1:]], kind="stable")
             raw = layout.restore(pdf[keep].reset_index(drop=True))
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons))
+            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics))
 
     from pyspark import StorageLevel
 

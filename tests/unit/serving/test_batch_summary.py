@@ -165,7 +165,13 @@ def test_summarise_is_the_one_summary_of_both_engines() -> None:
         model.meta, feature_reference={"recency_days": {"edges": [50.0], "shares": [0.9, 0.1]}}
     )
     scores = pd.DataFrame(
-        {"expected_value": [0.0, 100.0, 0.0, 50.0, 0.0], "tier": ["bronze", "gold", "bronze", "bronze", "bronze"]}
+        {
+            "expected_value": [0.0, 100.0, 0.0, 50.0, 0.0],
+            "tier": ["bronze", "gold", "bronze", "bronze", "bronze"],
+            "expected_profit": [-1.0, 90.0, 0.0, 45.0, -2.0],
+            "value_at_risk": [0.0, 10.0, 0.0, 5.0, 0.0],
+            "segment": ["low", "star", "low", "rising", "low"],
+        }
     )
     day = dt.date(2024, 1, 31)
     results = parts()
@@ -179,6 +185,7 @@ def test_summarise_is_the_one_summary_of_both_engines() -> None:
     assert local.top20_value_share == pytest.approx(100.0 / 150.0, rel=1e-12)
     assert (local.equity, local.equity_low, local.equity_high) == (150.0, None, None)
     assert local.tier_counts == {"gold": 1, "bronze": 4}
+    assert local.population["unprofitable"] == {"customers": 2, "expected_profit": -3.0}
     assert (local.customers_scored, local.rows_written, local.partitions, local.resumed_partitions) == (5, 2, 2, 1)
     assert local.input_warnings == [
         "input file 'x.parquet': bad",
@@ -186,8 +193,9 @@ def test_summarise_is_the_one_summary_of_both_engines() -> None:
     ]
     assert (local.output, local.model_version, local.as_of, local.report) == ("out.parquet", "7", "2024-01-31", report)
     by_tier = {"gold": (1, 100.0, 10_000.0), "bronze": (4, 50.0, 2_500.0)}  # Spark's tier_aggregates
+    collected = {c: scores[c].to_numpy() for c in ("expected_profit", "value_at_risk", "tier", "segment")}
     spark = Population(scores["expected_value"].to_numpy(), tier_moments(by_tier, model.meta.tier_names),
-                       {tier: n for tier, (n, _, _) in by_tier.items()})  # fmt: skip
+                       {tier: n for tier, (n, _, _) in by_tier.items()}, **collected)  # fmt: skip
     remote = summarise(results, report, model, day, "out.parquet", spark, rows_written=2, partitions=2, resumed=1,
                        started=time.perf_counter(), input_warnings=["input file 'x.parquet': bad"])  # fmt: skip
     assert dataclasses.replace(remote, seconds=0.0) == dataclasses.replace(local, seconds=0.0)

@@ -80,6 +80,7 @@ def hand_batch() -> ScoredBatch:
         churn_probability=np.array([0.123456789, 0.5, 1.0]),
         expected_value=np.array([10.123456, 0.0, 2.5]),
         value_at_risk=np.array([1.2497, 0.0, 2.5]),
+        expected_profit=np.array([8.123456, -0.5, 2.5]),
         tier=np.array(["gold", "bronze", "bronze"], dtype=object),
         segment=np.array(["star", "low", "rising"], dtype=object),
         reason_feature=np.array([[0, 2, 1], [1, 0, 0], [0, 0, 0]]),
@@ -145,9 +146,10 @@ def test_json_rows_round_only_the_written_values() -> None:
         "churn_probability": 0.123457,
         "expected_value": 10.1235,
         "value_at_risk": 1.2497,
+        "expected_profit": 8.1235,
         "tier": "gold",
         "segment": "star",
-        **dict.fromkeys(OPTIONAL_FIELDS),  # a batch without intervals or timing: every such field is null
+        **dict.fromkeys(OPTIONAL_FIELDS),  # a batch without intervals, timing or uplift: every such field is null
         "reasons": None,
     }
     assert batch.churn_probability[0] == 0.123456789  # the batch keeps the exact values
@@ -164,9 +166,9 @@ def test_interval_fields_are_rounded_in_json_and_exact_in_columns() -> None:
     assert [rows[i]["value_p10"] for i in range(3)] == [1.2346, 0.0, None]  # NaN (no calibration) -> null
     assert [rows[i]["purchases_high"] for i in range(3)] == [2, 0, None]
     assert isinstance(rows[0]["purchases_low"], int)
-    assert list(rows[0])[6:] == list(OPTIONAL_FIELDS)  # after the segment: intervals, then timing
+    assert list(rows[0])[7:] == list(OPTIONAL_FIELDS)  # after the segment: intervals, timing, then uplift
     table = output_columns(batch)
-    assert list(table.columns[6 : 6 + len(OPTIONAL_FIELDS)]) == list(OPTIONAL_FIELDS)
+    assert list(table.columns[7 : 7 + len(OPTIONAL_FIELDS)]) == list(OPTIONAL_FIELDS)
     assert table["value_p90"].iloc[0] == 1.234567
     assert output_columns(hand_batch())["value_p10"].isna().all()  # no intervals: NaN columns, same schema
     assert hand_batch().take(np.array([1])).value_p10 is None
@@ -223,6 +225,25 @@ def test_score_customers_gives_the_model_s_scores_and_the_columns_of_the_same_ba
     without = score_customers(model, ["x", "y", "z"], X, reasons=0)
     assert without.reason_count.tolist() == [0, 0, 0]
     np.testing.assert_array_equal(without.value_at_risk, batch.value_at_risk)
+    np.testing.assert_array_equal(batch.expected_profit, scores.expected_value)  # default economics: the value
+    assert batch.uplift is None and table["uplift"].isna().all()  # no uplift heads: NaN column
+
+
+def test_score_customers_carries_the_economics_and_the_model_s_uplift(model, monkeypatch) -> None:
+    from serving.economics import Economics, expected_profit
+
+    X = np.array([[10.0, 500.0, 3.0], [90.0, 5.0, 1.0]])
+    economics = Economics(gross_margin=0.5, cost_to_serve_per_order=2.0)
+    batch = score_customers(model, ["x", "y"], X, reasons=0, economics=economics)
+    expected = expected_profit(model.score(X).expected_value, X, model.feature_columns, model.meta, economics)
+    np.testing.assert_array_equal(batch.expected_profit, expected)
+    scores = model.score(X)
+    scores.uplift = np.array([0.25, -0.125])
+    monkeypatch.setattr(model, "score", lambda X, num_threads=0: scores)
+    with_uplift = score_customers(model, ["x", "y"], X, reasons=0)
+    assert with_uplift.uplift.tolist() == [0.25, -0.125]
+    assert [r["uplift"] for r in json_rows(with_uplift, reasons=False)] == [0.25, -0.125]
+    assert output_columns(with_uplift)["uplift"].tolist() == [0.25, -0.125]
 
 
 def test_the_documented_prediction_has_every_optional_output() -> None:
