@@ -49,6 +49,7 @@ __all__ = [
     "SECTION_HEADINGS",
     "render_report",
     "report_path_for",
+    "report_title",
     "write_report",
 ]
 
@@ -206,7 +207,7 @@ def _pyramid_chart(tiers: Sequence[Mapping[str, Any]]) -> Figure:
         corners.append((-half_width(top), top))
         ax.add_patch(Polygon(corners, closed=True, facecolor=cmap(shade), edgecolor="white", linewidth=2))
         ax.text(0, bottom + 0.5, str(tier["tier"]), ha="center", va="center", fontsize=11, weight="bold",
-                color="white" if shade > 0.55 else "#1d2330")  # fmt: skip
+                color="white" if shade > 0.55 else "#1d2330", parse_math=False)  # a name, never mathtext  # fmt: skip
         n_customers, ev = _number(tier["customers"]) or 0.0, _number(tier["expected_value"]) or 0.0
         label = (
             f"{n_customers:,.0f} customers ({n_customers / customers:.1%})\n"
@@ -266,8 +267,9 @@ def _concentration_chart(population: Mapping[str, Any], show_profit: bool) -> Fi
 
 
 def _budget_chart(curve: Mapping[str, Sequence[float]], budget: float | None) -> Figure:
-    """Expected saved value and expected net benefit against the spend, cumulative along the plan's order; the
-    break-even diagonal (saved value = spend) and the budget."""
+    """Expected saved value and expected net benefit against the spend, cumulative along the plan's order (the plan
+    at every smaller budget); the break-even diagonal (saved value = spend) and the budget, drawn when the plan
+    spends close to it (a budget far above what the candidates can take is named in the legend only)."""
     import numpy as np
 
     spend = np.asarray(curve["spend"], dtype=np.float64)
@@ -278,10 +280,12 @@ def _budget_chart(curve: Mapping[str, Sequence[float]], budget: float | None) ->
     if "expected_net_benefit" in curve:
         net = np.asarray(curve["expected_net_benefit"], dtype=np.float64)
         ax.plot(spend, net, color="tab:blue", linewidth=2, label="expected net benefit")
-    end = float(np.nanmax(spend)) if spend.size and np.isfinite(spend).any() else 1.0
+    end = float(np.nanmax(spend)) if spend.size and np.isfinite(spend).any() else 0.0
     ax.plot([0, end], [0, end], color="grey", linestyle="--", linewidth=1, label="break-even (saved = spend)")
-    if budget is not None:
+    if budget is not None and budget <= 1.25 * end:
         ax.axvline(budget, color="tab:orange", linestyle=":", linewidth=1.5, label=f"budget {_short(budget)}")
+    elif budget is not None:
+        ax.plot([], [], " ", label=f"budget {_short(budget)}: not reached (every customer worth it is in)")
     ax.xaxis.set_major_formatter(_amount_ticks())
     ax.yaxis.set_major_formatter(_amount_ticks())
     ax.set(xlabel="spend (cumulative, best customers first)", ylabel="expected value",
@@ -462,6 +466,8 @@ _TOTAL_LABELS = {
     "expected_saved_value": ("Expected saved value", _money),
     "expected_net_benefit": ("Expected net benefit", _money),
     "roi": ("ROI (expected net benefit / spend)", lambda v: "n/a" if _number(v) is None else f"{_number(v):.2f}"),
+    "customers_scored": ("Customers scored", _count),
+    "candidates": ("Customers worth contacting (positive expected benefit)", _count),
     "sleeping_dogs": ("Sleeping dogs (negative uplift, never contacted)", _count),
     "uplift_source": ("Uplift from", lambda v: {"model": "the uplift model", "assumed": "the assumed save rate"}
                       .get(str(v), str(v))),
@@ -501,6 +507,17 @@ def _section(key: str, build: Callable[[], str]) -> str:
         log.warning("report section %r could not be drawn: %r", key, exc)
         body = _missing(f"This section could not be drawn from the run summary ({type(exc).__name__}: {exc}).")
     return f'<section id="{_e(key)}"><h2>{_e(SECTION_HEADINGS[key])}</h2>{body}</section>'
+
+
+def report_title(summary: Mapping[str, Any], *, plan: Mapping[str, Any] | None = None) -> str:
+    """The report's title: ``Retention plan, as of 2024-12-30, model version 7`` (``Retention scores`` without a
+    plan; the parts the summary lacks left out)."""
+    parts = ["Retention plan" if plan is not None else "Retention scores"]
+    if summary.get("as_of"):
+        parts.append(f"as of {summary['as_of']}")
+    if summary.get("model_version"):
+        parts.append(f"model version {summary['model_version']}")
+    return ", ".join(parts)
 
 
 def render_report(summary: Mapping[str, Any], *, plan: Mapping[str, Any] | None = None, title: str) -> str:
