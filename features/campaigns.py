@@ -66,7 +66,7 @@ from features.contract import (
     check_column_sources,
     parse_timestamps,
 )
-from features.kernel import PreparedTransactions, compute_feature_arrays, date_to_day, day_to_date
+from features.kernel import NS_PER_DAY, PreparedTransactions, compute_feature_arrays, date_to_day, day_to_date
 from features.labels import labels_at
 
 __all__ = [
@@ -354,12 +354,10 @@ def read_campaigns(
 
 def _cutoff_days(campaigns: pd.DataFrame) -> np.ndarray:
     """The UTC day (days since 1970-01-01) of each row's ``sent_at``."""
-    sent = campaigns["sent_at"]
-    if not isinstance(sent.dtype, pd.DatetimeTZDtype) or sent.isna().any():
-        sent = parse_timestamps(sent)
-        if sent.isna().any():
-            raise ContractError("campaign rows need a valid sent_at: prepare the log with prepare_campaigns first")
-    return np.floor_divide(sent.dt.tz_convert("UTC").array.asi8, 86_400 * 10**9)
+    sent = parse_timestamps(campaigns["sent_at"])  # nanoseconds since the epoch in UTC, whatever the input's unit
+    if sent.isna().any():
+        raise ContractError("campaign rows need a valid sent_at: prepare the log with prepare_campaigns first")
+    return np.floor_divide(sent.array.asi8, NS_PER_DAY)
 
 
 def _check_window(prep: PreparedTransactions, days: np.ndarray, horizon_days: int, as_of: dt.date | None) -> None:

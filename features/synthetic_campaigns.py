@@ -288,6 +288,8 @@ def simulate_campaign(
     """
     if not 0.0 < treated_share < 1.0:
         raise ContractError(f"treated share must be between 0 and 1 (exclusive), got {treated_share}")
+    if not isinstance(transactions["timestamp"].dtype, pd.DatetimeTZDtype):  # text: parsed once, as the contract does
+        transactions = transactions.assign(timestamp=parse_timestamps(transactions["timestamp"]))
     sent = pd.Timestamp(sent_at)
     sent = sent.tz_convert("UTC") if sent.tzinfo else sent.tz_localize("UTC")
     cutoff = sent.date()
