@@ -7,8 +7,13 @@ Layout of a bundle directory (written by ``training``, read here; serving never 
     bundle.json   feature list, horizon, training as-of date, head kinds, BG/NBD + Gamma-Gamma parameters at the
                   training as-of date, calibrator, value level factor and its source, margin, discount rate, tier
                   and segment thresholds, feature descriptions
+    uplift_treated.txt, uplift_control.txt
+                  the uplift heads (format 4, only in a version trained with a campaign log): LightGBM boosters,
+                  native text, ``binary`` on ``retained`` (a purchase within the horizon) of the treated and of the
+                  held-out control customers of the campaigns, on the bundle's feature list
     manifest.json sha256 and size of every file above, and each booster's role: its file, LightGBM objective
-                  (``binary`` for churn, ``tweedie`` for value) and number of features (= the feature list)
+                  (``binary`` for churn and the uplift heads, ``tweedie`` for value) and number of features (= the
+                  feature list)
 
 Integrity (:func:`verify_bundle`, called by :meth:`ScoringModel.load` before LightGBM parses anything): a
 truncated or edited file can crash the process that parses it (LightGBM segfaults or aborts), so every file's
@@ -41,7 +46,12 @@ nothing but the feature row. Scores for a feature matrix ``X`` (rows = customers
   A bundle without ``intervals`` (saved before format 3) scores every interval field as None;
 - timing (any bundle with BG/NBD parameters, :mod:`serving.timing`): P(a purchase within d days) for the days of
   :data:`serving.timing.TIMING_DAYS` up to the horizon and the expected days to the next purchase given one within
-  the horizon, BG/NBD's shape at the level of ``churn_probability``.
+  the horizon, BG/NBD's shape at the level of ``churn_probability``;
+- ``uplift`` (format 4, ``uplift`` in ``bundle.json`` with ``trusted`` true): P(a purchase within the horizon |
+  contacted, X) - P(a purchase within the horizon | not contacted, X), in [-1, 1], from the two uplift heads (a
+  two-model or T-learner, :mod:`training.uplift`). None for a bundle without uplift heads, and for one whose heads did
+  not beat both random and churn-risk targeting on the held-out customers' Qini coefficient (``trusted`` false: a plan
+  then falls back to the assumed save rate). Negative = a "sleeping dog": the contact makes a purchase less likely.
 """
 
 from __future__ import annotations
@@ -64,12 +74,21 @@ CHURN_FILE = "churn.txt"
 VALUE_FILE = "value.txt"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-BOOSTER_OBJECTIVES = {"churn": ("binary",), "value": ("tweedie",)}
+UPLIFT_FILES = {"uplift_treated": "uplift_treated.txt", "uplift_control": "uplift_control.txt"}
+"""The uplift heads' roles and files: P(retained) of the contacted (treated) and of the held-out control customers."""
+UPLIFT_LEARNERS = ("t_learner",)
+"""How the uplift heads combine: ``t_learner`` = treated head - control head, both binary on ``retained``."""
+BOOSTER_OBJECTIVES = {
+    "churn": ("binary",),
+    "value": ("tweedie",),
+    **dict.fromkeys(UPLIFT_FILES, ("binary",)),
+}
 """The LightGBM objectives a booster may have in each role (the first word of its ``objective=`` line)."""
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 """Format 1 (before hybrid heads) loads as two ``lightgbm`` heads; formats 1 and 2 (before intervals) load without
-``intervals``: their interval outputs are None. Format 3 adds ``intervals`` (older readers refuse it by number)."""
+``intervals``: their interval outputs are None. Format 3 adds ``intervals``, format 4 the optional ``uplift`` heads
+(formats 1-3 load with ``uplift`` None; older readers refuse format 4 by number)."""
 HEAD_KINDS = ("lightgbm", "hybrid", "btyd")
 BTYD_COLUMNS = ("btyd_frequency", "btyd_recency", "btyd_T", "btyd_monetary")
 """The BTYD summary features (days, currency units) that BG/NBD + Gamma-Gamma score from."""
@@ -155,6 +174,10 @@ class BundleMeta:
     value matrix (current value = net spend in the last 365 days).
     ``validation_scheme``: how the heads were chosen and validated (``temporal``, ``customer_grouped`` or ``none``).
     ``intervals``: :meth:`serving.intervals.IntervalCalibration.to_dict` (None: no interval outputs).
+    ``uplift``: the uplift heads (format 4; None: no uplift output), :func:`training.uplift.uplift_meta`: ``learner``
+    (:data:`UPLIFT_LEARNERS`), ``files`` (role -> file, :data:`UPLIFT_FILES`), ``campaign_ids``, ``horizon_days``
+    (the outcome window, = ``horizon_days``), ``trusted`` (the heads beat random and churn-risk targeting on the
+    held-out Qini: only then is ``uplift`` scored) and the held-out ``metrics``.
     """
 
     feature_columns: tuple[str, ...]
@@ -182,6 +205,7 @@ class BundleMeta:
     churn_rate_source: str = "recent"
     validation_scheme: str = "temporal"
     intervals: dict[str, Any] | None = None
+    uplift: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -199,6 +223,21 @@ class BundleMeta:
             knots = calibration.ratio_knots
             if knots is not None and len(knots) != len(self.tier_names):
                 raise ValueError(f"bundle intervals have {len(knots)} tiers of ratios, not {len(self.tier_names)}")
+        if self.uplift is not None:
+            learner = self.uplift.get("learner")
+            if learner not in UPLIFT_LEARNERS:
+                raise ValueError(f"bundle uplift learner '{learner}' is not one of {', '.join(UPLIFT_LEARNERS)}")
+            if self.uplift.get("files") != UPLIFT_FILES:
+                raise ValueError(f"bundle uplift files {self.uplift.get('files')} are not {UPLIFT_FILES}")
+            if self.uplift.get("horizon_days") != self.horizon_days:
+                raise ValueError(
+                    f"bundle uplift horizon {self.uplift.get('horizon_days')} is not the bundle's {self.horizon_days}"
+                )
+
+    @property
+    def uplift_trusted(self) -> bool:
+        """The bundle has uplift heads and they beat random and churn-risk targeting when held out."""
+        return self.uplift is not None and bool(self.uplift.get("trusted"))
 
     @property
     def discount_factor(self) -> float:
@@ -255,7 +294,8 @@ def booster_header(path: Path) -> dict[str, Any]:
 
 
 def booster_role(name: str, file: str, header: dict[str, Any], feature_columns: tuple[str, ...]) -> dict[str, Any]:
-    """Check a booster header against its role (``churn`` or ``value``); returns the role's manifest entry."""
+    """Check a booster header against its role (``churn``, ``value`` or one of :data:`UPLIFT_FILES`); returns the
+    role's manifest entry."""
     objective = (header["objective"] or "").split()
     kind = objective[0] if objective else "none"
     if kind not in BOOSTER_OBJECTIVES[name]:
@@ -274,11 +314,21 @@ def booster_role(name: str, file: str, header: dict[str, Any], feature_columns: 
 
 
 def _booster_files(meta: BundleMeta) -> list[tuple[str, str]]:
-    return [
+    """``(role, file)`` of every booster the metadata needs: the churn and value heads unless ``btyd``, then the
+    uplift heads when the bundle has them."""
+    heads = [
         (n, f)
         for n, f, k in (("churn", CHURN_FILE, meta.churn_head), ("value", VALUE_FILE, meta.value_head))
         if k != "btyd"
     ]
+    return heads + (list(UPLIFT_FILES.items()) if meta.uplift is not None else [])
+
+
+def _needed_because(meta: BundleMeta, name: str) -> str:
+    """Why a booster role is needed (for the message about its missing file)."""
+    if name in UPLIFT_FILES:
+        return f"the bundle has {meta.uplift['learner']} uplift heads"  # type: ignore[index]
+    return f"the {name} head is '{getattr(meta, name + '_head')}'"
 
 
 def write_manifest(directory: Path, meta: BundleMeta) -> dict[str, Any]:
@@ -327,7 +377,7 @@ def verify_bundle(directory: str | Path) -> BundleMeta:
     for name, file in _booster_files(meta):
         path = directory / file
         if not path.is_file():
-            raise BundleIntegrityError(f"{file} is missing: the {name} head is '{getattr(meta, name + '_head')}'")
+            raise BundleIntegrityError(f"{file} is missing: {_needed_because(meta, name)}")
         if manifest is not None and (file not in manifest["files"] or name not in roles):
             raise BundleIntegrityError(f"{file} ({name} head) is not listed in {MANIFEST_FILE}")
         role = booster_role(name, file, booster_header(path), meta.feature_columns)
@@ -366,10 +416,26 @@ class Scores:
 class ScoringModel:
     """The heads and their metadata, loaded once; ``score`` is safe to call from many threads.
 
-    ``churn_booster``/``value_booster`` are ``None`` for a ``btyd`` head.
+    ``churn_booster``/``value_booster`` are ``None`` for a ``btyd`` head. ``uplift_boosters``: role
+    (:data:`UPLIFT_FILES`) -> booster when ``meta.uplift`` is set, else None.
     """
 
-    def __init__(self, churn_booster: Any, value_booster: Any, meta: BundleMeta, version: str | None = None):
+    def __init__(
+        self,
+        churn_booster: Any,
+        value_booster: Any,
+        meta: BundleMeta,
+        version: str | None = None,
+        uplift_boosters: dict[str, Any] | None = None,
+    ):
+        if (uplift_boosters is None) != (meta.uplift is None) or (
+            uplift_boosters is not None and set(uplift_boosters) != set(UPLIFT_FILES)
+        ):
+            raise ValueError(
+                f"the bundle's uplift heads ({'none' if meta.uplift is None else meta.uplift['learner']}) do not match"
+                f" the uplift boosters given ({', '.join(uplift_boosters or ()) or 'none'})"
+            )
+        self.uplift_boosters = uplift_boosters
         for name, booster, kind in (
             ("churn", churn_booster, meta.churn_head),
             ("value", value_booster, meta.value_head),
@@ -397,8 +463,6 @@ class ScoringModel:
 
     @classmethod
     def load(cls, directory: str | Path, version: str | None = None) -> ScoringModel:
-        import lightgbm as lgb
-
         directory = Path(directory)
         meta = verify_bundle(directory)  # before LightGBM parses anything: a damaged file can crash the process
         boosters = {}
@@ -406,16 +470,17 @@ class ScoringModel:
             if kind == "btyd":
                 boosters[name] = None
                 continue
-            booster = lgb.Booster(model_file=str(directory / file))
-            if tuple(booster.feature_name()) != meta.feature_columns:
-                raise ValueError(f"{name} booster features do not match the bundle's feature list")
-            boosters[name] = booster
-        return cls(boosters["churn"], boosters["value"], meta, version)
+            boosters[name] = _load_booster(directory / file, name, meta)
+        uplift = None
+        if meta.uplift is not None:
+            uplift = {name: _load_booster(directory / file, name, meta) for name, file in UPLIFT_FILES.items()}
+        return cls(boosters["churn"], boosters["value"], meta, version, uplift)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for booster, file in ((self.churn_booster, CHURN_FILE), (self.value_booster, VALUE_FILE)):
+        uplift = [(self.uplift_boosters[n], f) for n, f in UPLIFT_FILES.items()] if self.uplift_boosters else []
+        for booster, file in ((self.churn_booster, CHURN_FILE), (self.value_booster, VALUE_FILE), *uplift):
             if booster is not None:
                 booster.save_model(str(directory / file))
         (directory / BUNDLE_FILE).write_text(self.meta.to_json())
@@ -459,7 +524,24 @@ class ScoringModel:
         X = np.ascontiguousarray(X, dtype=np.float64)
         churn = self.calibrate(self.raw_churn(X, num_threads))
         value = np.maximum(self.raw_value(X, num_threads), 0.0) * self._value_scale
-        return Scores(churn, value, churn * value, self.score_intervals(X, churn, value), self.score_timing(X, churn))
+        uplift = self.raw_uplift(X, num_threads) if self.meta.uplift_trusted else None
+        return Scores(
+            churn,
+            value,
+            churn * value,
+            self.score_intervals(X, churn, value),
+            self.score_timing(X, churn),
+            uplift,
+        )
+
+    def raw_uplift(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """The uplift heads' estimate whether or not they are trusted: P(retained | contacted, X) - P(retained |
+        control, X), in [-1, 1] (``t_learner``: treated head - control head). Raises without uplift heads."""
+        if self.uplift_boosters is None:
+            raise ValueError("this bundle holds no uplift heads")
+        treated = self.uplift_boosters["uplift_treated"].predict(X, num_threads=num_threads)
+        control = self.uplift_boosters["uplift_control"].predict(X, num_threads=num_threads)
+        return treated - control
 
     def score_timing(self, X: np.ndarray, churn: np.ndarray) -> TimingScores | None:
         """Purchase timing (:func:`serving.timing.timing_scores`) from the rows' BTYD summary and their scored churn
@@ -536,10 +618,20 @@ class ScoringModel:
             "churn_rate_source": self.meta.churn_rate_source,
             "validation_scheme": self.meta.validation_scheme,
             "intervals": self._describe_intervals(),
+            "uplift": self._describe_uplift(),
             "margin": self.meta.margin,
             "discount_rate": self.meta.discount_rate,
             "tiers": dict(zip(self.meta.tier_names, self.meta.tier_thresholds, strict=True)),
         }
+
+    def _describe_uplift(self) -> dict[str, Any] | None:
+        """What ``/model`` says about the uplift heads: None without them; ``scored`` = whether ``uplift`` is
+        filled (the heads are trusted)."""
+        u = self.meta.uplift
+        if u is None:
+            return None
+        keys = ("learner", "campaign_ids", "horizon_days", "trusted", "metrics")
+        return {**{k: u.get(k) for k in keys}, "scored": self.meta.uplift_trusted}
 
     def _describe_intervals(self) -> dict[str, Any] | None:
         """What ``/model`` says about the intervals: None for a bundle without them (saved before format 3)."""
@@ -553,6 +645,17 @@ class ScoringModel:
             "purchases": c.purchases and self.btyd is not None,
             "calibration_rows": dict(zip(self.meta.tier_names, c.calibration_rows, strict=False)),
         }
+
+
+def _load_booster(path: Path, name: str, meta: BundleMeta) -> Any:
+    """A booster of the bundle (native text, checked by :func:`verify_bundle` first) whose features must be the
+    bundle's feature list."""
+    import lightgbm as lgb
+
+    booster = lgb.Booster(model_file=str(path))
+    if tuple(booster.feature_name()) != meta.feature_columns:
+        raise ValueError(f"{name} booster features do not match the bundle's feature list")
+    return booster
 
 
 def today_utc() -> dt.date:

@@ -21,6 +21,10 @@ Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :
    purchase`` of ``V``'s buying customers, scored with the cross-fitted churn probabilities and values of step 4;
    their coverage at ``V`` is cross-fitted on the same two halves (``interval_*`` metrics of the product).
    BTYD-only versions give purchase-day intervals only (nothing labeled to calibrate value intervals on).
+9. Uplift (only with a campaign log, ``campaigns=``): the two uplift heads of :mod:`training.uplift`, fitted on the
+   campaigns' features and outcomes at their cutoffs, evaluated on held-out customers against random and churn-risk
+   targeting (the version's churn head at each cutoff), and put in the bundle (format 4) with the verdict
+   ``trusted``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from serving.model import BTYD_COLUMNS, BundleMeta, ScoringModel, calibrate
 from serving.scoring import CURRENT_VALUE_FEATURE
 from training import baselines, heads, level
 from training import intervals as interval_fit
+from training import uplift as uplift_fit
 from training.config import TrainingConfig, training_config
 from training.dataset import TrainingPlan, build_dataset, customer_half, plan_training
 from training.metrics import churn_metrics, interval_metrics, value_metrics
@@ -80,6 +85,8 @@ class PipelineResult:
     """Cross-fitted interval checks at the validation cutoff: ``reliability`` (per level tau, the share of actual
     values at most Q(tau)) and ``tiers`` (per tier, coverage of the 80% interval and its promise); empty when no
     value interval could be calibrated."""
+    uplift: uplift_fit.UpliftFit | None = None
+    """The uplift heads' fit and held-out evaluation (step 9); None without a campaign log."""
 
 
 def cross_fit(raw: np.ndarray, y: np.ndarray, folds: np.ndarray, fit, apply) -> np.ndarray:
@@ -312,6 +319,7 @@ def fit_pipeline(
     horizon_days: int | None = None,
     *,
     config: TrainingConfig | None = None,
+    campaigns: pd.DataFrame | None = None,
     **choices: Any,
 ) -> PipelineResult:
     """Train one model version at ``as_of``: the whole run behind ``retention train``, without MLflow.
@@ -322,6 +330,9 @@ def fit_pipeline(
         as_of: the UTC day the version is trained for (included): its features are the first the version scores.
         horizon_days: H in days; replaces ``config.horizon_days`` when given.
         config: the training choices (default: :class:`~training.config.TrainingConfig`'s defaults).
+        campaigns: a campaign log prepared by :func:`features.campaigns.prepare_campaigns` (the customers' ids of
+            ``prep``), whose outcome windows (H days after each send day) end by ``as_of``: the version then gets
+            uplift heads (step 9, :mod:`training.uplift`; ``result.uplift``). None: no uplift heads.
         **choices: single config fields to change (``seed=1``, ``tier_top_shares=(0.1, 0.3, 0.6)``); ``None``
             keeps the config's value.
 
@@ -349,10 +360,33 @@ def fit_pipeline(
     churn = choose_churn_rate(prep, plan, data, scored, config)
     run = _Run(prep, draft, plan, data, population, btyd_now, _btyd_warnings(btyd_now, str(as_of)), config)
     if plan.scheme == "none" or data.empty or not (data["cutoff"] == plan.validation_cutoff).any():
-        return run.btyd_only(total, churn)
-    if plan.scheme != "temporal":
-        run.warnings.append(f"validation scheme {plan.describe()}")
-    return run.supervised(total, churn)
+        result = run.btyd_only(total, churn)
+    else:
+        if plan.scheme != "temporal":
+            run.warnings.append(f"validation scheme {plan.describe()}")
+        result = run.supervised(total, churn)
+    return result if campaigns is None else _add_uplift(result, prep, campaigns, as_of, config)
+
+
+def _add_uplift(
+    result: PipelineResult, prep: PreparedTransactions, campaigns: pd.DataFrame, as_of: dt.date, config: TrainingConfig
+) -> PipelineResult:
+    """Step 9: the uplift heads fitted on ``campaigns`` put in the result's bundle (the gate's verdict warned about
+    when they are not trusted)."""
+    with progress.step(f"uplift heads on {len(campaigns):,} campaign rows"):
+        fit = uplift_fit.fit_campaign_uplift(
+            prep, campaigns, result.model, as_of=as_of, seed=config.seed, num_threads=config.num_threads
+        )
+    if not fit.trusted:
+        m = fit.metrics
+        warning = (
+            f"uplift heads not trusted: held-out Qini {m['uplift_qini_model']:.4f} does not beat churn-risk targeting"
+            f" ({m['uplift_qini_risk']:.4f}) and random (95% quantile {m['uplift_qini_random_p95']:.4f}); the"
+            " version scores no uplift (a plan falls back to the assumed save rate)"
+        )
+        result.warnings.append(warning)
+        progress.warn(warning)
+    return dataclasses.replace(result, model=uplift_fit.with_uplift(result.model, fit), uplift=fit)
 
 
 def _check_request(prep: PreparedTransactions, as_of: dt.date, config: TrainingConfig) -> None:

@@ -1,0 +1,169 @@
+"""training.uplift and the bundle's uplift heads (format 4): fit on a small randomized campaign whose effect lives
+in one feature, the held-out gate, save / verify / load, the score's uplift only when trusted, older formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from model_util import COLUMNS, make_model
+
+from features.contract import ContractError
+from serving.model import (
+    BUNDLE_FILE,
+    MANIFEST_FILE,
+    UPLIFT_FILES,
+    BundleIntegrityError,
+    BundleMeta,
+    ScoringModel,
+    verify_bundle,
+)
+from training import uplift
+
+
+def campaign(n: int = 4_000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A randomized campaign on :data:`model_util.COLUMNS`: customers with ``recency_days`` > 80 are lost causes
+    (retention 0.05 either way: the highest churn risk), those with 50 < ``recency_days`` <= 80 persuadable (contact:
+    retention 0.3 -> 0.8), the others with ``spend_365d`` > 80 sleeping dogs (0.7 -> 0.3), the rest unmoved (0.6)."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.uniform(0, 100, size=(n, len(COLUMNS))), columns=list(COLUMNS))
+    t = rng.integers(0, 2, n)
+    recency = X["recency_days"].to_numpy()
+    lost, persuadable = recency > 80, (recency > 50) & (recency <= 80)
+    dog = ~lost & ~persuadable & (X["spend_365d"].to_numpy() > 80)
+    p = np.select([lost, persuadable, dog], [0.05, np.where(t == 1, 0.8, 0.3), np.where(t == 1, 0.3, 0.7)], default=0.6)
+    outcomes = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:05d}" for i in range(n)],
+            "campaign_id": "spring",
+            "cutoff": pd.Timestamp("2024-03-01").date(),
+            "treatment": t.astype(np.int8),
+            "retained": (rng.random(n) < p).astype(np.int8),
+        }
+    )
+    return X, outcomes
+
+
+@pytest.fixture(scope="module")
+def fitted() -> uplift.UpliftFit:
+    X, outcomes = campaign()
+    return uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1)
+
+
+@pytest.fixture(scope="module")
+def model(fitted) -> ScoringModel:
+    return uplift.with_uplift(make_model(), fitted)
+
+
+def test_holdout_is_customer_grouped_stable_and_about_the_share() -> None:
+    ids = pd.Series([f"C{i:05d}" for i in range(5_000)])
+    held = uplift.uplift_holdout(ids)
+    assert 0.27 < held.mean() < 0.33
+    assert (uplift.uplift_holdout(ids[::-1]) == held[::-1]).all()  # same customer, same side
+    again = uplift.uplift_holdout(pd.concat([ids, ids]))  # every campaign row of a customer on one side
+    assert (again[:5_000] == again[5_000:]).all()
+
+
+def test_fit_recovers_the_persuadables_and_is_trusted(fitted) -> None:
+    m = fitted.metrics
+    assert fitted.trusted and m["uplift_trusted"] == 1.0
+    assert m["uplift_qini_model"] > m["uplift_qini_risk"] and m["uplift_qini_model"] > m["uplift_qini_random_p95"]
+    assert m["uplift_qini_random"] == 0.0
+    assert m["uplift_model_at_10"] > m["uplift_random_at_10"] == pytest.approx(m["uplift_ate"])
+    rows = fitted.holdout
+    X, _ = campaign()
+    held = X.set_index(pd.Index([f"C{i:05d}" for i in range(len(X))])).loc[rows["customer_id"]]
+    recency = held["recency_days"].to_numpy()
+    persuadable = (recency > 50) & (recency <= 80)
+    dog = (recency <= 50) & (held["spend_365d"].to_numpy() > 80)
+    assert rows["uplift"][persuadable].mean() > 0.3 > 0 > -0.2 > rows["uplift"][dog].mean()
+    assert fitted.meta["risk_source"] == "control_head"
+    assert set(fitted.curves) == set(uplift.TARGETINGS)
+
+
+def test_meta_is_json_native_and_describes_the_fit(fitted) -> None:
+    meta = fitted.meta
+    assert json.loads(json.dumps(meta)) == meta
+    assert meta["learner"] == "t_learner" and meta["files"] == UPLIFT_FILES
+    assert meta["campaign_ids"] == ["spring"] and meta["horizon_days"] == 90
+    assert sum(meta["rows"].values()) == 4_000
+    assert meta["rows"]["holdout_treated"] + meta["rows"]["holdout_control"] == len(fitted.holdout)
+    assert meta["metrics"]["uplift_qini_model"] == pytest.approx(fitted.metrics["uplift_qini_model"])
+
+
+def test_too_few_rows_of_an_arm_is_a_contract_error() -> None:
+    X, outcomes = campaign(n=400)
+    outcomes.loc[outcomes.index[:380], "treatment"] = 1
+    with pytest.raises(ContractError, match="control campaign row"):
+        uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1)
+
+
+def test_saved_bundle_has_format_4_manifest_roles_and_scores_uplift(model, fitted, tmp_path: Path) -> None:
+    directory = model.save(tmp_path / "bundle")
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    for role, file in UPLIFT_FILES.items():
+        assert file in manifest["files"]
+        assert manifest["boosters"][role] == {"file": file, "objective": "binary", "num_features": len(COLUMNS)}
+        assert (directory / file).read_text().startswith("tree\n")  # LightGBM native text, nothing pickled
+    assert json.loads((directory / BUNDLE_FILE).read_text())["format_version"] == 4
+    loaded = ScoringModel.load(directory)
+    assert loaded.meta == model.meta
+    X = np.random.default_rng(1).uniform(0, 100, size=(50, len(COLUMNS)))
+    expected = fitted.boosters["uplift_treated"].predict(X) - fitted.boosters["uplift_control"].predict(X)
+    scores = loaded.score(X)
+    np.testing.assert_allclose(scores.uplift, expected, rtol=0, atol=1e-12)
+    assert ((scores.uplift >= -1) & (scores.uplift <= 1)).all()
+    assert loaded.describe()["uplift"]["scored"] is True
+
+
+def test_untrusted_heads_are_versioned_but_score_no_uplift(model, tmp_path: Path) -> None:
+    meta = dataclasses.replace(model.meta, uplift={**model.meta.uplift, "trusted": False})
+    untrusted = ScoringModel(model.churn_booster, model.value_booster, meta, None, model.uplift_boosters)
+    loaded = ScoringModel.load(untrusted.save(tmp_path / "bundle"))
+    X = np.zeros((3, len(COLUMNS)))
+    assert loaded.score(X).uplift is None
+    assert loaded.raw_uplift(X).shape == (3,)
+    assert loaded.describe()["uplift"]["scored"] is False
+
+
+def test_a_format_3_bundle_loads_without_uplift(tmp_path: Path) -> None:
+    old = make_model()
+    directory = old.save(tmp_path / "bundle")
+    raw = json.loads((directory / BUNDLE_FILE).read_text())
+    raw.pop("uplift")
+    raw["format_version"] = 3
+    (directory / BUNDLE_FILE).write_text(json.dumps(raw))
+    (directory / MANIFEST_FILE).unlink()  # a bundle from before this format's manifest digests of bundle.json
+    loaded = ScoringModel.load(directory)
+    assert loaded.meta.uplift is None and loaded.uplift_boosters is None
+    assert loaded.score(np.zeros((2, len(COLUMNS)))).uplift is None
+    assert loaded.describe()["uplift"] is None
+
+
+def test_a_missing_or_swapped_uplift_head_is_refused_before_parsing(model, tmp_path: Path) -> None:
+    directory = model.save(tmp_path / "bundle")
+    (directory / UPLIFT_FILES["uplift_control"]).unlink()
+    with pytest.raises(BundleIntegrityError, match=r"uplift_control\.txt is listed in manifest\.json but missing"):
+        verify_bundle(directory)
+    (directory / MANIFEST_FILE).unlink()
+    with pytest.raises(BundleIntegrityError, match=r"uplift_control\.txt is missing: the bundle has t_learner"):
+        verify_bundle(directory)
+    # a tweedie booster (the value head) saved as an uplift head: wrong objective for the role
+    model.value_booster.save_model(str(directory / UPLIFT_FILES["uplift_control"]))
+    with pytest.raises(BundleIntegrityError, match="objective 'tweedie' but the uplift_control head needs binary"):
+        verify_bundle(directory)
+
+
+def test_meta_and_boosters_must_agree(model) -> None:
+    with pytest.raises(ValueError, match="do not match the uplift boosters"):
+        ScoringModel(model.churn_booster, model.value_booster, model.meta, None, None)
+    with pytest.raises(ValueError, match="uplift horizon 30"):
+        BundleMeta(**{**dataclasses.asdict(model.meta), "uplift": {**model.meta.uplift, "horizon_days": 30}})
+    with pytest.raises(ValueError, match="uplift_treated"):
+        ScoringModel(
+            model.churn_booster, model.value_booster, model.meta, None, {"uplift_treated": model.churn_booster}
+        )

@@ -1,0 +1,294 @@
+"""The uplift heads: who is persuadable, fitted on randomized campaigns and checked on held-out customers.
+
+Data (:func:`features.campaigns.campaign_training_frame`): one row per (customer, campaign) of a campaign log with a
+held-out control group, the kernel's features at the campaign's cutoff (the UTC day of ``sent_at``: nothing after it
+is read) and the outcome ``retained`` (1 = a purchase in the ``horizon_days`` days after the cutoff), point in time.
+
+Learner (``t_learner``, the two-model approach): one LightGBM binary head on ``retained`` of the contacted customers
+(``uplift_treated``), one of the control customers (``uplift_control``); the uplift of a customer with features X is
+P(retained | contacted, X) - P(retained | control, X), in [-1, 1] (:meth:`serving.model.ScoringModel.raw_uplift`).
+Each head stops early on a customer-grouped fifth of its training rows (:data:`STOPPING_SHARE`, binary log loss) and
+is refitted on all its training rows with the rounds found. The heads use the bundle's feature columns (the
+kernel's), are saved as LightGBM native text and nothing is pickled.
+
+Evaluation, customer-grouped: :data:`HOLDOUT_SHARE` of the customers (a CRC-32 of their id, so a customer's
+campaigns are all on one side, independently of the churn heads' validation split) are held out of both heads. On
+their rows (:mod:`training.uplift_metrics`) the Qini coefficient and the uplift at 10/20/30 % of three targetings:
+
+- ``model``: the heads' uplift, highest first;
+- ``risk``: the churn risk at the cutoff, highest first -- the churn head's calibrated P(no purchase in the
+  horizon) of the bundle trained alongside (``risk_source`` ``churn_head``), or, without one,
+  1 - the control head's P(retained) (``control_head``);
+- ``random``: the expectation of random targeting (a Qini coefficient of 0, an uplift at k equal to the average
+  effect), and ``qini_random_p95``, the 95% quantile of random orders' Qini coefficients on these rows.
+
+The champion gate idea for uplift: the heads are ``trusted`` when their held-out Qini coefficient beats both the
+risk targeting's and the random p95 (better than 95% of random orders). Only trusted heads fill
+:attr:`serving.model.Scores.uplift`; untrusted ones are still versioned in the bundle (with their metrics), the
+scores carry no uplift and a plan falls back to the assumed save rate. The served heads are those evaluated: they
+are not refitted on the held-out customers, so the held-out figures describe exactly what is served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import zlib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.campaigns import campaign_training_frame
+from features.contract import ContractError
+from features.kernel import PreparedTransactions
+from serving.model import UPLIFT_FILES, BundleMeta, ScoringModel
+from training import heads
+from training.uplift_metrics import UPLIFT_AT, qini_curve, random_qini, uplift_metrics
+
+__all__ = [
+    "HOLDOUT_SHARE",
+    "LEARNER",
+    "TARGETINGS",
+    "UpliftFit",
+    "fit_campaign_uplift",
+    "fit_uplift",
+    "uplift_holdout",
+    "with_uplift",
+]
+
+LEARNER = "t_learner"
+"""The learner of the uplift heads (:data:`serving.model.UPLIFT_LEARNERS`)."""
+HOLDOUT_SHARE = 0.3
+"""Share of the campaign customers held out of both heads to evaluate them."""
+STOPPING_SHARE = 0.2
+"""Share of the training customers each head stops early on before its refit on all of them."""
+MIN_ROWS_PER_ARM = 50
+"""Fewest training rows per arm (treated, control) and held-out rows per arm an uplift fit accepts."""
+UPLIFT_PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "max_depth": 5,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbosity": -1,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+"""LightGBM parameters of both uplift heads (the churn head's shape: shallow trees, at least 50 rows a leaf)."""
+MAX_ROUNDS = 1000
+EARLY_STOPPING_ROUNDS = 50
+TARGETINGS = ("model", "risk", "random")
+"""The targetings compared on the held-out customers (module docstring)."""
+RANDOM_DRAWS = 200
+"""Random orders behind ``qini_random_p95``."""
+
+
+def _hashed_share(ids: pd.Series, salt: str, share: float) -> np.ndarray:
+    """True for about ``share`` of the distinct ids, stably: a CRC-32 of ``salt:id`` below ``share`` of 2**32."""
+    bound = share * 2**32
+    return np.fromiter((zlib.crc32(f"{salt}:{i}".encode()) < bound for i in ids), dtype=bool, count=len(ids))
+
+
+def uplift_holdout(customer_ids: pd.Series, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """True for the rows whose customer is held out of the uplift heads (about ``share`` of the customers, every
+    campaign row of a customer on the same side, always the same customers)."""
+    return _hashed_share(customer_ids, "uplift-holdout", share)
+
+
+@dataclasses.dataclass
+class UpliftFit:
+    """An uplift fit: the two heads, their bundle metadata and the held-out evaluation."""
+
+    boosters: dict[str, Any]
+    """Role (:data:`serving.model.UPLIFT_FILES`) -> LightGBM booster."""
+    meta: dict[str, Any]
+    """:attr:`serving.model.BundleMeta.uplift`: learner, files, campaign ids, horizon, trusted, metrics, ..."""
+    metrics: dict[str, float]
+    """Held-out metrics, MLflow names: ``uplift_qini_<targeting>`` for model, risk and random,
+    ``uplift_qini_random_p95``, ``uplift_<targeting>_at_<pct>``, ``uplift_ate``, ``uplift_trusted`` (1/0)."""
+    holdout: pd.DataFrame
+    """The held-out rows: ``customer_id``, ``campaign_id``, ``cutoff``, ``treatment``, ``retained``, ``uplift`` (the
+    heads'), ``risk`` (the churn risk they are compared with)."""
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    """Qini curve per targeting on the held-out rows (:func:`training.uplift_metrics.qini_curve`; random: the
+    straight line)."""
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.meta["trusted"])
+
+
+def _arm_rows(frame: pd.DataFrame, mask: np.ndarray, what: str) -> None:
+    for arm, name in ((1, "treated"), (0, "control")):
+        rows = int((mask & (frame["treatment"].to_numpy() == arm)).sum())
+        if rows < MIN_ROWS_PER_ARM:
+            raise ContractError(
+                f"cannot fit uplift heads: {rows} {name} campaign row(s) among the {what} customers, at least"
+                f" {MIN_ROWS_PER_ARM} needed (a campaign log with a held-out control group of enough known customers)"
+            )
+
+
+def _fit_arm(X: np.ndarray, y: np.ndarray, stop: np.ndarray, columns: list[str], params: dict[str, Any]):
+    """One head: early stopping on the ``stop`` rows, then the refit on every row with the rounds found."""
+    lgb = heads._lightgbm()
+    fit = lgb.Dataset(X[~stop], y[~stop], feature_name=columns, free_raw_data=True)
+    valid = lgb.Dataset(X[stop], y[stop], reference=fit)
+    booster = lgb.train(
+        {**params, "metric": "binary_logloss"},
+        fit,
+        num_boost_round=MAX_ROUNDS,
+        valid_sets=[valid],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    rounds = int(booster.best_iteration or booster.current_iteration())
+    final = lgb.train(params, lgb.Dataset(X, y, feature_name=columns), num_boost_round=rounds)
+    return final, rounds
+
+
+def fit_uplift(
+    X: pd.DataFrame,
+    outcomes: pd.DataFrame,
+    columns: list[str] | tuple[str, ...],
+    *,
+    horizon_days: int,
+    risk: np.ndarray | None = None,
+    seed: int = 0,
+    num_threads: int = 0,
+    holdout_share: float = HOLDOUT_SHARE,
+) -> UpliftFit:
+    """Fit and evaluate the uplift heads (module docstring) on campaign rows.
+
+    Args:
+        X: features at each row's cutoff (:func:`features.campaigns.campaign_training_frame`), with ``columns``.
+        outcomes: the rows' outcomes (same function): ``customer_id``, ``campaign_id``, ``cutoff``, ``treatment``
+            (1/0), ``retained`` (1/0, a purchase within ``horizon_days`` after the cutoff).
+        columns: the feature columns of the heads (the bundle's).
+        horizon_days: the outcome window the rows were labeled with (days).
+        risk: churn risk per row (P(no purchase in the horizon) at the cutoff, e.g. the churn head's), the targeting
+            compared with; None: 1 - the control head's P(retained).
+        seed, num_threads: LightGBM's.
+        holdout_share: share of customers held out for the evaluation.
+
+    Raises :class:`ContractError` when an arm has fewer than :data:`MIN_ROWS_PER_ARM` rows on either side.
+    """
+    columns = list(columns)
+    if len(X) != len(outcomes):
+        raise ValueError(f"X has {len(X)} rows but outcomes {len(outcomes)}")
+    holdout = uplift_holdout(outcomes["customer_id"], holdout_share)
+    _arm_rows(outcomes, ~holdout, "training")
+    _arm_rows(outcomes, holdout, "held-out")
+    matrix = X[columns].to_numpy(dtype=np.float64)
+    y = outcomes["retained"].to_numpy(dtype=np.float64)
+    t = outcomes["treatment"].to_numpy(dtype=np.int8)
+    stop = _hashed_share(outcomes["customer_id"], "uplift-stop", STOPPING_SHARE)
+    params = {**UPLIFT_PARAMS, "seed": seed, "num_threads": num_threads}
+    boosters: dict[str, Any] = {}
+    rounds: dict[str, int] = {}
+    for role, arm in (("uplift_treated", 1), ("uplift_control", 0)):
+        rows = ~holdout & (t == arm)
+        if not (stop[rows].any() and (~stop[rows]).any()):
+            raise ContractError(f"cannot fit uplift heads: too few {role.removeprefix('uplift_')} customers")
+        boosters[role], rounds[role] = _fit_arm(matrix[rows], y[rows], stop[rows], columns, params)
+
+    held = matrix[holdout]
+    p_treated = boosters["uplift_treated"].predict(held, num_threads=num_threads)
+    p_control = boosters["uplift_control"].predict(held, num_threads=num_threads)
+    risk_source = "churn_head" if risk is not None else "control_head"
+    rows = outcomes.loc[holdout, ["customer_id", "campaign_id", "cutoff", "treatment", "retained"]].reset_index(
+        drop=True
+    )
+    rows["uplift"] = p_treated - p_control
+    rows["risk"] = np.asarray(risk, dtype=np.float64)[holdout] if risk is not None else 1.0 - p_control
+    metrics, curves = _evaluate(rows, seed)
+    trusted = metrics["uplift_qini_model"] > max(metrics["uplift_qini_risk"], metrics["uplift_qini_random_p95"])
+    metrics["uplift_trusted"] = float(trusted)
+    meta = uplift_meta(outcomes, holdout, horizon_days, trusted, metrics, rounds, risk_source, holdout_share)
+    return UpliftFit(boosters, meta, metrics, rows, curves)
+
+
+def _evaluate(rows: pd.DataFrame, seed: int) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The held-out metrics and Qini curves of the three targetings (module docstring)."""
+    y, t = rows["retained"].to_numpy(np.float64), rows["treatment"].to_numpy(np.float64)
+    ate = float(y[t == 1].mean() - y[t == 0].mean())
+    metrics: dict[str, float] = {"uplift_ate": ate, "uplift_holdout_rows": float(len(rows))}
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, score in (("model", rows["uplift"]), ("risk", rows["risk"])):
+        found = uplift_metrics(y, t, score.to_numpy(np.float64))
+        metrics[f"uplift_qini_{name}"] = found.pop("qini")
+        metrics.update({f"uplift_{name}_{k.removeprefix('uplift_')}": v for k, v in found.items()})
+        curves[name] = qini_curve(y, t, score.to_numpy(np.float64))
+    metrics["uplift_qini_random"] = 0.0
+    metrics["uplift_qini_random_p95"] = random_qini(y, t, draws=RANDOM_DRAWS, seed=seed)
+    metrics.update({f"uplift_random_at_{round(100 * k)}": ate for k in UPLIFT_AT})
+    end = curves["model"]
+    curves["random"] = (np.array([0.0, end[0][-1]]), np.array([0.0, end[1][-1]]))
+    return metrics, curves
+
+
+def uplift_meta(
+    outcomes: pd.DataFrame,
+    holdout: np.ndarray,
+    horizon_days: int,
+    trusted: bool,
+    metrics: dict[str, float],
+    rounds: dict[str, int],
+    risk_source: str,
+    holdout_share: float,
+) -> dict[str, Any]:
+    """:attr:`serving.model.BundleMeta.uplift` (JSON-native): learner, files, campaigns, horizon, the gate's
+    verdict and the held-out metrics, rows per arm and side, the heads' rounds."""
+    t = outcomes["treatment"].to_numpy()
+    cutoffs = pd.Series(outcomes["cutoff"]).map(str)
+    return {
+        "learner": LEARNER,
+        "files": dict(UPLIFT_FILES),
+        "outcome": "retained",
+        "campaign_ids": sorted(map(str, pd.unique(outcomes["campaign_id"]))),
+        "first_cutoff": str(cutoffs.min()),
+        "last_cutoff": str(cutoffs.max()),
+        "horizon_days": int(horizon_days),
+        "trusted": bool(trusted),
+        "gate": "qini_model > max(qini_risk, qini_random_p95) on the held-out customers",
+        "risk_source": risk_source,
+        "holdout_share": holdout_share,
+        "rows": {
+            f"{side}_{arm}": int(((holdout == held) & (t == flag)).sum())
+            for side, held in (("training", False), ("holdout", True))
+            for arm, flag in (("treated", 1), ("control", 0))
+        },
+        "rounds": dict(rounds),
+        "metrics": {k: (float(v) if np.isfinite(v) else None) for k, v in metrics.items()},
+    }
+
+
+def with_uplift(model: ScoringModel, fit: UpliftFit) -> ScoringModel:
+    """``model`` with the uplift heads of ``fit`` and their metadata (a new :class:`ScoringModel`, format 4)."""
+    meta: BundleMeta = dataclasses.replace(model.meta, uplift=fit.meta)
+    return ScoringModel(model.churn_booster, model.value_booster, meta, model.version, dict(fit.boosters))
+
+
+def fit_campaign_uplift(
+    prep: PreparedTransactions,
+    campaigns: pd.DataFrame,
+    model: ScoringModel,
+    *,
+    as_of: dt.date | None = None,
+    seed: int = 0,
+    num_threads: int = 0,
+) -> UpliftFit:
+    """The uplift heads of a model version from a prepared campaign log (:func:`features.campaigns.prepare_campaigns`).
+
+    Features and outcomes at each campaign's cutoff over the version's horizon (windows must end by ``as_of``),
+    on the version's feature columns; the risk targeting they are compared with is the version's churn head at the
+    cutoff. Campaign rows of customers unknown at their cutoff are left out (they have no features).
+    """
+    horizon = model.meta.horizon_days
+    X, outcomes = campaign_training_frame(prep, campaigns, horizon, as_of=as_of)
+    columns = list(model.feature_columns)
+    risk = model.score(X[columns].to_numpy(dtype=np.float64), num_threads).churn_probability if len(X) else None
+    return fit_uplift(X, outcomes, columns, horizon_days=horizon, risk=risk, seed=seed, num_threads=num_threads)
