@@ -5,6 +5,7 @@ outside the outcome window changes an outcome and nothing after the cutoff chang
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -138,7 +139,7 @@ def test_float_ids_stay_text_unless_normalised() -> None:
     assert report.float_like_ids == 0
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".db"])
 def test_read_campaigns_keeps_ids_as_text(tmp_path, suffix: str) -> None:
     raw = pd.DataFrame(
         {
@@ -151,8 +152,16 @@ def test_read_campaigns_keeps_ids_as_text(tmp_path, suffix: str) -> None:
         }
     )
     path = tmp_path / f"campaigns{suffix}"
-    raw.to_csv(path, index=False) if suffix == ".csv" else raw.to_parquet(path, index=False)
-    campaigns, report = read_campaigns(path, {"campaign_id": "campaign"}, strict=True)
+    source = str(path)
+    if suffix == ".csv":
+        raw.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        raw.to_parquet(path, index=False)
+    else:  # a SQL table (text columns stay text)
+        source = f"sqlite:///{path}?table=campaigns"
+        with sqlite3.connect(path) as conn:
+            raw.to_sql("campaigns", conn, index=False)
+    campaigns, report = read_campaigns(source, {"campaign_id": "campaign"}, strict=True)
     assert campaigns["customer_id"].tolist() == ["00042", "00043"]
     assert campaigns["campaign_id"].tolist() == ["007", "007"] and campaigns["offer"].tolist() == ["0010", "0010"]
     assert campaigns["cost"].tolist() == [2.5, 0.0] and report.rows_valid == 2
@@ -209,6 +218,16 @@ def test_outcomes_by_hand() -> None:
     assert got == EXPECTED
     assert out["retained"].dtype == np.int8 and out["known"].dtype == bool
     pd.testing.assert_frame_equal(out[list(CAMPAIGN_COLUMNS)], campaigns())
+
+
+def test_sent_at_of_any_zone_and_resolution_is_its_utc_day() -> None:
+    prep = index_transactions(transactions())
+    log = campaigns()
+    local = log.assign(sent_at=log["sent_at"].dt.tz_convert("America/Sao_Paulo").dt.as_unit("us"))  # UTC-3
+    pd.testing.assert_frame_equal(
+        campaign_outcomes(prep, local, 5).drop(columns="sent_at"),
+        campaign_outcomes(prep, log, 5).drop(columns="sent_at"),
+    )
 
 
 def test_a_window_past_the_log_is_refused() -> None:

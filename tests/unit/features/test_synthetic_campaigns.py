@@ -54,6 +54,14 @@ def test_same_arguments_same_campaign_and_the_seed_matters(raw: pd.DataFrame, si
     pd.testing.assert_series_equal(other.truth["response"], sim.truth["response"])  # a function of the features
 
 
+def test_text_timestamps_give_the_same_campaign(raw: pd.DataFrame) -> None:
+    small = raw[raw["customer_id"] < "C0000300"]
+    text = small.assign(timestamp=small["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    a, b = (simulate_campaign(frame, SENT_AT, horizon_days=HORIZON, seed=3) for frame in (small, text))
+    pd.testing.assert_frame_equal(a.truth, b.truth)
+    pd.testing.assert_frame_equal(a.campaigns, b.campaigns)
+
+
 def test_every_customer_with_a_purchase_by_the_send_day_is_assigned(raw: pd.DataFrame, sim) -> None:
     features = compute_features(prepare_transactions(raw)[0], CUTOFF)
     eligible = features.loc[features["n_transactions"] > 0, "customer_id"]
