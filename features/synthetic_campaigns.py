@@ -77,6 +77,7 @@ from features.labels import labels_at
 
 __all__ = [
     "RESPONSES",
+    "TRUTH_COLUMNS",
     "CampaignDesign",
     "SimulatedCampaign",
     "response_summary",
@@ -127,7 +128,9 @@ class SimulatedCampaign:
     ``transactions``: the input's rows with the treated customers' effects applied (same columns, sorted by customer
     id then timestamp); ``campaigns``: the campaign log, one row per eligible customer (the
     :func:`features.campaigns.prepare_campaigns` columns); ``truth``: per eligible customer, in the log's order, the
-    columns :data:`TRUTH_COLUMNS` (spend in currency units and retention over ``(D, D + H]``).
+    columns :data:`TRUTH_COLUMNS` (spend in currency units and retention over ``(D, D + H]``). ``cutoff`` is ``D``,
+    the UTC day of ``sent_at``; ``horizon_days`` is ``H``; ``design`` the response rules and effect sizes used. A second
+    campaign is simulated on ``transactions`` again (another ``campaign_id``: its extra purchases get other ids).
     """
 
     transactions: pd.DataFrame
