@@ -21,8 +21,9 @@ are of the customers scored. The population blocks are read from ``summary["popu
 The page is self-contained: inline CSS, charts as inline PNG (matplotlib, Agg, no pyplot state) and no URL to
 fetch; a Content-Security-Policy forbids every fetch but inline images, so the browser confirms it. One inline
 script (allowed by its hash, the only script that can run) writes on ``<body>`` how many images the browser decoded
-(``data-images-total``, ``data-images-decoded``) and how many network resources it loaded
-(``data-external-requests``): what the headless-browser test reads back. Every text and number is HTML-escaped.
+and laid out (``data-images-total``, ``data-images-decoded``), how many network resources it loaded
+(``data-external-requests``) and the section headings that have a box on the page (``data-headings``, JSON): what
+the headless-browser test reads back. Every text and number is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ BAR_PX = 220
 log = logging.getLogger("retention.report")
 
 _CHECK_SCRIPT = (
-    'addEventListener("load",()=>{const i=[...document.images],d=document.body.dataset;'
-    "d.imagesTotal=i.length;d.imagesDecoded=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
+    'addEventListener("load",()=>{const d=document.body.dataset,i=[...document.images],'
+    "shown=e=>e.getBoundingClientRect().width>0&&e.getBoundingClientRect().height>0;"
+    "d.imagesTotal=i.length;d.imagesDecoded=i.filter(x=>x.complete&&x.naturalWidth>0&&shown(x)).length;"
     'd.externalRequests=performance.getEntriesByType("resource").filter(r=>/^(https?|wss?|ftp):/.test(r.name)).length;'
+    'd.headings=JSON.stringify([...document.querySelectorAll("h2")].filter(shown).map(h=>h.textContent));'
     "});"
 )
 _CSS = """
@@ -123,6 +126,11 @@ def _number(value: Any) -> float | None:
 def _count(value: Any) -> str:
     number = _number(value)
     return "n/a" if number is None else f"{number:,.0f}"
+
+
+def _customers(value: Any) -> str:
+    """``1 customer``, ``1,234 customers``."""
+    return f"{_count(value)} customer{'' if _number(value) == 1 else 's'}"
 
 
 def _money(value: Any) -> str:
@@ -210,10 +218,9 @@ def _pyramid_chart(tiers: Sequence[Mapping[str, Any]]) -> Figure:
                 color="white" if shade > 0.55 else "#1d2330", parse_math=False)  # a name, never mathtext  # fmt: skip
         n_customers, ev = _number(tier["customers"]) or 0.0, _number(tier["expected_value"]) or 0.0
         label = (
-            f"{n_customers:,.0f} customers ({n_customers / customers:.1%})\n"
-            f"expected value {_short(ev)} ({ev / value:.1%})"
+            f"{_customers(n_customers)} ({n_customers / customers:.1%})\nexpected value {_short(ev)} ({ev / value:.1%})"
             if customers > 0 and value > 0
-            else f"{n_customers:,.0f} customers\nexpected value {_short(ev)}"
+            else f"{_customers(n_customers)}\nexpected value {_short(ev)}"
         )
         ax.text(1.08, bottom + 0.5, label, ha="left", va="center", fontsize=10)
     ax.set(xlim=(-1.02, 2.45), ylim=(-0.05, n + 0.05), title="Customers and expected value per tier")
@@ -249,14 +256,14 @@ def _concentration_chart(population: Mapping[str, Any], show_profit: bool) -> Fi
         right.plot(px, py, color="tab:green", linewidth=2, label="cumulative expected profit")
         right.axhline(0, color="grey", linewidth=1)
         peak = int(np.nanargmax(py)) if np.isfinite(py).any() else 0
-        right.plot([px[peak]], [py[peak]], "o", color="tab:green",
-                   label=f"peak {_short(py[peak])} at {px[peak]:.0f}% of customers")  # fmt: skip
         unprofitable = population.get("unprofitable") or {}
-        if peak < len(px) - 1:
+        if peak < len(px) - 1:  # the curve falls after its peak: the unprofitable customers
+            right.plot([px[peak]], [py[peak]], "o", color="tab:green",
+                       label=f"peak {_short(py[peak])} at {px[peak]:.0f}% of customers")  # fmt: skip
             tail = "unprofitable tail"
             if _number(unprofitable.get("customers")):
                 cost = _short(-(_number(unprofitable.get("expected_profit")) or 0.0))
-                tail = f"{_count(unprofitable['customers'])} unprofitable customers: {cost}"
+                tail = f"{_customers(unprofitable['customers'])} unprofitable: {cost}"
             right.fill_between(px[peak:], py[peak:], py[peak], color="tab:red", alpha=0.18, label=tail)
         right.yaxis.set_major_formatter(_amount_ticks())
         right.set(xlim=(0, 100), xlabel="customers, highest expected profit first (%)",
@@ -316,9 +323,7 @@ def _header(summary: Mapping[str, Any], title: str, plan: Mapping[str, Any] | No
         facts.append(("Rows valid", f"{_count(quality.get('rows_valid'))} of {_count(quality['rows_read'])}"))
     if plan is not None:
         totals = plan.get("totals") or {}
-        facts.append(
-            ("Plan", f"{_count(totals.get('customers_contacted'))} customers, spend {_money(totals.get('spend'))}")
-        )
+        facts.append(("Plan", f"{_customers(totals.get('customers_contacted'))}, spend {_money(totals.get('spend'))}"))
     items = "".join(f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in facts)
     output = summary.get("output")
     sub = f"amounts over the next {horizon} days" if horizon is not None else ""
@@ -376,10 +381,13 @@ def _concentration_section(summary: Mapping[str, Any]) -> str:
         n, cost = _number(unprofitable.get("customers")), _number(unprofitable.get("expected_profit"))
         scored = _number(summary.get("customers_scored"))
         share = f" ({_share(n / scored)} of the customers scored)" if n is not None and scored else ""
-        parts.append(
-            f'<p class="note">{_e(_count(n))} customers are unprofitable{_e(share)}: their expected profit sums to '
-            f"{_e(_money(cost))} over the horizon.</p>"
+        text = (
+            f"{_customers(n)}{share} {'is' if n == 1 else 'are'} unprofitable: their expected profit sums to "
+            f"{_money(cost)} over the horizon."
+            if n
+            else "No customer is unprofitable: every expected profit is zero or more."
         )
+        parts.append(f'<p class="note">{_e(text)}</p>')
     if has_profit:
         parts.append(_profit_split(population["profit_curve"]))
     else:
@@ -428,7 +436,7 @@ def _matrix_section(summary: Mapping[str, Any]) -> str:
             colour = "#fff" if heat > 0.55 else "#1d2330"
             row.append(
                 f'<div class="cell" style="background:rgba(35,57,93,{heat:.2f});color:{colour};padding:4px 8px">'
-                f'{_e(_count(cell["customers"]))} customers<small style="color:{colour}">'
+                f'{_e(_customers(cell["customers"]))}<small style="color:{colour}">'
                 f"value {_e(_short(ev))}</small></div>"
             )
         rows.append(row)

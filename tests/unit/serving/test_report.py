@@ -205,7 +205,7 @@ def test_the_header_and_tables_hold_the_hand_computed_numbers(page) -> None:
         "gold 2 20.0% 700 70.0% 620 350",
         "silver 3 30.0% 230 23.0% 110 115",
         "bronze 5 50.0% 70 7.0% -130 35",
-        "5 customers are unprofitable (50.0% of the customers scored): their expected profit sums to -130",
+        "5 customers (50.0% of the customers scored) are unprofitable: their expected profit sums to -130",
         # profit 600 in all; the top two make 620; the last three (-30, -35, -35) take away 100
         "most profitable 20% of customers make 103.3% of the total expected profit (600); "
         "the least profitable 30% add -100 (-16.7% of the total)",
@@ -231,7 +231,7 @@ def test_the_matrix_has_every_tier_and_segment_with_its_customers_and_value(page
     rows = re.findall(r"<tr>(.*?)</tr>", matrix)
     assert "star" in rows[0] and "low" in rows[0]
     cells = [Page(r).words() for r in rows[1:]]
-    assert cells[0] == "gold 1 customers value 500 1 customers value 200 0 customers value 0 0 customers value 0"
+    assert cells[0] == "gold 1 customer value 500 1 customer value 200 0 customers value 0 0 customers value 0"
     assert cells[2] == "bronze 0 customers value 0 0 customers value 0 2 customers value 35 3 customers value 35"
     # the heat: the darkest cell is the one with the most expected value (500), an empty one the lightest
     alphas = [float(a) for a in re.findall(r"rgba\(35,57,93,([0-9.]+)\)", matrix)]
@@ -419,3 +419,13 @@ def test_plan_runs_log_budget_offers_economics_totals_plan_and_report(tracking) 
     assert [o["name"] for o in economics["offers"]] == ["call", "voucher"] and economics["contact_cost"] == 1.0
     html = artifact_text(tracking, run_id, REPORT_ARTIFACT)
     assert "Retention plan, as of 2024-12-30, model version 7" in html and "Expected saved value" in html
+
+
+def test_a_population_without_unprofitable_customers_says_so() -> None:
+    block = population()
+    block["profit_curve"] = {"customer_share": SHARES.tolist(), "cumulative_profit": _curve(EV)}
+    block["unprofitable"] = {"customers": 0, "expected_profit": 0.0}
+    words = Page(render_report(summary_dict(population=block), title="t")).words()
+    assert "No customer is unprofitable" in words and "could not be drawn" not in words
+    # profit = value here: the top 20% (two customers) make 700 of 1,000, the last three add 20
+    assert "make 70.0% of the total expected profit (1,000); the least profitable 30% add 20 (2.0%" in words
