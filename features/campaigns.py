@@ -54,17 +54,17 @@ import numpy as np
 import pandas as pd
 
 from features.contract import (
-    _NAT,
+    NAT_NS,
     ContractError,
-    _as_string,
-    _distinct_ids,
-    _float_like,
-    _group_codes,
-    _numbers,
-    _present,
-    _repeats,
+    as_numbers,
     check_column_sources,
+    count_float_like_ids,
+    distinct_ids,
+    group_codes,
+    ids_as_text,
     parse_timestamps,
+    present_mask,
+    repeated_rows,
 )
 from features.kernel import NS_PER_DAY, PreparedTransactions, compute_feature_arrays, date_to_day, day_to_date
 from features.labels import labels_at
@@ -219,7 +219,7 @@ def _contract_frame(raw: pd.DataFrame, columns: Mapping[str, str] | None) -> pd.
 
 def _treatment_flags(values: pd.Series) -> np.ndarray:
     """1 / 0 per row, -1 where the value is not an accepted flag (see :data:`TREATMENT_VALUES`)."""
-    text = _as_string(values).str.strip().str.lower()
+    text = ids_as_text(values).str.strip().str.lower()
     return text.map(TREATMENT_VALUES).fillna(-1).to_numpy(dtype=np.int64)
 
 
@@ -227,10 +227,10 @@ def _costs(frame: pd.DataFrame) -> np.ndarray:
     """The contact cost per row (0 without a cost column or in an empty cell; NaN: not a number)."""
     if "cost" not in frame.columns:
         return np.zeros(len(frame))
-    cost = _numbers(frame["cost"])
+    cost = as_numbers(frame["cost"])
     empty = frame["cost"].isna().to_numpy()
     if pd.api.types.is_string_dtype(frame["cost"].dtype):
-        empty = empty | ~_present(_as_string(frame["cost"]), strip=True)
+        empty = empty | ~present_mask(ids_as_text(frame["cost"]), strip=True)
     return np.where(empty, 0.0, cost)
 
 
@@ -251,8 +251,8 @@ def prepare_campaigns(
     """
     data = _contract_frame(frame, columns)
     n = len(data)
-    customer = _as_string(data["customer_id"], normalize_float_ids=normalize_float_ids)
-    campaign = _as_string(data["campaign_id"], normalize_float_ids=normalize_float_ids)
+    customer = ids_as_text(data["customer_id"], normalize_float_ids=normalize_float_ids)
+    campaign = ids_as_text(data["campaign_id"], normalize_float_ids=normalize_float_ids)
     sent_at = parse_timestamps(data["sent_at"])
     treatment = _treatment_flags(data["treatment"])
     cost = _costs(data)
@@ -260,9 +260,9 @@ def prepare_campaigns(
     rule = np.zeros(n, dtype=np.int8)
     broken = np.zeros(n, dtype=bool)
     checks = (
-        ~_present(customer, strip=True),
-        ~_present(campaign, strip=True),
-        sent_at.array.asi8 == _NAT,
+        ~present_mask(customer, strip=True),
+        ~present_mask(campaign, strip=True),
+        sent_at.array.asi8 == NAT_NS,
         treatment < 0,
         ~(np.isfinite(cost) & (cost >= 0)),
     )
@@ -271,8 +271,8 @@ def prepare_campaigns(
         rule[hit] = number
         broken |= hit
     rows = np.flatnonzero(~broken)
-    pairs = _group_codes([customer.array.take(rows), campaign.array.take(rows)])
-    repeat = _repeats(pairs)
+    pairs = group_codes([customer.array.take(rows), campaign.array.take(rows)])
+    repeat = repeated_rows(pairs)
     rule[rows[repeat]] = len(CAMPAIGN_RULES)
     first_of = np.full(int(pairs.max()) + 1 if len(pairs) else 0, -1, dtype=np.int64)
     first_of[pairs[~repeat]] = np.flatnonzero(~repeat)
@@ -288,7 +288,7 @@ def prepare_campaigns(
         detail = ", ".join(f"{count} {name.replace('_', ' ')}" for name, count in counts.items() if count)
         raise ContractError(f"no valid campaign row in the input ({n} rows read; {detail or 'file is empty'})")
 
-    offer = _as_string(data["offer"]).fillna("") if "offer" in data.columns else pd.Series("", index=data.index)
+    offer = ids_as_text(data["offer"]).fillna("") if "offer" in data.columns else pd.Series("", index=data.index)
     out = pd.DataFrame(
         {
             "customer_id": customer.array[valid],
@@ -311,7 +311,7 @@ def _report(
         for (campaign, flag), rows in table.items():
             arms.setdefault(str(campaign), {"treated": 0, "control": 0})["treated" if flag else "control"] = int(rows)
     days = out["sent_at"].dt.floor("D") if len(out) else None
-    ids = _distinct_ids(out["customer_id"]) if len(out) else np.empty(0, dtype=object)
+    ids = distinct_ids(out["customer_id"]) if len(out) else np.empty(0, dtype=object)
     treated = int(out["treatment"].sum())
     return CampaignReport(
         rows_read=rows_read,
@@ -325,7 +325,7 @@ def _report(
         first_sent=None if days is None else str(days.min().date()),
         last_sent=None if days is None else str(days.max().date()),
         conflicting_assignments=conflicting,
-        float_like_ids=0 if normalized else _float_like(ids),
+        float_like_ids=0 if normalized else count_float_like_ids(ids),
     )
 
 
@@ -343,13 +343,8 @@ def read_campaigns(
     """
     from features.sources import read_table
 
-    mapping = dict(columns or {})
-    # read_table reads the transaction contract's id columns as text: name the campaign's id columns through them
-    as_text = {"customer_id": mapping.get("customer_id", "customer_id")}
-    as_text["transaction_id"] = mapping.get("campaign_id", "campaign_id")
-    as_text["category"] = mapping.get("offer", "offer")
-    raw = read_table(source, as_text)
-    return prepare_campaigns(raw, mapping, strict, normalize_float_ids=normalize_float_ids)
+    raw = read_table(source, columns, text_columns=("customer_id", "campaign_id", "offer"))
+    return prepare_campaigns(raw, columns, strict, normalize_float_ids=normalize_float_ids)
 
 
 def _cutoff_days(campaigns: pd.DataFrame) -> np.ndarray:

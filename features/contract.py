@@ -63,7 +63,7 @@ import dataclasses
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,7 +104,7 @@ _WHITESPACE = (
     "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 )
 """What Python's ``str.strip()`` strips (``str.isspace``), for Arrow's ``utf8_trim``."""
-_NAT = np.iinfo(np.int64).min
+NAT_NS = np.iinfo(np.int64).min  # the int64 nanoseconds of a missing timestamp (NaT)
 _NS_MIN, _NS_MAX = pd.Timestamp.min.value, pd.Timestamp.max.value
 _UNIT_NS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _DAY_NS = 86_400 * 1_000_000_000
@@ -237,15 +237,17 @@ def order_lines_warning(orders: int) -> str:
     )
 
 
-def parse_column_map(spec: str | None) -> dict[str, str]:
+def parse_column_map(spec: str | None, known: Sequence[str] | None = None) -> dict[str, str]:
     """Parse ``"customer_id=cust,timestamp=order_date"`` into ``{"customer_id": "cust", ...}``.
 
-    Keys are contract column names, values are the names in the input file. ``None`` is no mapping; an empty
+    Keys are contract column names (``known``; default the transaction contract's columns, the campaign log passes
+    its own), values are the names in the input file. ``None`` is no mapping; an empty
     spec (``""``, ``","``), a contract column mapped twice or an input column mapped to two contract columns
     raise :class:`ContractError`. Whether the input has the named columns is checked when it is read.
     """
     if spec is None:
         return {}
+    names = tuple(known) if known is not None else REQUIRED_COLUMNS + OPTIONAL_COLUMNS
     mapping: dict[str, str] = {}
     for item in spec.split(","):
         item = item.strip()
@@ -255,9 +257,8 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
             raise ContractError(f"column mapping '{item}' must look like contract_name=input_name")
         key, _, value = item.partition("=")
         key, value = key.strip(), value.strip()
-        if key not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS:
-            known = ", ".join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
-            raise ContractError(f"column mapping names unknown column '{key}' (known: {known})")
+        if key not in names:
+            raise ContractError(f"column mapping names unknown column '{key}' (known: {', '.join(names)})")
         if not value:
             raise ContractError(f"column mapping for '{key}' has no input column name")
         if key in mapping:
@@ -359,7 +360,7 @@ def parse_timestamps(values: pd.Series) -> pd.Series:
     text = pc.utf8_trim(_arrow(values), characters=_WHITESPACE)
     strings = text.to_numpy(zero_copy_only=False)
     ns = _ns_or_nat(pd.to_datetime(strings, utc=True, errors="coerce", format="ISO8601").array)
-    retry = (ns == _NAT) & _bools(pc.not_equal(text, ""))
+    retry = (ns == NAT_NS) & _bools(pc.not_equal(text, ""))
     if retry.any():
         mixed = pd.to_datetime(strings[retry], utc=True, errors="coerce", format="mixed")
         ns[retry] = _ns_or_nat(mixed.array)
@@ -396,7 +397,7 @@ def _ns_or_nat(utc: Any) -> np.ndarray:
     if factor == 1:
         return i8
     fits = (i8 >= -(-_NS_MIN // factor)) & (i8 <= _NS_MAX // factor)  # NaT (int64 min) does not fit
-    return np.where(fits, np.where(fits, i8, 0) * factor, _NAT)
+    return np.where(fits, np.where(fits, i8, 0) * factor, NAT_NS)
 
 
 def _utc_series(ns: np.ndarray, index: pd.Index) -> pd.Series:
@@ -417,7 +418,7 @@ def _bools(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(mask, False), dtype=bool)
 
 
-def _as_string(values: pd.Series, *, normalize_float_ids: bool = False) -> pd.Series:
+def ids_as_text(values: pd.Series, *, normalize_float_ids: bool = False) -> pd.Series:
     """Opaque identifiers as text: strings stay as they are, anything else is rendered as ``str`` renders it.
 
     A float column becomes ``"17850.0"`` (what :func:`features.sources.read_table` gives for it too);
@@ -437,10 +438,10 @@ def normalize_id_text(ids: pd.Series) -> pd.Series:
 
     Engines that split the input by customer hash these, so that ``17850.0`` and ``17850`` land in one part.
     """
-    return _as_string(ids, normalize_float_ids=True)
+    return ids_as_text(ids, normalize_float_ids=True)
 
 
-def _present(text: pd.Series, *, strip: bool = False) -> np.ndarray:
+def present_mask(text: pd.Series, *, strip: bool = False) -> np.ndarray:
     """Rows holding a non-empty value (``strip``: a value that is not only white space)."""
     values = _arrow(text)
     if strip:
@@ -448,7 +449,7 @@ def _present(text: pd.Series, *, strip: bool = False) -> np.ndarray:
     return _bools(pc.not_equal(values, ""))
 
 
-def _group_codes(columns: list[Any]) -> np.ndarray:
+def group_codes(columns: list[Any]) -> np.ndarray:
     """Group number of each row by its values in every one of ``columns`` (arrays of one length), numbered in order
     of first appearance; missing values are equal to each other, as in ``DataFrame.duplicated``.
 
@@ -469,8 +470,8 @@ def _group_codes(columns: list[Any]) -> np.ndarray:
     return pd.factorize(code)[0].astype(np.int64, copy=False)
 
 
-def _repeats(code: np.ndarray) -> np.ndarray:
-    """Rows whose group (see :func:`_group_codes`) appeared on an earlier row."""
+def repeated_rows(code: np.ndarray) -> np.ndarray:
+    """Rows whose group (see :func:`group_codes`) appeared on an earlier row."""
     repeat = np.ones(len(code), dtype=bool)
     repeat[np.unique(code, return_index=True)[1]] = False
     return repeat
@@ -568,7 +569,7 @@ def _repeated_values(text: pd.Series, rows: np.ndarray) -> np.ndarray:
     picked = np.flatnonzero(suspect)
     out = np.zeros(len(rows), dtype=bool)
     if len(picked):
-        ids = _group_codes([text.array.take(rows[picked])])
+        ids = group_codes([text.array.take(rows[picked])])
         out[picked[np.bincount(ids)[ids] > 1]] = True
     return out
 
@@ -595,7 +596,7 @@ class _Lines:
         return self.rule == 0
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
+def as_numbers(values: pd.Series) -> np.ndarray:
     """A column as float64 numbers (NaN: not a number)."""
     if values.dtype == np.float64:
         return values.to_numpy()
@@ -606,11 +607,11 @@ def _line_amounts(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None, n
     """Line amounts in currency units (NaN: bad), ``quantity × unit_price`` when ``unit_price`` is mapped, and the
     quantities when there is a ``quantity`` column."""
     priced = None
-    quantity = _numbers(frame["quantity"]) if "quantity" in frame.columns else None
+    quantity = as_numbers(frame["quantity"]) if "quantity" in frame.columns else None
     if "unit_price" in frame.columns:
-        priced = quantity * _numbers(frame["unit_price"])  # type: ignore[operator]
+        priced = quantity * as_numbers(frame["unit_price"])  # type: ignore[operator]
     if "amount" in frame.columns:
-        amount = _numbers(frame["amount"])
+        amount = as_numbers(frame["amount"])
         if priced is not None:  # a line without an amount (empty, not garbage) is quantity × unit_price
             missing = frame["amount"].isna().to_numpy()
             if missing.any():
@@ -646,20 +647,20 @@ def _duplicate_lines(lines: _Lines, ok: np.ndarray) -> np.ndarray:
     frame, tx_id = lines.frame, lines.tx_id
     line_id = None
     if "line_id" in frame.columns:
-        line_id = _as_string(frame["line_id"], normalize_float_ids=lines.normalize_float_ids)
-        has_line = _present(line_id)
+        line_id = ids_as_text(frame["line_id"], normalize_float_ids=lines.normalize_float_ids)
+        has_line = present_mask(line_id)
         rows = np.flatnonzero(ok & has_line)
         scope = [tx_id.array.take(rows)] if tx_id is not None else []
-        same = _repeats(_group_codes([lines.customer.array.take(rows), *scope, line_id.array.take(rows)]))
+        same = repeated_rows(group_codes([lines.customer.array.take(rows), *scope, line_id.array.take(rows)]))
         duplicate[rows[same]] = True
     if tx_id is None:
         return duplicate
-    candidates = np.flatnonzero(ok & _present(tx_id))
+    candidates = np.flatnonzero(ok & present_mask(tx_id))
     repeated = candidates[_repeated_values(tx_id, candidates)]
     if not len(repeated):
         return duplicate
     key = np.full(n, -1, dtype=np.int64)
-    key[repeated] = _group_codes([lines.customer.array.take(repeated), tx_id.array.take(repeated)])
+    key[repeated] = group_codes([lines.customer.array.take(repeated), tx_id.array.take(repeated)])
     lines.key = key
     exact = repeated if line_id is None else repeated[~has_line[repeated]]
     if len(exact):
@@ -667,7 +668,7 @@ def _duplicate_lines(lines: _Lines, ok: np.ndarray) -> np.ndarray:
         picked = np.zeros(n, dtype=bool)  # a mask (ascending rows): Arrow filters chunk by chunk, a take combines
         picked[exact] = True
         columns = [frame.iloc[:, j].array[picked] for j in range(frame.shape[1])]
-        duplicate[exact[_repeats(_group_codes([key[exact], *columns]))]] = True
+        duplicate[exact[repeated_rows(group_codes([key[exact], *columns]))]] = True
     return duplicate
 
 
@@ -690,11 +691,11 @@ def _classify(
         shadowed = {name: new for name, new in shadowed.items() if name not in renames}
         frame = raw.rename(columns={**shadowed, **renames})
     _check_columns(frame, mapping)
-    customer = _as_string(frame["customer_id"], normalize_float_ids=normalize_float_ids)
-    null_id = ~_present(customer, strip=True)
+    customer = ids_as_text(frame["customer_id"], normalize_float_ids=normalize_float_ids)
+    null_id = ~present_mask(customer, strip=True)
     timestamp = parse_timestamps(frame["timestamp"])
     ns = timestamp.array.asi8
-    bad_ts = ~null_id & (ns == _NAT)
+    bad_ts = ~null_id & (ns == NAT_NS)
     implausible = np.zeros(len(frame), dtype=bool)
     if min_date is not None:
         floor_day = (min_date - dt.date(1970, 1, 1)).days
@@ -704,7 +705,7 @@ def _classify(
     ok = ~(null_id | bad_ts | implausible | bad_amount)
     tx_id = None
     if "transaction_id" in frame.columns:
-        tx_id = _as_string(frame["transaction_id"], normalize_float_ids=normalize_float_ids)
+        tx_id = ids_as_text(frame["transaction_id"], normalize_float_ids=normalize_float_ids)
     lines = _Lines(
         frame=frame,
         customer=customer,
@@ -794,7 +795,7 @@ def _transactions(lines: _Lines, orders: _Orders) -> pd.DataFrame:
     # the typed arrays filtered once (a boolean mask: Arrow's filter kernel, about twice as fast as a take of the
     # row numbers on strings) and one DataFrame built from them: every pandas call costs tens of us
     columns: dict[str, Any] = {
-        "customer_id": lines.customer.array[keep],  # ``str`` (see _as_string)
+        "customer_id": lines.customer.array[keep],  # ``str`` (see ids_as_text)
         "timestamp": pd.DatetimeIndex(ns[keep], dtype=_UTC_NS, copy=False),
         "amount": orders.amount[keep],
     }
@@ -807,12 +808,12 @@ def _transactions(lines: _Lines, orders: _Orders) -> pd.DataFrame:
         elif name == "transaction_id":
             columns[name] = lines.tx_id.array[keep]  # type: ignore[union-attr]
         else:
-            columns[name] = _as_string(frame[name]).array[keep]
+            columns[name] = ids_as_text(frame[name]).array[keep]
     rows = len(columns["amount"])
     return pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False)  # fresh arrays: no copy
 
 
-def _distinct_ids(ids: pd.Series) -> np.ndarray:
+def distinct_ids(ids: pd.Series) -> np.ndarray:
     """The distinct values of an id column without missing values, in first-appearance order (``Series.unique``).
 
     Input grouped by id in ascending order (what the generator, sorted exports and the batch partitions give) is
@@ -830,7 +831,7 @@ def _distinct_ids(ids: pd.Series) -> np.ndarray:
     return np.asarray(ids.unique())
 
 
-def _float_like(ids: np.ndarray) -> int:
+def count_float_like_ids(ids: np.ndarray) -> int:
     """How many of these distinct ids look like an integer written as a float (``"17850.0"``)."""
     if len(ids) < 1_000:  # a request's few ids: plain Python is ~100x cheaper than a pandas string op
         return sum(1 for v in ids if isinstance(v, str) and _FLOAT_ID_RE.fullmatch(v))
@@ -892,7 +893,7 @@ def prepare_transactions(
     # UTC days of the first and last valid line: the floor of the extremes is the extreme of the floors
     valid_ns = lines.ns[valid]
     days = [np.datetime64(int(edge) // _DAY_NS, "D") for edge in (valid_ns.min(), valid_ns.max())] if rows_valid else []
-    ids = _distinct_ids(out["customer_id"])
+    ids = distinct_ids(out["customer_id"])
     report = DataQualityReport(
         rows_read=n,
         rows_valid=rows_valid,
@@ -911,7 +912,7 @@ def prepare_transactions(
         multi_line_orders=orders.multi_line,
         cancelled_orders=int((out["amount"].to_numpy() < 0).sum()),
         undeclared_line_orders=undeclared,
-        float_like_ids=0 if normalize_float_ids else _float_like(ids),
+        float_like_ids=0 if normalize_float_ids else count_float_like_ids(ids),
         price_mismatch_lines=lines.price_mismatch,
     )
     return out, report

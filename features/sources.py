@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -44,13 +44,18 @@ def split_sql_url(location: str, *, default_table: str | None = None) -> tuple[s
     return render_url(url), options.get("table", default_table), options.get("query")
 
 
-def read_table(location: str | os.PathLike[str], columns: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Read a whole source into a DataFrame; id columns (after ``columns`` mapping) are read as text.
+def read_table(
+    location: str | os.PathLike[str],
+    columns: Mapping[str, str] | None = None,
+    text_columns: Sequence[str] = STRING_COLUMNS,
+) -> pd.DataFrame:
+    """Read a whole source into a DataFrame; the ``text_columns`` (contract names, default the transaction
+    contract's id columns; input names after the ``columns`` mapping) are read as text.
 
     Raises :class:`ContractError` with one sentence when the source cannot be read.
     """
     location = str(location)
-    id_sources = {(columns or {}).get(name, name) for name in STRING_COLUMNS}
+    id_sources = {(columns or {}).get(name, name) for name in text_columns}
     if is_sql_url(location):
         return _read_sql(location, id_sources)
     path = Path(location)

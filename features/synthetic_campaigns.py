@@ -71,7 +71,7 @@ import numpy as np
 import pandas as pd
 
 from features.campaigns import prepare_campaigns
-from features.contract import ContractError, _as_string, parse_timestamps, prepare_transactions
+from features.contract import ContractError, ids_as_text, parse_timestamps, prepare_transactions
 from features.kernel import NS_PER_DAY, compute_feature_arrays, date_to_day, day_to_date, index_transactions
 from features.labels import labels_at
 
@@ -212,7 +212,7 @@ def _apply(
     pick = np.flatnonzero(who[effects.extra_owner])
     extra = _extra_rows(raw, customer, position, effects, pick, eligible, campaign_id)
     world = pd.concat([kept, extra], ignore_index=True) if len(extra) else kept.reset_index(drop=True)
-    ids = _as_string(world["customer_id"]).fillna("")
+    ids = ids_as_text(world["customer_id"]).fillna("")
     order = np.lexsort((world["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64), ids.to_numpy(object)))
     return world.iloc[order].reset_index(drop=True)
 
@@ -318,7 +318,7 @@ def simulate_campaign(
     treated[assign_rng.permutation(n)[: round(treated_share * n)]] = True
     effects = _draw_effects(effect_rng, response, features["mean_amount"][buyers], cutoff_day, horizon_days, design)
 
-    customer = _as_string(transactions["customer_id"])
+    customer = ids_as_text(transactions["customer_id"])
     day = np.floor_divide(parse_timestamps(transactions["timestamp"]).array.asi8, NS_PER_DAY)
     everyone = _apply(transactions, customer, day, eligible, np.ones(n, bool), effects, cutoff_day, campaign_id)
     observed = _apply(transactions, customer, day, eligible, treated, effects, cutoff_day, campaign_id)

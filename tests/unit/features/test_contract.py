@@ -186,3 +186,20 @@ def test_every_row_ends_in_exactly_one_place(data) -> None:
     assert report.rows_read == len(raw) == report.rows_valid + sum(report.rule_counts.values())
     assert {rule: int(np.sum(rules == rule)) for rule in RULES} == report.rule_counts
     assert int(np.sum(rules == "")) == report.rows_valid
+
+
+def test_column_map_parses_pairs_and_refuses_unknown_or_twice_mapped_columns() -> None:
+    from features.contract import parse_column_map
+
+    assert parse_column_map(None) == {}
+    assert parse_column_map(" customer_id = cust , timestamp=ts,") == {"customer_id": "cust", "timestamp": "ts"}
+    assert parse_column_map("sent_at=assigned", known=("customer_id", "sent_at")) == {"sent_at": "assigned"}
+    for spec, problem in (
+        ("sent_at=assigned", "unknown column 'sent_at'"),
+        ("customer_id=a,customer_id=b", "maps 'customer_id' twice"),
+        ("customer_id=a,timestamp=a", "to both 'customer_id' and 'timestamp'"),
+        (",", "is empty"),
+        ("customer_id", "must look like"),
+    ):
+        with pytest.raises(ContractError, match=problem):
+            parse_column_map(spec)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import features.contract as contract
-from features.contract import _distinct_ids, _repeated_values, _string_hashes, prepare_transactions
+from features.contract import _repeated_values, _string_hashes, distinct_ids, prepare_transactions
 
 ids = st.text(alphabet=st.sampled_from(["A", "b", "0", "1", " ", "é", "€", "\u3000"]), min_size=1, max_size=20)
 
@@ -55,8 +55,8 @@ def test_equal_strings_hash_equal_across_lengths_and_chunks() -> None:
 )
 def test_distinct_ids_is_series_unique(values: list[str]) -> None:
     series = pd.Series(values, dtype="str")
-    assert sorted(_distinct_ids(series).tolist()) == sorted(series.unique().tolist())
-    assert len(_distinct_ids(series)) == series.nunique()
+    assert sorted(distinct_ids(series).tolist()) == sorted(series.unique().tolist())
+    assert len(distinct_ids(series)) == series.nunique()
 
 
 def test_many_unique_transaction_ids_with_repeats_across_customers() -> None:
