@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.campaigns import CampaignReport
 from features.contract import ContractError, DataQualityReport
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, index_transactions
 from features.labels import labels_at
@@ -30,6 +31,7 @@ from training.config import TrainingConfig, training_config
 from training.intervals import purchase_days
 from training.metrics import INTERVAL_KEYS, interval_metrics
 from training.pipeline import PRODUCT, all_metrics, fit_pipeline
+from training.uplift import UpliftFit
 
 CONFIG_ARTIFACT = "training_config.json"
 """The run artifact holding the whole training config (:meth:`TrainingConfig.to_dict`)."""
@@ -43,6 +45,9 @@ class TrainSummary:
     decision: registry.GateDecision
     metrics: dict[str, dict[str, float]]
     comparison: str
+    uplift: dict[str, Any] | None = None
+    """The uplift heads' verdict and held-out Qini coefficients (:func:`training.registry.uplift_verdict`); None
+    when trained without a campaign log."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,7 @@ class TrainSummary:
             "promoted": self.decision.promoted,
             "decision": self.decision.reason,
             "metrics": self.metrics,
+            "uplift": self.uplift,
         }
 
 
@@ -80,13 +86,18 @@ def train(
     experiment: str | None = None,
     model_name: str | None = None,
     force: bool = False,
+    campaigns: pd.DataFrame | None = None,
+    campaign_quality: CampaignReport | None = None,
     **choices: Any,
 ) -> TrainSummary:
     """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate.
 
     ``config`` holds the training choices (default: today's); ``choices`` change single fields of it
     (``horizon_days=90``, ``seed=1``). ``model_name`` and ``experiment`` default to the settings' model name.
-    ``force`` makes the new version champion whatever its metrics.
+    ``force`` makes the new version champion whatever its metrics. ``campaigns``: a campaign log prepared by
+    :func:`features.campaigns.prepare_campaigns` (``campaign_quality`` its report, logged as
+    ``campaign_quality.json``): the version then gets uplift heads (:mod:`training.uplift`), their held-out metrics
+    (``uplift_*``), Qini plot (``report/qini.png``) and ``uplift.json`` are logged beside the two heads'.
     """
     import mlflow
 
@@ -94,7 +105,7 @@ def train(
     model_name = model_name or get_settings().model_name
     horizon_days = config.horizon_days
     prep = index_transactions(transactions)
-    result = fit_pipeline(prep, as_of, config=config)
+    result = fit_pipeline(prep, as_of, config=config, campaigns=campaigns)
     mlflow.set_experiment(experiment or get_settings().model_name)
     with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
         _log_config(config)
@@ -124,6 +135,8 @@ def train(
         dataset = mlflow.data.from_pandas(transactions.head(10_000), source=source, name="transactions")
         mlflow.log_input(dataset, context="training")
         mlflow.log_dict(quality.to_dict(), "data_quality.json")
+        if result.uplift is not None:
+            _log_uplift(result.uplift, campaign_quality)
         with tempfile.TemporaryDirectory() as tmp, progress.step("writing plots and model card"):
             folder = report.write_artifacts(result, Path(tmp) / "report", quality)
             mlflow.log_artifacts(str(folder), artifact_path="report")
@@ -140,6 +153,7 @@ def train(
         decision = registry.gate(
             model_name, result.metrics.get(PRODUCT), v, *labels, force=force, validation=validation
         )
+        decision.uplift = registry.uplift_verdict(result.model.meta.uplift)
         if decision.promoted:
             registry.set_alias(model_name, registry.CHAMPION, version)
         mlflow.log_dict(decision.to_dict(), "promotion.json")
@@ -151,7 +165,30 @@ def train(
         decision,
         result.metrics,
         report.comparison_markdown(result.metrics, result.choice),
+        decision.uplift,
     )
+
+
+def _log_uplift(fit: UpliftFit, campaign_quality: CampaignReport | None) -> None:
+    """The uplift heads' params, held-out metrics (``uplift_*``, finite ones), ``uplift.json`` (their bundle
+    metadata) and the campaign log's quality report, in the active run."""
+    import mlflow
+
+    meta = fit.meta
+    mlflow.log_params(
+        {
+            "uplift_learner": meta["learner"],
+            "uplift_campaigns": ",".join(meta["campaign_ids"]),
+            "uplift_trusted": meta["trusted"],
+            "uplift_risk_source": meta["risk_source"],
+            **{f"{k}_rounds": v for k, v in meta["rounds"].items()},
+        }
+    )
+    mlflow.log_metrics({k: float(v) for k, v in fit.metrics.items() if np.isfinite(v)})
+    mlflow.log_dict(meta, "uplift.json")
+    mlflow.set_tag("uplift_trusted", str(meta["trusted"]))
+    if campaign_quality is not None:
+        mlflow.log_dict(campaign_quality.to_dict(), "campaign_quality.json")
 
 
 def _param(value: Any) -> Any:

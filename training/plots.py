@@ -1,5 +1,5 @@
 """Figures of a training run: ROC, calibration, gains and Lorenz curves, feature importance, contributions,
-interval coverage and backtest folds.
+interval coverage, backtest folds and the uplift heads' Qini curves.
 
 Each function builds a new ``matplotlib.figure.Figure`` directly (no pyplot global state) and returns it;
 matplotlib is imported inside the functions, so importing this module is cheap. The numbers drawn are
@@ -298,6 +298,34 @@ def plot_shap_summary(
     bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), ax=ax, pad=0.01, aspect=40)
     bar.set_ticks([0, 1], labels=["low", "high"])
     bar.set_label("feature value (quantile within feature)")
+    return fig
+
+
+def plot_qini(curves: Mapping[str, tuple[ArrayLike, ArrayLike]], coefficients: Mapping[str, float]) -> Figure:
+    """Qini curves of the uplift heads' held-out customers (:func:`training.uplift_metrics.qini_curve`): incremental
+    retained customers among the first x% contacted, one line per targeting (``model``, ``risk``; Qini coefficient in
+    the legend) and the straight line of random targeting (``random``, when in ``curves``) as the grey reference."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    total = 1.0
+    for name, (x, q) in curves.items():
+        x, q = np.asarray(x, dtype=np.float64), np.asarray(q, dtype=np.float64)
+        total = max(total, float(x[-1]))
+        share = 100 * x / max(float(x[-1]), 1.0)
+        if name == "random":
+            ax.plot(share, q, color="grey", linestyle="--", linewidth=1, label="random (Qini 0)")
+            continue
+        label = {"model": "uplift model", "risk": "churn risk"}.get(name, name)
+        ax.plot(share, q, label=f"{label} (Qini {coefficients.get(name, float('nan')):.3f})")
+    ax.axhline(0, color="black", linewidth=0.6)
+    _finish(
+        ax,
+        "lower right",
+        xlim=(0, 100),
+        xlabel=f"customers contacted, highest score first (% of {total:,.0f} held-out)",
+        ylabel="incremental retained customers (treated - scaled control)",
+        title="Qini curve: uplift of retention, held-out customers",
+    )
     return fig
 
 

@@ -11,6 +11,12 @@ on V. When the champion's own training run validated on the same cutoff, horizon
 the two runs' recorded validation metrics (selection model vs selection model, neither trained on V); otherwise
 it scores the champion on the challenger's V rows and says in ``promotion.json`` (``comparison``) whether the
 champion had trained on them.
+
+Uplift heads (a version trained with a campaign log) have their own gate, applied at training time on held-out
+campaign customers (:mod:`training.uplift`): they are ``trusted`` -- and only then score ``uplift`` -- when their Qini
+coefficient beats both churn-risk targeting and random targeting (its 95% quantile). The verdict travels in the
+bundle (``BundleMeta.uplift``) and is recorded beside the promotion decision (:func:`uplift_verdict`); it does not
+decide the champion, which is chosen on the churn and value heads as above.
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ def log_bundle(model: ScoringModel, model_name: str, input_example: pd.DataFrame
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = model.save(Path(tmp) / BUNDLE_ARTIFACT)
         example = input_example[list(model.feature_columns)].head(5).astype("float64")
-        output = RetentionPyfunc()
+        output = RetentionPyfunc()  # as load_context would set it up, on the bundle in memory
         output.model = model
+        output.economics = None  # the default economics (serving.economics): the signature is the columns only
         signature = infer_signature(example, output.predict(None, example))
         import lightgbm
 
@@ -72,6 +79,8 @@ class GateDecision:
     comparison: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What was compared: ``method`` (``recorded_validation`` or ``champion_scored_on_challenger_rows``), the
     cutoff and horizon, and for the second method whether the champion had trained on those rows."""
+    uplift: dict[str, Any] | None = None
+    """The challenger's uplift gate (:func:`uplift_verdict`); None for a version without uplift heads."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -200,6 +209,22 @@ def gate(
     how = "recorded validation metrics" if comparison["method"] == "recorded_validation" else "scored on these rows"
     reason = f"challenger {verdict} champion v{current} ({detail}; {how})"
     return GateDecision(better, reason, mine, theirs, current, comparison)
+
+
+UPLIFT_GATE_METRICS = ("uplift_qini_model", "uplift_qini_risk", "uplift_qini_random", "uplift_qini_random_p95")
+
+
+def uplift_verdict(uplift: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The uplift heads' gate from a bundle's ``BundleMeta.uplift``: ``trusted``, the rule and the held-out Qini
+    coefficients it compared (None without uplift heads)."""
+    if uplift is None:
+        return None
+    metrics = uplift.get("metrics", {})
+    return {
+        "trusted": bool(uplift["trusted"]),
+        "rule": uplift.get("gate"),
+        **{k: metrics.get(k) for k in UPLIFT_GATE_METRICS},
+    }
 
 
 def set_alias(model_name: str, alias: str, version: str) -> None:

@@ -12,6 +12,8 @@ from training import plots
 from training.metrics import COMPARED_CHURN_KEYS, COMPARED_VALUE_KEYS, decile_table
 from training.pipeline import LEVEL_TOLERANCE, PRODUCT, PipelineResult
 from training.tables import comparison_table, to_markdown_table
+from training.uplift import TARGETINGS
+from training.uplift_metrics import UPLIFT_AT
 
 MODELS = (PRODUCT, "lightgbm", "hybrid", "btyd", "naive")
 """Columns of the comparison: the product's model (the chosen heads), each candidate head kind, and naive."""
@@ -67,6 +69,9 @@ def write_artifacts(result: PipelineResult, folder: Path, report: DataQualityRep
         decile_table(actual, v[f"{PRODUCT}_value"].to_numpy(), churned, v[f"{PRODUCT}_churn"].to_numpy()).to_csv(
             folder / "deciles.csv", index=False
         )
+    if result.uplift is not None:
+        figures["qini.png"] = plots.plot_qini(result.uplift.curves, qini_coefficients(result.uplift.metrics))
+        (folder / "uplift.md").write_text(uplift_markdown(result.uplift.metrics) + "\n")
     sample = result.population.head(SHAP_SAMPLE)
     X = sample[list(result.model.feature_columns)].to_numpy(dtype=np.float64)
     figures["shap_summary_churn.png"] = plots.plot_shap_summary(
@@ -104,6 +109,7 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
         f" x margin {meta.margin:g}, discounted at {meta.discount_rate:.1%} a year to the as-of date.",
         "- `value_at_risk` = churn_probability x expected_value: the default retention priority.",
         *interval_card(result),
+        *uplift_card(result),
         "",
         "## Data",
     ]
@@ -146,6 +152,49 @@ def model_card(result: PipelineResult, report: DataQualityReport | None = None) 
         " far each BTYD summary feature alone moves it from the population median: associations, not causes.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def qini_coefficients(metrics: dict[str, float]) -> dict[str, float]:
+    """``{targeting: held-out Qini coefficient}`` from the uplift metrics (``uplift_qini_<targeting>``)."""
+    return {name: metrics[f"uplift_qini_{name}"] for name in TARGETINGS}
+
+
+def uplift_markdown(metrics: dict[str, float]) -> str:
+    """The held-out uplift comparison: rows = Qini coefficient and uplift at 10/20/30 %, columns = targetings."""
+    rows = {
+        "qini": "uplift_qini_{}",
+        **{f"uplift_at_{round(100 * k)}": f"uplift_{{}}_at_{round(100 * k)}" for k in UPLIFT_AT},
+    }
+    table = pd.DataFrame(
+        {name: [metrics.get(key.format(name), np.nan) for key in rows.values()] for name in TARGETINGS},
+        index=list(rows),
+    )
+    table.index.name = "metric"
+    return to_markdown_table(table.reset_index())
+
+
+def uplift_card(result: PipelineResult) -> list[str]:
+    """The model card's lines on the uplift heads: what ``uplift`` is, the held-out comparison and the verdict."""
+    fit = result.uplift
+    if fit is None:
+        return []
+    meta, m = fit.meta, fit.metrics
+    risk = "the churn head at each cutoff" if meta["risk_source"] == "churn_head" else "1 - the control head"
+    verdict = (
+        "trusted: `uplift` is scored"
+        if fit.trusted
+        else "**not trusted**: `uplift` is not scored (None), a plan falls back to the assumed save rate"
+    )
+    return [
+        f"- `uplift`: P(a purchase in the next {meta['horizon_days']} days | contacted) - P(... | not contacted), a"
+        f" two-model (T-learner) pair of LightGBM heads fitted on the campaigns {', '.join(meta['campaign_ids'])}"
+        f" (cutoffs {meta['first_cutoff']} .. {meta['last_cutoff']}); negative = a sleeping dog.",
+        f"- Held out: {int(m['uplift_holdout_rows']):,} campaign rows of {meta['holdout_share']:.0%} of the customers."
+        f" Qini coefficient: model {m['uplift_qini_model']:.4f}, churn-risk targeting ({risk})"
+        f" {m['uplift_qini_risk']:.4f}, random 0 (95% quantile {m['uplift_qini_random_p95']:.4f}); {verdict}.",
+        "",
+        uplift_markdown(m),
+    ]
 
 
 def interval_card(result: PipelineResult) -> list[str]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import zlib
 from typing import Any
 
@@ -47,12 +48,14 @@ from training import heads
 from training.uplift_metrics import UPLIFT_AT, qini_curve, random_qini, uplift_metrics
 
 __all__ = [
+    "GOAL_RATIO",
     "HOLDOUT_SHARE",
     "LEARNER",
     "TARGETINGS",
     "UpliftFit",
     "fit_campaign_uplift",
     "fit_uplift",
+    "goal_figures",
     "uplift_holdout",
     "with_uplift",
 ]
@@ -86,6 +89,9 @@ TARGETINGS = ("model", "risk", "random")
 """The targetings compared on the held-out customers (module docstring)."""
 RANDOM_DRAWS = 200
 """Random orders behind ``qini_random_p95``."""
+GOAL_RATIO = 1.5
+"""Issue 12's goal: the uplift plan earns at least this multiple of the incremental profit of contacting the same
+number of customers by churn risk (:func:`goal_figures`)."""
 
 
 def _hashed_share(ids: pd.Series, salt: str, share: float) -> np.ndarray:
@@ -292,3 +298,63 @@ def fit_campaign_uplift(
     columns = list(model.feature_columns)
     risk = model.score(X[columns].to_numpy(dtype=np.float64), num_threads).churn_probability if len(X) else None
     return fit_uplift(X, outcomes, columns, horizon_days=horizon, risk=risk, seed=seed, num_threads=num_threads)
+
+
+def goal_figures(
+    model: ScoringModel,
+    X: np.ndarray,
+    customer_ids: np.ndarray,
+    truth: pd.DataFrame,
+    *,
+    contact_cost: float,
+) -> dict[str, Any]:
+    """Issue 12's goal measured on a simulated campaign with known effects (tests and ``bench_uplift``).
+
+    ``X``: features of held-out customers at the campaign's cutoff (rows = ``customer_ids``, columns = the
+    model's); ``truth``: :attr:`features.synthetic_campaigns.SimulatedCampaign.truth` (both potential outcomes).
+    The uplift plan contacts every customer whose benefit = uplift x expected value (the expected profit with the
+    default economics) - ``contact_cost`` is positive, best first (so never one with uplift < 0: a flagged
+    sleeping dog); churn-risk and value-at-risk targeting contact as many customers, highest first. Each list's
+    TRUE incremental profit (:func:`features.synthetic_campaigns.true_incremental_profit`, margin = the model's)
+    is returned with ``ratio`` = uplift plan / risk targeting (inf when risk targeting earns nothing or loses),
+    ``goal_met`` (the plan earns a positive profit of at least :data:`GOAL_RATIO` x risk targeting's), and the
+    sleeping dogs: ``flagged`` (uplift < 0), ``dogs_flagged`` (true sleeping dogs among them), ``dogs`` (true
+    sleeping dogs held out), ``dogs_contacted`` (true sleeping dogs the plan contacts: ones it did not flag), plus
+    the response types of each list. The uplift is the heads' (:meth:`ScoringModel.raw_uplift`) whether or not
+    they are trusted (``trusted`` says).
+    """
+    from features.synthetic_campaigns import true_incremental_profit
+
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    ids = np.asarray(customer_ids, dtype=object)
+    scores = model.score(X)
+    lift = model.raw_uplift(X)
+    benefit = lift * scores.expected_value - contact_cost
+    n = int((benefit > 0).sum())
+    response = truth.set_index("customer_id")["response"].reindex(ids).to_numpy(dtype=object)
+    lists = {
+        "uplift": np.argsort(-benefit, kind="stable")[:n],
+        "risk": np.argsort(-scores.churn_probability, kind="stable")[:n],
+        "value_at_risk": np.argsort(-scores.value_at_risk, kind="stable")[:n],
+    }
+    margin = model.meta.margin
+    profit = {
+        name: true_incremental_profit(truth, ids[rows], margin=margin, cost_per_contact=contact_cost)
+        for name, rows in lists.items()
+    }
+    ratio = profit["uplift"] / profit["risk"] if profit["risk"] > 0 else math.inf
+    flagged = lift < 0
+    return {
+        "held_out": len(ids),
+        "contacted": n,
+        **{f"profit_{name}": value for name, value in profit.items()},
+        "ratio": ratio,
+        "goal_met": bool(profit["uplift"] > 0 and profit["uplift"] >= GOAL_RATIO * profit["risk"]),
+        "flagged": int(flagged.sum()),
+        "dogs": int((response == "sleeping_dog").sum()),
+        "dogs_flagged": int((flagged & (response == "sleeping_dog")).sum()),
+        "dogs_contacted": int((response[lists["uplift"]] == "sleeping_dog").sum()),
+        "contacted_flagged": int(flagged[lists["uplift"]].sum()),
+        "responses": {name: pd.Series(response[rows]).value_counts().to_dict() for name, rows in lists.items()},
+        "trusted": model.meta.uplift_trusted,
+    }

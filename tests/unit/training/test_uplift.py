@@ -167,3 +167,30 @@ def test_meta_and_boosters_must_agree(model) -> None:
         ScoringModel(
             model.churn_booster, model.value_booster, model.meta, None, {"uplift_treated": model.churn_booster}
         )
+
+
+def test_qini_plot_and_report_table_show_the_held_out_comparison(fitted) -> None:
+    from training import plots, report
+
+    coefficients = report.qini_coefficients(fitted.metrics)
+    assert coefficients == {t: fitted.metrics[f"uplift_qini_{t}"] for t in uplift.TARGETINGS}
+    fig = plots.plot_qini(fitted.curves, coefficients)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels[:3] == [
+        f"uplift model (Qini {coefficients['model']:.3f})",
+        f"churn risk (Qini {coefficients['risk']:.3f})",
+        "random (Qini 0)",
+    ]
+    table = report.uplift_markdown(fitted.metrics).splitlines()
+    assert table[0].split("|")[1:-1] == [" metric       ", " model ", "  risk ", " random "]
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["qini", "uplift_at_10", "uplift_at_20", "uplift_at_30"]
+
+
+def test_registry_records_the_uplift_verdict(fitted) -> None:
+    from training import registry
+
+    assert registry.uplift_verdict(None) is None
+    verdict = registry.uplift_verdict(fitted.meta)
+    assert verdict["trusted"] is True and verdict["rule"] == fitted.meta["gate"]
+    assert verdict["uplift_qini_model"] == pytest.approx(fitted.metrics["uplift_qini_model"])
+    assert set(verdict) == {"trusted", "rule", *registry.UPLIFT_GATE_METRICS}
