@@ -15,6 +15,8 @@ beyond turning its arguments into what that code takes:
 ``rt.load_model``                      :func:`serving.loader.load_model`
 ``rt.score``                           :func:`serving.scoring.score_customers` (-> :class:`ScoredBatch`,
                                        or :func:`serving.scoring.output_columns` as a frame)
+``rt.plan``                            :func:`serving.plan.make_plan` on :func:`score`'s customers (whom to
+                                       contact with which offer within a budget)
 ``rt.rank``                            :func:`serving.ranking.rank_frame`
 ``rt.reasons``                         :func:`serving.scoring.reason_objects` as rows
                                        (:func:`retention.analysis.reasons_frame`)
@@ -41,10 +43,11 @@ Heavy dependencies (LightGBM, MLflow, the training package) are imported on firs
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 import numpy as np
 import pandas as pd
@@ -56,7 +59,9 @@ from serving.pareto import top_share
 
 if TYPE_CHECKING:
     from serving.btyd import BTYDModel
+    from serving.economics import Economics, Offer
     from serving.model import ScoringModel
+    from serving.plan import Plan
     from serving.scoring import ScoredBatch
     from training.config import TrainingConfig
     from training.jobs import TrainSummary
@@ -72,6 +77,7 @@ __all__ = [
     "fit_btyd",
     "labels",
     "load_model",
+    "plan",
     "rank",
     "read_transactions",
     "reasons",
@@ -84,6 +90,9 @@ DateLike = str | dt.date
 """A UTC calendar day: ``"YYYY-MM-DD"`` or a :class:`datetime.date` (a datetime counts as its UTC day)."""
 Source = pd.DataFrame | str | os.PathLike[str]
 """Transactions: a DataFrame, or a file / directory / SQL URL read by :func:`features.sources.read_table`."""
+EconomicsLike = Union["Economics", Mapping[str, Any], str, os.PathLike[str], None]
+"""Economics: an :class:`serving.economics.Economics`, its JSON object as a dict, a JSON file, or None for
+``RETENTION_ECONOMICS`` (unset: no costs, expected profit = expected value)."""
 IN_MEMORY_SOURCE = "in-memory DataFrame"
 """The ``source`` logged to MLflow for a model trained on a DataFrame rather than a file."""
 
@@ -350,6 +359,7 @@ def score(
     reasons: int = ...,
     as_frame: Literal[False] = ...,
     num_threads: int = ...,
+    economics: EconomicsLike = ...,
 ) -> ScoredBatch: ...
 
 
@@ -362,6 +372,7 @@ def score(
     reasons: int = ...,
     as_frame: Literal[True],
     num_threads: int = ...,
+    economics: EconomicsLike = ...,
 ) -> pd.DataFrame: ...
 
 
@@ -373,6 +384,7 @@ def score(
     reasons: int = 3,
     as_frame: bool = False,
     num_threads: int = 0,
+    economics: EconomicsLike = None,
 ) -> ScoredBatch | pd.DataFrame:
     """Score every customer with a transaction on or before ``as_of``: the same outputs as ``retention score``.
 
@@ -384,11 +396,14 @@ def score(
         reasons: reason codes per customer (the churn head's largest contributions); 0 skips them (faster).
         as_frame: return the nightly list's columns as a DataFrame instead of the arrays.
         num_threads: LightGBM threads (0: its default, all cores).
+        economics: what ``expected_profit`` subtracts (:data:`EconomicsLike`; None: ``RETENTION_ECONOMICS``).
 
     Returns:
         :class:`serving.scoring.ScoredBatch` (arrays in the kernel's customer order, exact values):
         ``churn_probability`` = P(no purchase in the horizon), ``expected_value`` (currency units over the horizon,
-        after margin and discount), ``value_at_risk`` = their product, ``tier``, ``segment`` and coded reasons.
+        after margin and discount), ``value_at_risk`` = their product, ``expected_profit`` (same units, may be
+        negative: :func:`serving.economics.expected_profit`), ``tier``, ``segment``, coded reasons and the optional
+        outputs (intervals, timing, ``uplift``: None when the model has none).
         With ``as_frame=True``: the same as columns (:func:`serving.scoring.output_columns`, reasons as text).
         Features the data cannot give (``n_categories`` without a ``category`` column) are missing (NaN), as in
         the nightly job.
@@ -399,8 +414,54 @@ def score(
     ids, arrays = compute_feature_arrays(index_transactions(_transactions(data, day)), day)
     columns = model.feature_columns
     X = feature_matrix(arrays, columns, len(ids))
-    batch = score_customers(model, ids, X, reasons=reasons, num_threads=num_threads)
+    batch = score_customers(model, ids, X, reasons=reasons, num_threads=num_threads, economics=_economics(economics))
     return output_columns(batch, reasons=reasons) if as_frame else batch
+
+
+def _economics(economics: Any) -> Economics:
+    """:data:`EconomicsLike` as an :class:`~serving.economics.Economics`."""
+    from serving.economics import Economics, economics_of_settings
+
+    if economics is None:
+        return economics_of_settings()
+    if isinstance(economics, Economics):
+        return economics
+    if isinstance(economics, Mapping):
+        return Economics.from_dict(economics)
+    return Economics.read(economics)
+
+
+def plan(
+    model: ScoringModel,
+    data: Source,
+    as_of: DateLike,
+    *,
+    budget: float,
+    offers: Sequence[Offer | str] | None = None,
+    economics: EconomicsLike = None,
+) -> Plan:
+    """The retention plan (``retention plan``): whom to contact with which offer within ``budget``.
+
+    Args:
+        model: a loaded model (:func:`load_model`).
+        data: transactions (see the module docstring); rows after ``as_of`` are left out.
+        as_of: UTC day, included: customers are scored at it (:func:`score`, with reasons).
+        budget: money the plan may spend at most (currency units).
+        offers: :class:`serving.economics.Offer` objects or their command-line text
+            (``"call:fixed=5,share=0,save=0.2"``), after the economics' own offers.
+        economics: :data:`EconomicsLike` (margin, costs, contact cost, offers); None: ``RETENTION_ECONOMICS``.
+
+    Returns:
+        :class:`serving.plan.Plan`: ``rows`` (contacted customers: offer, cost, expected benefit, reasons),
+        ``totals`` (spend, expected saved value, expected net benefit, ROI), ``budget_curve``, ``offers``,
+        ``sleeping_dogs``. Bad budget, offers or economics raise :class:`ContractError` with one sentence.
+    """
+    from serving.plan import make_plan, plan_offers
+
+    chosen = _economics(economics)
+    merged = plan_offers(offers, chosen)  # bad offers fail before any scoring
+    batch = score(model, data, as_of, economics=chosen)
+    return make_plan(batch, merged, budget, dataclasses.replace(chosen, offers=()), meta=model.meta)
 
 
 def rank(scored: ScoredBatch | pd.DataFrame, *, top_k: int | None = None) -> pd.DataFrame:

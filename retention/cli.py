@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from features.contract import DataQualityReport
+    from serving.batch import JobSummary
+    from serving.economics import Economics
+    from serving.model import ScoringModel
     from training.config import TrainingConfig
 
 app = typer.Typer(
@@ -512,18 +515,95 @@ def serve(
         raise typer.Exit(status)
 
 
+EconomicsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--economics",
+        help="JSON file of the economics: gross_margin, cost_to_serve_per_order, cost_per_refund, contact_cost,"
+        " discount_rate, offers (default $RETENTION_ECONOMICS; unset: no costs, expected_profit = expected_value).",
+    ),
+]
+MarginOpt = Annotated[
+    float | None, typer.Option("--margin", help="Gross margin, a share of revenue in [0, 1] (overrides the file).")
+]
+CostPerOrderOpt = Annotated[
+    float | None,
+    typer.Option("--cost-per-order", help="Cost to serve one order, currency units (overrides the file)."),
+]
+CostPerRefundOpt = Annotated[
+    float | None,
+    typer.Option("--cost-per-refund", help="Handling cost of one refund, currency units (overrides the file)."),
+]
+ContactCostOpt = Annotated[
+    float | None,
+    typer.Option("--contact-cost", help="Cost of one retention contact, currency units (overrides the file)."),
+]
+EngineOpt = Annotated[str, typer.Option("--engine", help="local or spark.")]
+PartitionsOpt = Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")]
+SpoolOpt = Annotated[
+    bool | None, typer.Option("--spool/--in-memory", help="Stream the input to partition files first.")
+]
+
+
+def _economics(
+    file: Path | None,
+    margin: float | None,
+    cost_per_order: float | None,
+    cost_per_refund: float | None,
+    contact_cost: float | None,
+) -> Economics:
+    """The run's economics: ``--economics`` (else ``$RETENTION_ECONOMICS``, else none), then the flags given."""
+    from serving.economics import Economics, economics_of_settings
+
+    base = Economics.read(file) if file is not None else economics_of_settings(get_settings())
+    return base.override(
+        gross_margin=margin,
+        cost_to_serve_per_order=cost_per_order,
+        cost_per_refund=cost_per_refund,
+        contact_cost=contact_cost,
+    )
+
+
+def _check_job(engine: str, inputs: TransactionInput) -> None:
+    """Refuse (exit 2) an unknown ``--engine`` or a malformed ``--columns`` before any model loads."""
+    if engine not in ("local", "spark"):
+        raise UserError(f"--engine must be 'local' or 'spark', got '{engine}'")
+    _ = inputs.column_map
+
+
+def _score_job(engine: str, inputs: TransactionInput, out: str, model: ScoringModel, **options: Any) -> JobSummary:
+    """Run the nightly scoring job of ``engine`` (local or spark) on ``inputs`` into ``out`` with its progress bar:
+    ``score`` and ``plan`` score every customer through this one call."""
+    if engine == "spark":
+        from serving.spark_engine import run_spark_job as run_job
+    else:
+        from serving.batch import run_score_job as run_job
+    with progress.counter("scoring partitions") as bar:
+        return run_job(
+            inputs.source,
+            inputs.as_of,
+            out,
+            model,
+            columns=inputs.column_map,
+            strict=inputs.strict,
+            normalize_float_ids=inputs.normalize_ids,
+            min_date=inputs.min_day,
+            allow_future_as_of=bool(inputs.allow_future_as_of),
+            on_progress=bar,
+            **options,
+        )
+
+
 @app.command()
 def score(
     transactions: TransactionsOpt,
     as_of: AsOfOpt,
     out: Annotated[str, typer.Option("--out", "-o", help="Output: .parquet / .csv file, or SQL URL with ?table=.")],
     model: ModelOpt = None,
-    engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
+    engine: EngineOpt = "local",
     top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Keep only the K first in the ranking.")] = None,
-    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")] = 8,
-    spool: Annotated[
-        bool | None, typer.Option("--spool/--in-memory", help="Stream the input to partition files first.")
-    ] = None,
+    partitions: PartitionsOpt = 8,
+    spool: SpoolOpt = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
@@ -538,42 +618,113 @@ def score(
             "all = computed for every customer; none = empty (same columns).",
         ),
     ] = "top-k",
+    economics: EconomicsOpt = None,
+    margin: MarginOpt = None,
+    cost_per_order: CostPerOrderOpt = None,
+    cost_per_refund: CostPerRefundOpt = None,
+    contact_cost: ContactCostOpt = None,
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
     from serving.loader import load_model
 
-    if engine not in ("local", "spark"):
-        raise UserError(f"--engine must be 'local' or 'spark', got '{engine}'")
     inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
-    mapping = inputs.column_map
+    _check_job(engine, inputs)
+    run_economics = _economics(economics, margin, cost_per_order, cost_per_refund, contact_cost)
     model = model or get_settings().resolved_model_uri
     scoring_model = load_model(model)
-    if engine == "spark":
-        from serving.spark_engine import run_spark_job as run_job
-    else:
-        from serving.batch import run_score_job as run_job
-    with progress.counter("scoring partitions") as bar:
-        summary = run_job(
-            transactions,
-            as_of,
-            out,
-            scoring_model,
-            columns=mapping,
-            strict=strict,
-            top_k=top_k,
-            partitions=partitions,
-            spool_input=spool,
-            normalize_float_ids=normalize_ids,
-            min_date=inputs.min_day,
-            allow_future_as_of=allow_future_as_of,
-            reasons=reasons,
-            on_progress=bar,
-        )
+    summary = _score_job(
+        engine, inputs, out, scoring_model, top_k=top_k, partitions=partitions, spool_input=spool, reasons=reasons,
+        economics=run_economics,
+    )  # fmt: skip
     typer.echo(summary.render())
     if record:
         from serving.runs import record_run
 
         record_run(summary, source=transactions, model=model, engine=engine)
+
+
+def _write_json(data: dict[str, Any], path: Path) -> None:
+    """``data`` as indented JSON at ``path``, atomically (a temporary file renamed over it)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+    os.replace(tmp, path)
+
+
+@app.command()
+def plan(
+    transactions: TransactionsOpt,
+    as_of: AsOfOpt,
+    budget: Annotated[float, typer.Option("--budget", help="Money the plan may spend at most, currency units.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="The plan: .parquet / .csv file, or SQL URL with ?table=.")],
+    offer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--offer",
+            help="An offer NAME:fixed=COST,share=SHARE,save=RATE (fixed cost per contact, discount as a share of"
+            " the customer's expected revenue, assumed share of would-be churners kept); repeat for several, after"
+            " the economics file's offers.",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    engine: EngineOpt = "local",
+    partitions: PartitionsOpt = 8,
+    spool: SpoolOpt = None,
+    columns: ColumnsOpt = None,
+    strict: StrictOpt = False,
+    normalize_ids: NormalizeIdsOpt = False,
+    min_date: MinDateOpt = DEFAULT_MIN_DATE,
+    allow_future_as_of: AllowFutureOpt = False,
+    economics: EconomicsOpt = None,
+    margin: MarginOpt = None,
+    cost_per_order: CostPerOrderOpt = None,
+    cost_per_refund: CostPerRefundOpt = None,
+    contact_cost: ContactCostOpt = None,
+    plan_json: Annotated[
+        Path | None,
+        typer.Option("--plan-json", help="Where the totals and budget curve go (default <out>.plan.json for a file)."),
+    ] = None,
+) -> None:
+    """Choose whom to contact with which offer within a budget (serving.plan) and write the plan atomically."""
+    import tempfile
+
+    import pandas as pd
+
+    from features.sources import is_sql_url
+    from serving.batch import check_output, write_output
+    from serving.economics import checked_number
+    from serving.loader import load_model
+    from serving.plan import make_plan, plan_offers
+
+    inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
+    _check_job(engine, inputs)
+    run_economics = _economics(economics, margin, cost_per_order, cost_per_refund, contact_cost)
+    checked_number(budget, "--budget")
+    offers = plan_offers(offer, run_economics)
+    check_output(out)
+    if plan_json is None and not is_sql_url(out):
+        plan_json = Path(f"{out}.plan.json")
+    model = model or get_settings().resolved_model_uri
+    scoring_model = load_model(model)
+    staging_root = get_settings().batch_dir if is_sql_url(out) else Path(out).resolve().parent
+    staging_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".plan-scores-", dir=staging_root) as folder:
+        scores_path = str(Path(folder) / "scores.parquet")  # every customer, scored by the nightly job
+        summary = _score_job(
+            engine, inputs, scores_path, scoring_model, partitions=partitions, spool_input=spool,
+            reasons="all", economics=run_economics,
+        )  # fmt: skip
+        scored = pd.read_parquet(scores_path)
+    result = make_plan(scored, offers, budget, run_economics.override(offers=()), meta=scoring_model.meta)
+    write_output(result.rows, out)
+    if plan_json is not None:
+        economics_used = dataclasses.replace(run_economics, offers=offers).to_dict()
+        meta = {"model_version": scoring_model.version, "as_of": summary.as_of, "economics": economics_used}
+        _write_json({**result.to_dict(), **meta}, plan_json)
+    # hook (lead): log the run and its HTML report here, e.g. serving.runs.record_plan_run(result, summary=summary, ...)
+    _echo_err(summary.render())
+    typer.echo(result.render())
+    where = f" and the totals to {plan_json}" if plan_json else ""
+    typer.echo(f"wrote {len(result.rows):,} plan rows to {out}{where}")
 
 
 @app.command()

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         " unset: the routes answer 403.",
     )
     batch_sql: bool = Field(False, description="/batch tasks may also read and write SQL URLs (off: paths only).")
+    economics: Path | None = Field(
+        None,
+        description="JSON file of the economics (gross_margin, cost_to_serve_per_order, cost_per_refund, contact_cost,"
+        " discount_rate, offers; see serving/economics.py) that every expected_profit and plan uses; `score` and"
+        " `plan` --economics and their flags override it (unset: no costs, expected_profit = expected_value).",
+    )
     spark_master: str | None = Field(
         None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2])."
     )

@@ -12,7 +12,11 @@ Work goes by customer partitions (``hash(customer_id) % P``), so memory is bound
 
 A killed job leaves the previous output untouched and no partial output visible; run again, it resumes from the
 finished parts (they live in a staging folder named by the job key = as-of date + model version + input
-fingerprint + partitions + reasons mode). The same job gives the same rows.
+fingerprint + partitions + reasons mode + economics). The same job gives the same rows.
+
+Every row carries ``expected_profit`` under the job's economics (:mod:`serving.economics`, CLI ``--economics``);
+the summary logs those economics and describes the scored population for reports (:func:`population_summary`:
+value pyramid by tier, tier x segment matrix, Pareto and cumulative-profit curves, unprofitable customers).
 
 Reasons (TreeSHAP, ~85% of a job that explains every customer) follow ``reasons`` (CLI ``--reasons``):
 ``top-k`` (default) explains the rows that are written: without ``top_k`` that is every row, explained inside the
@@ -562,8 +566,9 @@ def run_score_job(
     if reasons != "all":  # parts of another mode hold other columns
         key_text += f"|reasons={reasons}"
     economics = economics or Economics()
-    if economics != Economics():  # parts hold expected_profit
-        key_text += f"|economics={json.dumps(economics.to_dict(), sort_keys=True)}"
+    scored_under = dataclasses.replace(economics, offers=())  # what the parts' expected_profit depends on
+    if scored_under != Economics():
+        key_text += f"|economics={json.dumps(scored_under.to_dict(), sort_keys=True)}"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key

@@ -1,4 +1,4 @@
-"""Online scoring: the plain-Python logic behind ``/predict`` and ``/rank`` (the BentoML service stays thin).
+"""Online scoring: the plain-Python logic behind ``/predict``, ``/rank`` and ``/plan`` (the BentoML service stays thin).
 
 A request names customers either by ``customer_id`` alone (features read from the online store, computed by
 the kernel at the snapshot's as-of date) or with their own ``transactions`` inline (features computed by the
@@ -8,7 +8,12 @@ same kernel, as of the request's ``as_of`` or today, UTC). Inline transactions g
 
 Configuration (environment): ``RETENTION_MODEL_URI`` (default ``models:/retention@champion``),
 ``RETENTION_STORE_URL`` (default: no store; id-only customers then get a per-customer error),
-``RETENTION_MAX_CUSTOMERS`` (1,000), ``RETENTION_MAX_TRANSACTIONS`` (10,000 per customer).
+``RETENTION_MAX_CUSTOMERS`` (1,000), ``RETENTION_MAX_TRANSACTIONS`` (10,000 per customer), ``RETENTION_ECONOMICS``
+(the economics every ``expected_profit`` is computed under, :mod:`serving.economics`; ``/plan`` may override fields
+of it per request).
+
+``/plan`` scores the customers exactly as ``/predict`` does, then hands them to :func:`serving.plan.make_plan` with
+the request's budget and offers: the same plan ``retention plan`` makes of the same customers.
 
 The by-id path (the CRM call) stays lean: one store read (vectors and snapshot metadata in one
 transaction), a cached column map from the snapshot's to the model's column order, single-threaded
@@ -38,10 +43,12 @@ from features.contract import (
     to_date,
 )
 from features.kernel import compute_feature_arrays, index_transactions
+from serving.economics import Economics, Offer
 from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
+from serving.plan import json_plan_rows, make_plan
 from serving.ranking import rank_order
-from serving.scoring import feature_matrix, json_rows, score_customers
+from serving.scoring import ScoredBatch, feature_matrix, json_rows, score_customers
 
 log = logging.getLogger("retention.online")
 
@@ -297,13 +304,33 @@ class OnlineAnswer:
         return out
 
 
-class OnlineScorer:
-    """Scores requests with the current model and the online store."""
+@dataclasses.dataclass(frozen=True)
+class _Scored:
+    """A request's customers scored in one call: the batch (scored customers only, in request order), the request
+    position of each of its rows, the per-request results (an ``error`` row for each customer not scored, empty
+    for the others) and the answer's header."""
 
-    def __init__(self, holder: ModelHolder, store: Any | None = None, limits: Limits | None = None):
+    batch: ScoredBatch | None
+    slots: list[tuple[int, str]]
+    results: list[dict[str, Any]]
+    header: dict[str, Any]
+
+
+class OnlineScorer:
+    """Scores requests with the current model and the online store; ``economics`` (default: the default economics,
+    the service passes ``RETENTION_ECONOMICS``) gives every answer's ``expected_profit``."""
+
+    def __init__(
+        self,
+        holder: ModelHolder,
+        store: Any | None = None,
+        limits: Limits | None = None,
+        economics: Economics | None = None,
+    ):
         self.holder = holder
         self.store = store
         self.limits = limits or Limits()
+        self.economics = economics or Economics()
         self._column_map: _ColumnMap | None = None
 
     @property
@@ -344,6 +371,21 @@ class OnlineScorer:
     def score_checked(self, customers: Sequence[dict[str, Any]], request_as_of: dt.date | None) -> OnlineAnswer:
         """:meth:`predict` for a request :meth:`check` has passed (several such requests may be merged into one
         call, see :mod:`serving.coalesce`): inline transactions are still checked against the contract here."""
+        scored = self._score(customers, request_as_of, self.economics)
+        results = scored.results
+        risk: list[float | None] = [None] * len(customers)
+        if scored.batch is not None:
+            for k, ((i, features_as_of), row) in enumerate(zip(scored.slots, json_rows(scored.batch), strict=True)):
+                row["features_as_of"] = features_as_of
+                row["reasons"] = row.pop("reasons")  # field order of the response: reasons last
+                results[i] = row
+                risk[i] = float(scored.batch.value_at_risk[k])
+        return OnlineAnswer(scored.header, results, risk)
+
+    def _score(
+        self, customers: Sequence[dict[str, Any]], request_as_of: dt.date | None, economics: Economics
+    ) -> _Scored:
+        """Features (store or inline) and one :func:`score_customers` call for the customers that have them."""
         model = self.holder.model
         if model is None:
             raise RuntimeError("no model loaded yet")
@@ -356,7 +398,6 @@ class OnlineScorer:
         rows: list[np.ndarray] = []
         slots: list[tuple[int, str]] = []
         results: list[dict[str, Any]] = [{} for _ in customers]
-        risk: list[float | None] = [None] * len(customers)
         for i, customer in enumerate(customers):
             cid = str(customer["customer_id"])
             if customer.get("transactions") is not None:
@@ -370,24 +411,78 @@ class OnlineScorer:
                 slots.append((i, str(store_as_of) if store_as_of else ""))
             else:
                 results[i] = {"customer_id": cid, "error": UNKNOWN_CUSTOMER}
+        batch = None
         if rows:
             X = np.vstack(rows) if len(rows) > 1 else rows[0].reshape(1, -1)
             ids = [str(customers[i]["customer_id"]) for i, _ in slots]
-            batch = score_customers(model, ids, X, num_threads=1 if len(rows) <= 64 else 0)
-            for k, ((i, features_as_of), row) in enumerate(zip(slots, json_rows(batch), strict=True)):
-                row["features_as_of"] = features_as_of
-                row["reasons"] = row.pop("reasons")  # field order of the response: reasons last
-                results[i] = row
-                risk[i] = float(batch.value_at_risk[k])
+            batch = score_customers(model, ids, X, num_threads=1 if len(rows) <= 64 else 0, economics=economics)
         response_as_of = request_as_of or (store_as_of if store_as_of and id_only else inline_as_of)
         header = {"model_version": model.version, "as_of": str(response_as_of), "horizon_days": model.meta.horizon_days}
-        return OnlineAnswer(header, results, risk)
+        return _Scored(batch, slots, results, header)
+
+    def plan(
+        self,
+        customers: Sequence[dict[str, Any]],
+        budget: float,
+        offers: Sequence[dict[str, Any]] = (),
+        economics: dict[str, Any] | None = None,
+        as_of: str | None = None,
+    ) -> dict[str, Any]:
+        """The ``/plan`` answer: the customers scored as by ``/predict`` (under the service's economics with the
+        request's ``economics`` fields replaced), then :func:`serving.plan.make_plan` within ``budget`` with
+        ``offers`` (after the economics' own). Each customer is planned once: a repeated id is a client error."""
+        request_as_of = self.check(customers, as_of)
+        seen: dict[str, int] = {}
+        for i, customer in enumerate(customers):
+            cid = str(customer["customer_id"])
+            if cid in seen:
+                raise RequestError(
+                    f"customers[{i}].customer_id: '{cid}' is repeated (customers[{seen[cid]}]); a plan contacts each"
+                    " customer once",
+                    field=f"customers[{i}].customer_id",
+                )
+            seen[cid] = i
+        try:
+            chosen = self.economics.override(**(economics or {}))
+        except ContractError as exc:
+            raise RequestError(f"economics: {exc}", field="economics") from exc
+        parsed = []
+        for k, offer in enumerate(offers):
+            where = f"offers[{k}]"
+            try:
+                parsed.append(Offer.from_dict(offer, where))
+            except ContractError as exc:
+                message = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
+                raise RequestError(message, field=where) from exc
+        scored = self._score(customers, request_as_of, chosen)
+        model = self.holder.model
+        batch = scored.batch if scored.batch is not None else _no_customers(model, chosen)
+        try:
+            plan = make_plan(batch, parsed, budget, chosen, meta=model.meta if model is not None else None)
+        except ContractError as exc:
+            message = str(exc) if str(exc).startswith("budget") else f"offers: {exc}"
+            raise RequestError(message, field=message.split(" ", 1)[0].rstrip(":")) from exc
+        errors = [row for row in scored.results if row]
+        return {
+            **scored.header,
+            "plan": json_plan_rows(plan, batch),
+            **plan.to_dict(),
+            "sleeping_dogs": plan.sleeping_dogs["customer_id"].tolist(),
+            "errors": errors,
+        }
 
     def rank(self, customers: Sequence[dict[str, Any]], as_of: str | None = None, top_k: int | None = None):
         """``predict`` in retention order (exact value at risk, highest first, ties by id), numbered, with errors
         listed apart."""
         check_top_k(top_k)
         return self.score_checked(customers, self.check(customers, as_of)).rank_body(top_k)
+
+
+def _no_customers(model: ScoringModel | None, economics: Economics) -> ScoredBatch:
+    """The scored batch of no customer (a plan request none of whose customers could be scored)."""
+    if model is None:
+        raise RuntimeError("no model loaded yet")
+    return score_customers(model, [], np.empty((0, len(model.feature_columns))), economics=economics)
 
 
 def check_top_k(top_k: int | None) -> None:

@@ -12,6 +12,8 @@ from serving.responses import send_json
 from serving.schemas import (
     BatchJobRequest,
     BatchSubmitRequest,
+    PlanRequest,
+    PlanResponse,
     PredictRequest,
     PredictResponse,
     RankRequest,
@@ -38,7 +40,8 @@ ERROR_STATUSES: dict[int, str] = {
     409: "The new model version failed to load; the old one keeps serving; /batch/result: the job is not done",
     413: "Body over RETENTION_MAX_BODY_BYTES, or too many customers or transactions",
     415: "Content type other than application/json",
-    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date; /batch: a path with"
+    422: "An inline transaction breaks the input contract, or as_of is not an ISO 8601 date; /plan: a repeated"
+    " customer id, an offer or economics field out of range; /batch: a path with"
     " '..', a missing source, a destination not .parquet/.csv, a malformed job id",
     500: "Unexpected server error",
     503: "The model is not loaded yet (retry when /readyz answers 200)",
@@ -47,6 +50,7 @@ ERROR_STATUSES: dict[int, str] = {
 ROUTE_ERRORS: dict[str, tuple[int, ...]] = {
     "/predict": (400, 401, 413, 415, 422, 500, 503),
     "/rank": (400, 401, 413, 415, 422, 500, 503),
+    "/plan": (400, 401, 413, 415, 422, 500, 503),
     "/model": (401, 413, 415, 500, 503),
     "/admin/reload": (401, 403, 409, 413, 415, 500),
     "/batch/submit": (400, 401, 403, 413, 415, 422, 500, 503),
@@ -65,12 +69,17 @@ ROUTE_SUCCESSES: dict[str, dict[int, str]] = {
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "/predict": PredictRequest,
     "/rank": RankRequest,
+    "/plan": PlanRequest,
     "/batch/submit": BatchSubmitRequest,
     "/batch/status": BatchJobRequest,
     "/batch/result": BatchJobRequest,
 }
 """The request body schema of each route that takes one."""
-RESPONSE_MODELS: dict[str, type[BaseModel]] = {"/predict": PredictResponse, "/rank": RankResponse}
+RESPONSE_MODELS: dict[str, type[BaseModel]] = {
+    "/predict": PredictResponse,
+    "/rank": RankResponse,
+    "/plan": PlanResponse,
+}
 """The schema of the 200 answer of the scoring routes."""
 
 

@@ -53,12 +53,13 @@ import pandas as pd
 from features.contract import ContractError
 from serving.economics import Economics, Offer, checked_number, contact_costs, expected_revenue
 from serving.model import BundleMeta
-from serving.scoring import REASONS, ScoredBatch, reason_text_columns
+from serving.scoring import JSON_DECIMALS, REASONS, ScoredBatch, reason_objects, reason_text_columns
 
 __all__ = [
     "CURVE_MAX_POINTS",
     "PLAN_COLUMNS",
     "Plan",
+    "json_plan_rows",
     "make_plan",
     "plan_offers",
 ]
@@ -80,6 +81,12 @@ PLAN_COLUMNS = (
 CURVE_MAX_POINTS = 201
 """Points of :attr:`Plan.budget_curve` at most (the start at 0 and every increment, thinned evenly beyond that)."""
 SLEEPING_DOG_COLUMNS = ("customer_id", "uplift", "expected_profit", "churn_probability")
+PLAN_JSON_DECIMALS = {
+    **{c: JSON_DECIMALS[c] for c in ("churn_probability", "expected_value", "expected_profit", "uplift")},
+    "cost": 4,
+    "expected_benefit": 4,
+}
+"""Decimals kept when a plan row is written as JSON (the plan itself is made on exact values)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -360,3 +367,17 @@ def _sleeping_dogs(c: _Customers, dogs: np.ndarray) -> pd.DataFrame:
             "churn_probability": c.churn_probability[dogs],
         }
     )
+
+
+def json_plan_rows(plan: Plan, batch: ScoredBatch) -> list[dict[str, Any]]:
+    """The plan's rows as JSON objects (``/plan``), values rounded to :data:`PLAN_JSON_DECIMALS`, the churn head's
+    reasons as ``/predict`` writes them (:func:`serving.scoring.reason_objects` of ``batch``, the scored customers
+    the plan was made of; customer ids are unique in it)."""
+    position = {str(cid): k for k, cid in enumerate(batch.customer_id)}
+    out = []
+    for row in plan.rows.itertuples(index=False):
+        item: dict[str, Any] = {"customer_id": row.customer_id, "plan_rank": int(row.plan_rank), "offer": row.offer}
+        item.update({f: round(float(getattr(row, f)), d) for f, d in PLAN_JSON_DECIMALS.items()})
+        item["reasons"] = reason_objects(batch, position[row.customer_id])
+        out.append(item)
+    return out

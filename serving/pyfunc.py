@@ -3,9 +3,11 @@
 
 Input: a DataFrame with the bundle's feature columns (and optionally ``customer_id``); output: one row per input
 row, in input order, with the nightly list's columns (:func:`serving.scoring.output_columns`): ``customer_id``
-(when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``tier``, ``segment``, the interval
-columns (:data:`serving.scoring.INTERVAL_FIELDS`: value quantiles and 80% intervals, purchase-day intervals; NaN for a
-bundle without intervals) and ``reason_1..3``. Scored by :func:`serving.scoring.score_customers`, like every other path.
+(when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``expected_profit`` (under the economics
+of ``RETENTION_ECONOMICS`` when set where the model is loaded, :mod:`serving.economics`; else equal to the expected
+value), ``tier``, ``segment``, the optional columns (:data:`serving.scoring.OPTIONAL_FIELDS`: value quantiles and 80%
+intervals, purchase-day intervals, timing, uplift; NaN for a bundle without them) and ``reason_1..3``. Scored by
+:func:`serving.scoring.score_customers`, like every other path.
 
 Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the logged model holds that file, the bundle
 artifact and MLmodel, and no ``python_model.pkl``; loading runs the file instead of unpickling anything.
@@ -20,6 +22,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from serving.economics import Economics, economics_of_settings
 from serving.loader import BUNDLE_ARTIFACT
 from serving.model import ScoringModel
 from serving.scoring import output_columns, score_customers
@@ -29,12 +32,16 @@ MODEL_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 
 
 class RetentionPyfunc(mlflow.pyfunc.PythonModel):
+    economics: Economics | None = None
+    """Set from the settings at load (``RETENTION_ECONOMICS``); None (a model set up by hand): the default."""
+
     def load_context(self, context: Any) -> None:
         self.model = ScoringModel.load(context.artifacts[BUNDLE_ARTIFACT])
+        self.economics = economics_of_settings()
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         columns = list(self.model.feature_columns)
         X = model_input[columns].to_numpy(dtype=np.float64)
         ids = model_input["customer_id"] if "customer_id" in model_input.columns else np.arange(len(X)).astype(str)
-        table = output_columns(score_customers(self.model, np.asarray(ids, dtype=object), X))
+        table = output_columns(score_customers(self.model, np.asarray(ids, dtype=object), X, economics=self.economics))
         return table.drop(columns=["customer_id"]) if "customer_id" not in model_input.columns else table

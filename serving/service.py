@@ -57,6 +57,7 @@ from serving import bento_patches, readiness
 from serving.batch_tasks import BatchTasks, TaskError, submit_status
 from serving.bento import default_model_reference
 from serving.coalesce import RequestCoalescer
+from serving.economics import economics_of_settings
 from serving.guard import GuardMiddleware
 from serving.http_errors import ErrorShapeMiddleware, configure_logging, error_response, log_client_error
 from serving.online import Limits, ModelHolder, OnlineAnswer, OnlineScorer, RequestError, check_top_k
@@ -64,7 +65,16 @@ from serving.openapi import OpenAPIMiddleware
 from serving.readiness import ReadinessMiddleware, StoreReadinessMiddleware, not_ready_reason
 from serving.reload import FOLLOW_SECONDS, ReloadChannel, all_on, worker_list
 from serving.responses import json_response
-from serving.schemas import BatchJobRequest, BatchSubmitRequest, Customer, PredictRequest, RankRequest
+from serving.schemas import (
+    BatchJobRequest,
+    BatchSubmitRequest,
+    Customer,
+    EconomicsOverrides,
+    OfferSpec,
+    PlanRequest,
+    PredictRequest,
+    RankRequest,
+)
 from serving.store import StoreUnavailable
 from serving.store_access import open_service_store
 from serving.tuning import freeze_heap, tune_runtime
@@ -72,7 +82,16 @@ from serving.tuning import freeze_heap, tune_runtime
 log = logging.getLogger("retention.service")
 INLINE_MAX_CUSTOMERS = 16
 INLINE_MAX_TRANSACTIONS = 500
-API_ROUTES = ("/predict", "/rank", "/admin/reload", "/model", "/batch/submit", "/batch/status", "/batch/result")
+API_ROUTES = (
+    "/predict",
+    "/rank",
+    "/plan",
+    "/admin/reload",
+    "/model",
+    "/batch/submit",
+    "/batch/status",
+    "/batch/result",
+)
 
 
 def service_config(settings: Settings) -> dict[str, Any]:
@@ -105,15 +124,16 @@ class Retention:
     """Churn probability, expected value, value at risk, tier, segment and reasons per customer."""
 
     def __init__(self) -> None:
-        """Start the service from :func:`get_settings`: model reference, online store, request limits and
-        ``scoring_threads`` scoring threads (0: every request is scored on the event loop)."""
+        """Start the service from :func:`get_settings`: model reference, online store, request limits, economics
+        (``RETENTION_ECONOMICS``: a bad file stops the start with its one-sentence reason) and ``scoring_threads``
+        scoring threads (0: every request is scored on the event loop)."""
         settings = get_settings()
         configure_logging(settings)
         self.holder = ModelHolder(default_model_reference(settings), on_loaded=freeze_heap)
         store = open_service_store(settings)
         self.reloads = ReloadChannel.for_this_worker(self.holder)  # one model version in every worker
         readiness.watch(self.holder, store, self.reloads)
-        self.scorer = OnlineScorer(self.holder, store, Limits.from_env())
+        self.scorer = OnlineScorer(self.holder, store, Limits.from_env(), economics_of_settings(settings))
         self.batch_tasks = BatchTasks(settings)  # /batch/*: jobs of serving.batch.run_score_job (serving.batch_tasks)
         threads = settings.scoring_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="retention-score") if threads > 0 else None
@@ -182,6 +202,40 @@ class Retention:
         """Score and sort by value at risk (retention priority), optionally only the ``top_k`` first."""
         payload = [c.model_dump(exclude_none=True) for c in customers]
         return await self._answer(payload, as_of, top_k, ranked=True)
+
+    @bentoml.api(route="/plan", input_spec=PlanRequest)
+    async def plan(
+        self,
+        customers: Annotated[list[Customer], Field(min_length=1)],
+        budget: Annotated[float, Field(ge=0)],
+        as_of: str | None = None,
+        offers: list[OfferSpec] | None = None,
+        economics: EconomicsOverrides | None = None,
+    ) -> dict[str, Any]:
+        """Whom to contact with which offer within ``budget``: the customers scored as by ``/predict``, then
+        :func:`serving.plan.make_plan` (:meth:`serving.online.OnlineScorer.plan`); plan rows, totals, budget curve."""
+        if not self.scorer.ready:
+            return error_response(503, not_ready_reason(self.holder))
+        payload = [c.model_dump(exclude_none=True) for c in customers]
+        args = (
+            payload,
+            budget,
+            [o.model_dump() for o in offers or ()],
+            economics.model_dump(exclude_none=True) if economics is not None else None,
+            as_of,
+        )
+        try:
+            if self._on_loop(payload):
+                body = self.scorer.plan(*args)
+            else:
+                body = await asyncio.get_running_loop().run_in_executor(self._pool, self.scorer.plan, *args)
+        except StoreUnavailable as exc:
+            log.warning("%s", exc)
+            return error_response(503, str(exc))
+        except RequestError as exc:
+            log_client_error("POST", "/plan", exc.status, exc.field)
+            return error_response(exc.status, str(exc), exc.field)
+        return json_response(body)
 
     @bentoml.api(route="/admin/reload")
     async def reload(self) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 """One scoring core: every field and the order agree across /predict, /rank, `retention score` (local and Spark)
-and the MLflow pyfunc, for the same customers at the same as-of date.
+and the MLflow pyfunc, for the same customers at the same as-of date, under the same economics (an economics file
+given as ``--economics`` to the command line and as ``RETENTION_ECONOMICS`` to the service and the pyfunc, so
+``expected_profit`` differs from ``expected_value`` and must agree too).
 
 Each path is called as its user calls it: HTTP against a real server, the CLI in a subprocess, the registered
 model through ``mlflow.pyfunc.load_model``. Files carry exact values; JSON carries values rounded to
@@ -9,6 +11,7 @@ model through ``mlflow.pyfunc.load_model``. Files carry exact values; JSON carri
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -19,20 +22,24 @@ from server_util import start_server, stop
 from serving.scoring import INTERVAL_FIELDS, JSON_DECIMALS, OPTIONAL_FIELDS
 
 CUSTOMERS = 60
-SCORE_FIELDS = ("churn_probability", "expected_value", "value_at_risk", *OPTIONAL_FIELDS)
+SCORE_FIELDS = ("churn_probability", "expected_value", "value_at_risk", "expected_profit", *OPTIONAL_FIELDS)
+ECONOMICS = {"gross_margin": 0.4, "cost_to_serve_per_order": 8.0, "cost_per_refund": 5.0, "contact_cost": 1.0}
 LABEL_FIELDS = ("tier", "segment")
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 
 
 @pytest.fixture(scope="module")
 def paths(workspace, tmp_path_factory):
-    """The store, the local batch list and the feature table at the workspace's as-of date."""
+    """The store, the local batch list, the feature table at the workspace's as-of date and the economics file."""
     root = tmp_path_factory.mktemp("parity")
     out = {"store": f"sqlite:///{root / 'online.db'}", "local": root / "local.parquet", "features": root / "f.parquet"}
+    out["economics"] = root / "economics.json"
+    out["economics"].write_text(json.dumps(ECONOMICS))
     tx, as_of, env = str(workspace.transactions), workspace.AS_OF, workspace.env
+    economics = ("--economics", str(out["economics"]))
     commands = [
         ("materialize", "-t", tx, "--as-of", as_of, "--store", out["store"]),
-        ("score", "-t", tx, "--as-of", as_of, "--out", str(out["local"]), "--no-record"),
+        ("score", "-t", tx, "--as-of", as_of, "--out", str(out["local"]), "--no-record", *economics),
         ("features", "-t", tx, "--as-of", as_of, "--out", str(out["features"])),
     ]
     for command in commands:
@@ -55,7 +62,9 @@ def chosen(local) -> list[str]:
 
 @pytest.fixture(scope="module")
 def online(workspace, paths, chosen):
-    server = start_server(workspace, paths["store"], "models:/retention@champion")
+    server = start_server(
+        workspace, paths["store"], "models:/retention@champion", {"RETENTION_ECONOMICS": str(paths["economics"])}
+    )
     try:
         customers = [{"customer_id": c} for c in chosen]
         predicted = server.post("/predict", {"customers": customers})
@@ -88,6 +97,11 @@ def assert_json_row_matches(row: dict, expected: pd.Series) -> None:
     assert texts == expected_texts, row["customer_id"]
 
 
+def test_the_economics_make_profit_differ_from_value(local) -> None:
+    assert (local["expected_profit"] < 0.4 * local["expected_value"] + 1e-9).all()
+    assert (local["expected_profit"] < 0).any() and local["uplift"].isna().all()  # no uplift heads: NaN
+
+
 def test_predict_gives_every_field_of_the_nightly_list(online, local, chosen) -> None:
     predicted, _ = online
     by_id = local.set_index("customer_id")
@@ -111,12 +125,17 @@ def test_rank_orders_the_customers_as_the_nightly_list_does(online, local, chose
 def test_the_mlflow_pyfunc_gives_the_nightly_list_s_exact_values(workspace, paths, local, monkeypatch) -> None:
     import mlflow.pyfunc
 
+    from retention.settings import get_settings
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.tracking_uri)
+    monkeypatch.setenv("RETENTION_ECONOMICS", str(paths["economics"]))
+    get_settings.cache_clear()
     features = pd.read_parquet(paths["features"])
     model = mlflow.pyfunc.load_model("models:/retention@champion")
     scored = model.predict(features.drop(columns=["customer_id", "cutoff"]))  # rows answer in input order
     expected = local.set_index("customer_id").loc[features["customer_id"]].reset_index(drop=True)
     columns = [*SCORE_FIELDS, *LABEL_FIELDS, *REASON_COLUMNS]
+    get_settings.cache_clear()
     pd.testing.assert_frame_equal(scored[columns].reset_index(drop=True), expected[columns], check_dtype=False)
 
 
@@ -128,7 +147,7 @@ def test_the_spark_engine_writes_the_local_engine_s_list(workspace, paths, local
     out = paths["local"].with_name("spark.parquet")
     result = run_cli(
         "score", "-t", str(workspace.transactions), "--as-of", workspace.AS_OF, "--out", str(out),
-        "--engine", "spark", "--no-record", env=workspace.env,
+        "--engine", "spark", "--no-record", "--economics", str(paths["economics"]), env=workspace.env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(out), local, check_dtype=False)

@@ -217,3 +217,33 @@ def test_the_greedy_is_within_one_customer_s_benefit_of_the_optimum(market, budg
     got = make_plan(frame, offers, budget, economics).totals["expected_net_benefit"]
     largest = max(0.0, float(np.max(benefit)))
     assert best - largest - 1e-9 <= got <= best + 1e-9
+
+
+# --- the service's logic (serving.online, no server) ---------------------------------------------------------
+
+
+def test_the_online_plan_is_make_plan_of_the_customers_scored_as_predict_scores_them() -> None:
+    from serving.online import ModelHolder, OnlineScorer, RequestError
+
+    holder = ModelHolder("tiny")
+    holder.model = make_model("5")
+    scorer = OnlineScorer(holder, economics=Economics(contact_cost=0.25))
+    customers = [
+        {"customer_id": f"c{i}", "transactions": [{"timestamp": f"2024-0{1 + i % 3}-0{1 + i}", "amount": 30.0 + i}]}
+        for i in range(5)
+    ]
+    offers = [{"name": "email", "fixed_cost": 0.5, "spend_share": 0.0, "save_rate": 0.3}]
+    answer = scorer.plan(customers, 2.0, offers, {"contact_cost": 0.5}, "2024-03-31")
+    predicted = scorer.predict(customers, "2024-03-31")["predictions"]
+    frame = pd.DataFrame(predicted)[["customer_id", "churn_probability", "expected_value", "expected_profit"]]
+    expected = make_plan(frame, ["email:fixed=0.5,save=0.3"], 2.0, Economics(contact_cost=0.5))
+    assert [r["customer_id"] for r in answer["plan"]] == expected.rows["customer_id"].tolist()
+    assert answer["totals"]["spend"] == expected.totals["spend"] == 2.0  # two contacts of 1.0 each
+    assert answer["totals"]["customers_scored"] == 5 and answer["errors"] == []
+    assert set(answer["plan"][0]) == {*PLAN_COLUMNS[:9], "reasons"} and answer["sleeping_dogs"] == []
+    with pytest.raises(RequestError) as caught:
+        scorer.plan(customers, 1.0, [{"name": "x", "fixed_cost": -1}])
+    assert caught.value.field == "offers[0]" and "fixed_cost must be at least 0" in str(caught.value)
+    with pytest.raises(RequestError) as caught:
+        scorer.plan(customers, 1.0, offers, {"gross_margin": 2})
+    assert caught.value.field == "economics"
