@@ -194,3 +194,27 @@ def test_registry_records_the_uplift_verdict(fitted) -> None:
     assert verdict["trusted"] is True and verdict["rule"] == fitted.meta["gate"]
     assert verdict["uplift_qini_model"] == pytest.approx(fitted.metrics["uplift_qini_model"])
     assert set(verdict) == {"trusted", "rule", *registry.UPLIFT_GATE_METRICS}
+
+
+def test_the_training_job_logs_the_uplift_heads_beside_the_two_heads(fitted, tmp_path, monkeypatch) -> None:
+    import mlflow
+
+    from features.campaigns import prepare_campaigns
+    from training import jobs
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # artifacts under tmp_path
+    log = pd.DataFrame(
+        {"customer_id": ["a", "b"], "campaign_id": "spring", "sent_at": "2024-03-01", "treatment": [1, 0]}
+    )
+    _, quality = prepare_campaigns(log)
+    mlflow.set_experiment("uplift-unit")
+    with mlflow.start_run() as run:
+        jobs._log_uplift(fitted, quality)
+    logged = mlflow.get_run(run.info.run_id).data
+    assert logged.metrics["uplift_qini_model"] == pytest.approx(fitted.metrics["uplift_qini_model"])
+    assert {"uplift_qini_risk", "uplift_qini_random", "uplift_qini_random_p95", "uplift_trusted"} <= set(logged.metrics)
+    assert logged.params["uplift_learner"] == "t_learner" and logged.params["uplift_campaigns"] == "spring"
+    assert logged.tags["uplift_trusted"] == "True"
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/uplift.json") == fitted.meta
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/campaign_quality.json")["rows_valid"] == 2
