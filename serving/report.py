@@ -68,7 +68,11 @@ GRID_ALPHA = 0.3
 """Opacity of the charts' grid lines (as in :mod:`training.plots`)."""
 DPI = 110
 BAR_PX = 220
-"""Width in pixels of the largest PSI bar in the drift table."""
+"""Width in pixels of a PSI bar at :data:`PSI_BAR_MAX` in the drift table."""
+PSI_BAR_MAX = 0.5
+"""The drift bars' fixed scale (0 to 0.5: the warning threshold halfway; larger PSI clipped, its value shown)."""
+PSI_STABLE = 0.1
+"""Below this PSI a feature reads as stable (:mod:`serving.drift`: < 0.1 stable, 0.1-0.25 moderate, > 0.25 major)."""
 log = logging.getLogger("retention.report")
 
 _CHECK_SCRIPT = (
@@ -101,6 +105,7 @@ td.bars{text-align:left;width:240px;background-image:linear-gradient(to right,tr
 .note{color:#555}.missing{color:#8a5a00;background:#fff6e0;padding:8px 12px;border-radius:4px}
 .warnings{background:#fde2df;color:#7b1d12;padding:8px 12px;border-radius:4px}
 .cell small{display:block}
+summary{cursor:pointer;color:#23395d;margin:8px 0}
 """
 
 
@@ -444,27 +449,41 @@ def _matrix_section(summary: Mapping[str, Any]) -> str:
     return note + _table(["tier \\ segment", *map(str, segments)], rows)
 
 
+def _drift_table(items: Sequence[tuple[str, float]]) -> str:
+    """PSI per feature: value, a bar on a fixed scale (0 to :data:`PSI_BAR_MAX`, longer values clipped; the line is
+    :data:`PSI_WARNING`) and the reading; rows above the warning threshold highlighted."""
+    rows, classes = [], []
+    for name, value in items:
+        width = BAR_PX * min(max(value, 0.0), PSI_BAR_MAX) / PSI_BAR_MAX
+        reading = "major shift" if value > PSI_WARNING else "moderate shift" if value >= PSI_STABLE else "stable"
+        rows.append([_e(name), _e(f"{value:.3f}"), f'<span class="bar" style="width:{width:.0f}px"></span>', reading])
+        classes.append("warn" if value > PSI_WARNING else "")
+    head = ["feature", "PSI", f"PSI 0-{PSI_BAR_MAX} (line: {PSI_WARNING})", "reading"]
+    mark = f"{BAR_PX * PSI_WARNING / PSI_BAR_MAX:.0f}px"
+    return _table(head, rows, classes).replace("<td><span", f'<td class="bars" style="--mark:{mark}"><span')
+
+
 def _drift_section(summary: Mapping[str, Any]) -> str:
     psi = summary.get("psi")
     if not isinstance(psi, Mapping) or not psi:
         return _missing("No drift figures: the model has no training reference or the summary holds no PSI.")
-    values = {str(k): _number(v) or 0.0 for k, v in psi.items()}
-    ordered = sorted(values.items(), key=lambda kv: -kv[1])
-    top = max(max(values.values()), PSI_WARNING)
-    mark = BAR_PX * PSI_WARNING / top
-    rows, classes = [], []
-    for name, value in ordered:
-        over = value > PSI_WARNING
-        bar = f'<span class="bar" style="width:{BAR_PX * value / top:.0f}px"></span>'
-        rows.append([_e(name), _e(f"{value:.3f}"), bar, _e("major shift" if over else "")])
-        classes.append("warn" if over else "")
-    over = sum(c == "warn" for c in classes)
-    note = (
-        f'<p class="note">{over} of {len(values)} features above the warning threshold PSI {PSI_WARNING} '
-        "(highlighted). Reading: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 major shift.</p>"
-    )
-    table = _table(["feature", "PSI", f"PSI (line at {PSI_WARNING})", "status"], rows, classes)
-    return note + table.replace("<td><span", f'<td class="bars" style="--mark:{mark:.0f}px"><span')
+    ordered = sorted(((str(k), _number(v) or 0.0) for k, v in psi.items()), key=lambda kv: -kv[1])
+    shifted = [kv for kv in ordered if kv[1] >= PSI_STABLE]
+    stable = ordered[len(shifted) :]
+    over = sum(v > PSI_WARNING for _, v in ordered)
+    parts = [
+        f'<p class="note">{over} of {len(ordered)} features above the warning threshold PSI {PSI_WARNING} '
+        f"(highlighted); {len(shifted) - over} with a moderate shift (PSI {PSI_STABLE} to {PSI_WARNING}); "
+        f"{len(stable)} stable (below {PSI_STABLE}).</p>"
+    ]
+    if shifted:
+        parts.append(_drift_table(shifted))
+    if stable:
+        parts.append(
+            f"<details><summary>{len(stable)} stable feature{'' if len(stable) == 1 else 's'} "
+            f"(PSI below {PSI_STABLE})</summary>{_drift_table(stable)}</details>"
+        )
+    return "".join(parts)
 
 
 _TOTAL_LABELS = {

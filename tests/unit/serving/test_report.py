@@ -209,9 +209,11 @@ def test_the_header_and_tables_hold_the_hand_computed_numbers(page) -> None:
         # profit 600 in all; the top two make 620; the last three (-30, -35, -35) take away 100
         "most profitable 20% of customers make 103.3% of the total expected profit (600); "
         "the least profitable 30% add -100 (-16.7% of the total)",
-        "1 of 3 features above the warning threshold PSI 0.25",
+        "1 of 3 features above the warning threshold PSI 0.25 (highlighted); 1 with a moderate shift",
         "recency_days 0.410 major shift",
-        "spend_365d 0.120",
+        "spend_365d 0.120 moderate shift",
+        "1 stable feature (PSI below 0.1) feature PSI",  # folded away in a <details>
+        "n_purchase_days 0.000 stable",
         "Budget 100",
         "Customers contacted 3",
         "Spend 90",
