@@ -377,6 +377,9 @@ def _add_uplift(
         fit = uplift_fit.fit_campaign_uplift(
             prep, campaigns, result.model, as_of=as_of, seed=config.seed, num_threads=config.num_threads
         )
+    for w in fit.warnings:
+        result.warnings.append(w)
+        progress.warn(w)
     if not fit.trusted:
         m = fit.metrics
         warning = (

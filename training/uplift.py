@@ -42,7 +42,7 @@ import pandas as pd
 
 from features.campaigns import campaign_training_frame
 from features.contract import ContractError
-from features.kernel import PreparedTransactions
+from features.kernel import PreparedTransactions, date_to_day, day_to_date
 from serving.model import UPLIFT_FILES, BundleMeta, ScoringModel
 from training import heads
 from training.uplift_metrics import UPLIFT_AT, qini_curve, random_qini, uplift_metrics
@@ -123,6 +123,8 @@ class UpliftFit:
     curves: dict[str, tuple[np.ndarray, np.ndarray]]
     """Qini curve per targeting on the held-out rows (:func:`training.uplift_metrics.qini_curve`; random: the
     straight line)."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Campaign rows left out (outcome window not over by the as-of date, customer unknown at the cutoff)."""
 
     @property
     def trusted(self) -> bool:
@@ -289,15 +291,44 @@ def fit_campaign_uplift(
 ) -> UpliftFit:
     """The uplift heads of a model version from a prepared campaign log (:func:`features.campaigns.prepare_campaigns`).
 
-    Features and outcomes at each campaign's cutoff over the version's horizon (windows must end by ``as_of``),
-    on the version's feature columns; the risk targeting they are compared with is the version's churn head at the
-    cutoff. Campaign rows of customers unknown at their cutoff are left out (they have no features).
+    Features and outcomes at each campaign's cutoff over the version's horizon, on the version's feature columns;
+    the risk targeting they are compared with is the version's churn head at the cutoff. Left out, counted in
+    ``meta["campaign_rows"]`` and warned about: rows whose outcome window (the horizon after the send day) does not
+    end by ``as_of`` (default: the last transaction day) -- their outcome is not known yet -- and rows of customers
+    unknown at their cutoff (no features). :class:`ContractError` when no row is left.
     """
     horizon = model.meta.horizon_days
-    X, outcomes = campaign_training_frame(prep, campaigns, horizon, as_of=as_of)
+    last = date_to_day(as_of) if as_of is not None else int(prep.day.max())
+    sent = pd.to_datetime(campaigns["sent_at"], utc=True).dt.floor("D")
+    days = (sent - pd.Timestamp("1970-01-01", tz="UTC")).dt.days.to_numpy()
+    complete = days + horizon <= last
+    if not complete.any():
+        raise ContractError(
+            f"no campaign row has a complete outcome window: the {horizon} days after a send day must end by"
+            f" {day_to_date(last)} (the latest send day is {day_to_date(int(days.max())) if len(days) else 'none'})"
+        )
+    X, outcomes = campaign_training_frame(prep, campaigns[complete], horizon, as_of=day_to_date(last))
+    counts = {
+        "read": len(campaigns),
+        "incomplete_window": int((~complete).sum()),
+        "unknown_customer": int(complete.sum()) - len(outcomes),
+        "used": len(outcomes),
+    }
     columns = list(model.feature_columns)
     risk = model.score(X[columns].to_numpy(dtype=np.float64), num_threads).churn_probability if len(X) else None
-    return fit_uplift(X, outcomes, columns, horizon_days=horizon, risk=risk, seed=seed, num_threads=num_threads)
+    fit = fit_uplift(X, outcomes, columns, horizon_days=horizon, risk=risk, seed=seed, num_threads=num_threads)
+    fit.meta["campaign_rows"] = counts
+    if counts["incomplete_window"]:
+        fit.warnings.append(
+            f"{counts['incomplete_window']:,} campaign row(s) left out of the uplift heads: their {horizon}-day outcome"
+            f" window does not end by {day_to_date(last)}"
+        )
+    if counts["unknown_customer"]:
+        fit.warnings.append(
+            f"{counts['unknown_customer']:,} campaign row(s) left out of the uplift heads: the customer has no"
+            " transaction on or before the send day"
+        )
+    return fit
 
 
 def goal_figures(

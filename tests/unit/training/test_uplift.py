@@ -218,3 +218,28 @@ def test_the_training_job_logs_the_uplift_heads_beside_the_two_heads(fitted, tmp
     assert logged.tags["uplift_trusted"] == "True"
     assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/uplift.json") == fitted.meta
     assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/campaign_quality.json")["rows_valid"] == 2
+
+
+def test_campaign_rows_without_a_known_outcome_or_customer_are_left_out_and_counted() -> None:
+    from features.contract import prepare_transactions
+    from features.kernel import index_transactions
+    from features.synthetic import generate_transactions
+    from features.synthetic_campaigns import simulate_campaign
+
+    sim = simulate_campaign(generate_transactions(3_000, 730, seed=2), "2024-09-01", seed=2)
+    prep = index_transactions(prepare_transactions(sim.transactions)[0])
+    late = sim.campaigns.head(7).assign(campaign_id="late", sent_at=pd.Timestamp("2024-12-01", tz="UTC"))
+    stranger = sim.campaigns.head(3).assign(customer_id=["X1", "X2", "X3"])
+    log = pd.concat([sim.campaigns, late, stranger], ignore_index=True)
+    base = make_model()  # three kernel features, horizon 90
+    fit = uplift.fit_campaign_uplift(prep, log, base, as_of=pd.Timestamp("2024-12-30").date(), num_threads=1)
+    assert fit.meta["campaign_rows"] == {
+        "read": len(log),
+        "incomplete_window": 7,
+        "unknown_customer": 3,
+        "used": len(sim.campaigns),
+    }
+    assert fit.meta["campaign_ids"] == ["C1"] and fit.meta["risk_source"] == "churn_head"
+    assert len(fit.warnings) == 2 and "7 campaign row(s)" in fit.warnings[0] and "3 campaign" in fit.warnings[1]
+    with pytest.raises(ContractError, match="no campaign row has a complete outcome window"):
+        uplift.fit_campaign_uplift(prep, late, base, as_of=pd.Timestamp("2024-12-30").date())
