@@ -129,3 +129,38 @@ def test_the_screenshot_shows_a_styled_page(report, tmp_path) -> None:
     np.testing.assert_allclose(header, (0x23, 0x39, 0x5D), atol=3)  # the inline CSS applied: the header band
     coloured = (np.abs(pixels - pixels.mean(axis=2, keepdims=True)).max(axis=2) > 40).mean()
     assert coloured > 0.02  # the charts' and the matrix's colours, not only text
+
+
+def test_the_check_sees_a_broken_image_and_a_url_whose_fetch_the_policy_blocks(report, tmp_path) -> None:
+    """The instrument itself: a report with one image's data destroyed and an image from a local HTTP server added
+    is reported as such by the page's check script, and the server is never asked (Content-Security-Policy)."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    _, source = report
+    first = re.search(r'src="data:image/png;base64,([^"]+)"', source)
+    assert first is not None
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/x.png"
+        page = tmp_path / "tampered.html"
+        page.write_text(
+            source.replace(first.group(1), "AAAA", 1).replace("</main>", f'<img alt="x" src="{url}"></main>')
+        )
+        body = Dom(browse(chromium(), page, tmp_path / "profile", "--virtual-time-budget=3000", "--dump-dom").stdout)
+        server.shutdown()
+    assert body.body().get("data-images-total") == "4"
+    assert body.body().get("data-images-decoded") == "2"  # neither the destroyed one nor the remote one
+    assert body.body().get("data-external-requests") == "1"  # the attempt is seen ...
+    assert hits == []  # ... and blocked: the server was never asked
