@@ -268,7 +268,7 @@ def _concentration_chart(population: Mapping[str, Any], show_profit: bool) -> Fi
             tail = "unprofitable tail"
             if _number(unprofitable.get("customers")):
                 cost = _short(-(_number(unprofitable.get("expected_profit")) or 0.0))
-                tail = f"{_customers(unprofitable['customers'])} unprofitable: {cost}"
+                tail = f"{_customers(unprofitable['customers'])} unprofitable, cost {cost}"
             right.fill_between(px[peak:], py[peak:], py[peak], color="tab:red", alpha=0.18, label=tail)
         right.yaxis.set_major_formatter(_amount_ticks())
         right.set(xlim=(0, 100), xlabel="customers, highest expected profit first (%)",
@@ -471,11 +471,14 @@ def _drift_section(summary: Mapping[str, Any]) -> str:
     shifted = [kv for kv in ordered if kv[1] >= PSI_STABLE]
     stable = ordered[len(shifted) :]
     over = sum(v > PSI_WARNING for _, v in ordered)
-    parts = [
-        f'<p class="note">{over} of {len(ordered)} features above the warning threshold PSI {PSI_WARNING} '
-        f"(highlighted); {len(shifted) - over} with a moderate shift (PSI {PSI_STABLE} to {PSI_WARNING}); "
-        f"{len(stable)} stable (below {PSI_STABLE}).</p>"
-    ]
+    summary_text = (
+        f"{over} of {len(ordered)} features above the warning threshold PSI {PSI_WARNING} (highlighted); "
+        f"{len(shifted) - over} with a moderate shift (PSI {PSI_STABLE} to {PSI_WARNING}); "
+        f"{len(stable)} stable (below {PSI_STABLE})."
+        if shifted
+        else f"No drift: every feature stable (PSI below {PSI_STABLE}), {len(ordered)} in all."
+    )
+    parts = [f'<p class="note">{_e(summary_text)}</p>']
     if shifted:
         parts.append(_drift_table(shifted))
     if stable:

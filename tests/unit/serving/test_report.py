@@ -423,11 +423,12 @@ def test_plan_runs_log_budget_offers_economics_totals_plan_and_report(tracking) 
     assert "Retention plan, as of 2024-12-30, model version 7" in html and "Expected saved value" in html
 
 
-def test_a_population_without_unprofitable_customers_says_so() -> None:
+def test_a_population_without_unprofitable_customers_or_drift_says_so() -> None:
     block = population()
     block["profit_curve"] = {"customer_share": SHARES.tolist(), "cumulative_profit": _curve(EV)}
     block["unprofitable"] = {"customers": 0, "expected_profit": 0.0}
-    words = Page(render_report(summary_dict(population=block), title="t")).words()
+    words = Page(render_report(summary_dict(population=block, psi={"a": 0.01, "b": 0.0}), title="t")).words()
     assert "No customer is unprofitable" in words and "could not be drawn" not in words
+    assert "No drift: every feature stable (PSI below 0.1), 2 in all. 2 stable features" in words
     # profit = value here: the top 20% (two customers) make 700 of 1,000, the last three add 20
     assert "make 70.0% of the total expected profit (1,000); the least profitable 30% add 20 (2.0%" in words
