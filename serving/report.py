@@ -52,6 +52,7 @@ __all__ = [
     "report_path_for",
     "report_title",
     "write_report",
+    "write_run_report",
 ]
 
 REPORT_SUFFIX = ".report.html"
@@ -623,3 +624,18 @@ def report_path_for(output: str) -> Path | None:
         return get_settings().home / "reports" / f"{name}-{key}{REPORT_SUFFIX}"
     path = Path(output)
     return path.with_name(path.stem + REPORT_SUFFIX) if path.suffix else path.with_name(path.name + REPORT_SUFFIX)
+
+
+def write_run_report(
+    summary: Mapping[str, Any], output: str, *, plan: Mapping[str, Any] | None = None
+) -> tuple[str, Path | None]:
+    """Render a run's report and write it where :func:`report_path_for` puts the report of ``output``; the HTML
+    (to log with the run: ``serving.runs.record_run(..., report_html=)``) and the path written (None: nowhere).
+
+    ``summary``: the run's summary dict; its ``output`` is replaced by ``output`` (a plan run scores into a
+    temporary file: the report names the plan's output). ``plan``: the plan's dict for a plan run.
+    """
+    data = {**summary, "output": output}
+    html_text = render_report(data, plan=plan, title=report_title(data, plan=plan))
+    path = report_path_for(output)
+    return html_text, write_report(html_text, path) if path is not None else None

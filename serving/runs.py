@@ -114,6 +114,7 @@ def record_plan_run(
     source: str,
     model: str,
     summary: Any = None,
+    output: str | None = None,
     report_html: str | None = None,
 ) -> str:
     """Record a retention plan in :data:`PLAN_EXPERIMENT`; its run id.
@@ -123,7 +124,9 @@ def record_plan_run(
     ``economics``: ``Economics`` or its dict. ``source`` / ``model``: the input and the model the customers were
     scored with. ``summary``: the scoring run's :class:`~serving.batch.JobSummary` (or its dict) when the plan
     scored them (its output, model version and as-of are logged, and the report draws its population); None
-    otherwise. ``report_html``: the report already rendered (else rendered here with the plan section).
+    otherwise. ``output``: where the plan was written (logged as ``output``, in place of the summary's: a plan run
+    scores into a temporary file). ``report_html``: the report already rendered (else rendered here with the plan
+    section).
 
     Parameters: ``source``, ``model``, ``budget``, ``offers`` (names), ``economics.<field>`` (``bundle`` for a value
     the bundle gives); metrics: every numeric plan total; artifacts ``plan.json``, ``economics.json`` (with the
@@ -135,6 +138,8 @@ def record_plan_run(
 
     plan_dict = _as_dict(plan)
     summary_dict = _as_dict(summary) if summary is not None else {}
+    if output is not None:
+        summary_dict["output"] = output
     economics_dict = _as_dict(economics)
     offer_dicts = [_as_dict(o) for o in offers]
     html = report_html

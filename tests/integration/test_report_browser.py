@@ -76,7 +76,7 @@ def report(workspace, tmp_path_factory) -> tuple[Path, str]:
     from serving.economics import Economics, Offer
     from serving.loader import load_model
     from serving.plan import make_plan
-    from serving.report import render_report, report_path_for, report_title, write_report
+    from serving.report import write_run_report
 
     with pytest.MonkeyPatch.context() as patch:
         for name, value in workspace.env.items():
@@ -93,10 +93,9 @@ def report(workspace, tmp_path_factory) -> tuple[Path, str]:
     offers = [Offer("email", save_rate=0.1), Offer("call", fixed_cost=8.0, save_rate=0.3)]
     plan = make_plan(pd.read_parquet(out), offers, 500.0, economics, meta=model.meta).to_dict()
     assert plan["totals"]["customers_contacted"] > 0
-    path = report_path_for(str(out))
+    html, path = write_run_report(data, str(out), plan=plan)  # what the command line does
     assert path == folder / "list.report.html"
-    write_report(render_report(data, plan=plan, title=report_title(data, plan=plan)), path)
-    return path, path.read_text()
+    return path, html
 
 
 def test_the_browser_renders_every_section_decodes_every_image_and_fetches_nothing(report, tmp_path) -> None:

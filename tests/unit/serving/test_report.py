@@ -28,6 +28,7 @@ from serving.report import (
     report_path_for,
     report_title,
     write_report,
+    write_run_report,
 )
 
 # ten customers: expected value, expected profit (= value - 40), tier, segment
@@ -347,6 +348,15 @@ def test_write_report_replaces_the_file_atomically_and_says_why_it_cannot(tmp_pa
         write_report("<p/>", tmp_path / "file" / "r.html")
 
 
+def test_a_run_report_is_written_beside_the_output_and_names_it(tmp_path) -> None:
+    out = tmp_path / "plans" / "plan.parquet"
+    html, path = write_run_report(summary_dict(output="/tmp/.plan-scores-x/scores.parquet"), str(out), plan=PLAN)
+    assert path == tmp_path / "plans" / "plan.report.html" and path.read_text() == html
+    words = Page(html).words()
+    assert f"output {out}" in words and "scores.parquet" not in words
+    assert "Retention plan, as of 2024-12-30, model version 7" in words
+
+
 # --- MLflow ----------------------------------------------------------------------------------------------------------
 
 
@@ -403,13 +413,14 @@ def test_plan_runs_log_budget_offers_economics_totals_plan_and_report(tracking) 
     offers = [Offer("call", fixed_cost=30.0, save_rate=0.3), Offer("voucher", spend_share=0.1, save_rate=0.2)]
     run_id = record_plan_run(
         PLAN, budget=100.0, offers=offers, economics=Economics(contact_cost=1.0), source="tx.parquet",
-        model="models:/retention@champion", summary=job_summary(),
+        model="models:/retention@champion", summary=job_summary(), output="plans/plan.parquet",
     )  # fmt: skip
     client = MlflowClient(tracking_uri=tracking)
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == PLAN_EXPERIMENT
     params, metrics = run.data.params, run.data.metrics
     assert params["budget"] == "100.0" and params["offers"] == "call,voucher" and params["as_of"] == "2024-12-30"
+    assert params["output"] == "plans/plan.parquet" and params["model_version"] == "7"
     assert params["economics.contact_cost"] == "1.0" and params["economics.gross_margin"] == "bundle"
     assert metrics == {
         "customers_scored": 10, "candidates": 4, "customers_contacted": 3, "spend": 90, "expected_saved_value": 270,
