@@ -19,6 +19,7 @@ pytest.importorskip("pyspark")
 
 from features.contract import ContractError
 from serving.batch import FEATURE_PREFIX, OUTPUT_COLUMNS, REASON_COLUMNS, JobSummary, run_score_job
+from serving.economics import Economics
 
 pytestmark = [
     pytest.mark.spark,
@@ -28,7 +29,7 @@ pytestmark = [
 
 AS_OF = dt.date(2024, 1, 31)
 HORIZON_DAYS = 60
-FLOAT_COLUMNS = ("churn_probability", "expected_value", "value_at_risk")
+FLOAT_COLUMNS = ("churn_probability", "expected_value", "value_at_risk", "expected_profit")
 MAPPING = {"customer_id": "cust", "transaction_id": "txn", "timestamp": "order_ts", "amount": "total"}
 
 
@@ -197,14 +198,35 @@ def assert_same(local: JobSummary, local_rows: pd.DataFrame, remote: JobSummary,
     for field in ("equity", "equity_low", "equity_high"):
         assert getattr(remote, field) == pytest.approx(getattr(local, field), rel=1e-9)
     assert (remote.model_version, remote.as_of, remote.partitions) == (local.model_version, local.as_of, 4)
+    assert remote.economics == local.economics
+    assert_close(remote.population, local.population)  # serving.batch.population_summary of the same customers
+
+
+def assert_close(remote, local, where: str = "population") -> None:
+    """Nested dicts and lists equal, numbers to 1e-9 (Spark's rows come in another order: sums round apart)."""
+    if isinstance(local, dict):
+        assert remote.keys() == local.keys(), where
+        for key in local:
+            assert_close(remote[key], local[key], f"{where}.{key}")
+    elif isinstance(local, list):
+        assert len(remote) == len(local), where
+        for k, (r, v) in enumerate(zip(remote, local, strict=True)):
+            assert_close(r, v, f"{where}[{k}]")
+    elif isinstance(local, float):
+        assert remote == pytest.approx(local, rel=1e-9, abs=1e-9), where
+    else:
+        assert remote == local, where
 
 
 def test_parquet_file_parity(spark, data):
     told: list[tuple[int, int, int]] = []
+    economics = Economics(gross_margin=0.5, cost_to_serve_per_order=6.0, cost_per_refund=4.0)
     local, local_rows, remote, remote_rows = run_both(
-        spark, data, str(data["root"] / "tx.parquet"), "file", partitions=4, on_progress=lambda *t: told.append(t)
-    )
+        spark, data, str(data["root"] / "tx.parquet"), "file", partitions=4, on_progress=lambda *t: told.append(t),
+        economics=economics,
+    )  # fmt: skip
     assert_same(local, local_rows, remote, remote_rows)
+    assert local.economics == economics.to_dict() and local.population["unprofitable"]["customers"] > 0
     # progress: the local engine after each of its 4 partitions, Spark once when all are done
     assert [t[:2] for t in told] == [(1, 4), (2, 4), (3, 4), (4, 4), (4, 4)]
     assert told[-2] == told[-1] == (4, 4, local.report.rows_read)
