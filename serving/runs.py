@@ -35,11 +35,12 @@ REPORT_ARTIFACT = "report.html"
 
 
 def scoring_report(summary: Any) -> str | None:
-    """The HTML report of a scoring run (:func:`serving.report.render_report` of ``summary.to_dict()``), or None
-    when the summary has no scored population to draw (an engine or summary from before the population block)."""
+    """The HTML report of a scoring run (:func:`serving.report.render_report` of the summary, a
+    :class:`~serving.batch.JobSummary` or its dict), or None when the summary has no scored population to draw (an
+    engine or summary from before the population block)."""
     from serving.report import render_report, report_title
 
-    data = summary.to_dict()
+    data = _as_dict(summary)
     if not data.get("population"):
         return None
     return render_report(data, title=report_title(data))
@@ -53,8 +54,9 @@ def record_run(summary: Any, *, source: str, model: str, engine: str, report_htm
     """
     import mlflow
 
-    html = report_html if report_html is not None else scoring_report(summary)
-    unprofitable = (summary.to_dict().get("population") or {}).get("unprofitable")
+    data = summary.to_dict()
+    html = report_html if report_html is not None else scoring_report(data)
+    unprofitable = (data.get("population") or {}).get("unprofitable")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.set_experiment(SCORING_EXPERIMENT)
@@ -93,7 +95,7 @@ def record_run(summary: Any, *, source: str, model: str, engine: str, report_htm
                     **{f"psi_{k}": v for k, v in summary.psi.items()},
                 }
             )
-            mlflow.log_dict(summary.to_dict(), "scoring_summary.json")
+            mlflow.log_dict(data, "scoring_summary.json")
             if html is not None:
                 mlflow.log_text(html, REPORT_ARTIFACT)
             mlflow.set_tag("drift_warning", str(bool(summary.drift_warnings)))
