@@ -7,13 +7,14 @@ Layout of a bundle directory (written by ``training``, read here; serving never 
     bundle.json   feature list, horizon, training as-of date, head kinds, BG/NBD + Gamma-Gamma parameters at the
                   training as-of date, calibrator, value level factor and its source, margin, discount rate, tier
                   and segment thresholds, feature descriptions
-    uplift_treated.txt, uplift_control.txt
-                  the uplift heads (format 4, only in a version trained with a campaign log): LightGBM boosters,
-                  native text, ``binary`` on ``retained`` (a purchase within the horizon) of the treated and of the
-                  held-out control customers of the campaigns, on the bundle's feature list
+    uplift_*.txt  the uplift heads (format 4, only in a version trained with a campaign log), LightGBM boosters,
+                  native text, on the bundle's feature list (:data:`UPLIFT_ROLES`): ``uplift_treated.txt`` and
+                  ``uplift_control.txt`` (T-learner: ``binary`` on ``retained``, a purchase within the horizon, of the
+                  contacted and of the held-out control customers) or ``uplift_tau_treated.txt`` and
+                  ``uplift_tau_control.txt`` (X-learner: ``regression`` on the imputed effects of each arm)
     manifest.json sha256 and size of every file above, and each booster's role: its file, LightGBM objective
-                  (``binary`` for churn and the uplift heads, ``tweedie`` for value) and number of features (= the
-                  feature list)
+                  (``binary`` for churn, ``tweedie`` for value, see :data:`BOOSTER_OBJECTIVES` for the uplift heads)
+                  and number of features (= the feature list)
 
 Integrity (:func:`verify_bundle`, called by :meth:`ScoringModel.load` before LightGBM parses anything): a
 truncated or edited file can crash the process that parses it (LightGBM segfaults or aborts), so every file's
@@ -48,10 +49,11 @@ nothing but the feature row. Scores for a feature matrix ``X`` (rows = customers
   :data:`serving.timing.TIMING_DAYS` up to the horizon and the expected days to the next purchase given one within
   the horizon, BG/NBD's shape at the level of ``churn_probability``;
 - ``uplift`` (format 4, ``uplift`` in ``bundle.json`` with ``trusted`` true): P(a purchase within the horizon |
-  contacted, X) - P(a purchase within the horizon | not contacted, X), in [-1, 1], from the two uplift heads (a
-  two-model or T-learner, :mod:`training.uplift`). None for a bundle without uplift heads, and for one whose heads did
-  not beat both random and churn-risk targeting on the held-out customers' Qini coefficient (``trusted`` false: a plan
-  then falls back to the assumed save rate). Negative = a "sleeping dog": the contact makes a purchase less likely.
+  contacted, X) - P(a purchase within the horizon | not contacted, X), in [-1, 1], from the two uplift heads
+  (:func:`uplift_from_heads`; a T- or X-learner, :mod:`training.uplift`). None for a bundle without uplift heads, and
+  for one whose heads did not beat both random and churn-risk targeting on the held-out customers' Qini coefficient
+  (``trusted`` false: a plan then falls back to the assumed save rate). Negative = a "sleeping dog": the contact makes
+  a purchase less likely.
 """
 
 from __future__ import annotations
@@ -74,14 +76,23 @@ CHURN_FILE = "churn.txt"
 VALUE_FILE = "value.txt"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-UPLIFT_FILES = {"uplift_treated": "uplift_treated.txt", "uplift_control": "uplift_control.txt"}
-"""The uplift heads' roles and files: P(retained) of the contacted (treated) and of the held-out control customers."""
-UPLIFT_LEARNERS = ("t_learner",)
-"""How the uplift heads combine: ``t_learner`` = treated head - control head, both binary on ``retained``."""
+UPLIFT_ROLES: dict[str, dict[str, str]] = {
+    "t_learner": {"uplift_treated": "uplift_treated.txt", "uplift_control": "uplift_control.txt"},
+    "x_learner": {"uplift_tau_treated": "uplift_tau_treated.txt", "uplift_tau_control": "uplift_tau_control.txt"},
+}
+"""Per uplift learner, its heads' roles and files (:func:`uplift_from_heads` says how they combine):
+
+- ``t_learner``: P(retained | X) of the contacted (``uplift_treated``) and of the control customers
+  (``uplift_control``), LightGBM ``binary``;
+- ``x_learner``: the effect imputed on the contacted customers, retained - the control head's P(retained | X)
+  (``uplift_tau_treated``), and on the control customers, the treated head's P(retained | X) - retained
+  (``uplift_tau_control``), LightGBM ``regression``, weighted by the campaigns' treated share (``propensity``)."""
+UPLIFT_LEARNERS = tuple(UPLIFT_ROLES)
 BOOSTER_OBJECTIVES = {
     "churn": ("binary",),
     "value": ("tweedie",),
-    **dict.fromkeys(UPLIFT_FILES, ("binary",)),
+    **dict.fromkeys(UPLIFT_ROLES["t_learner"], ("binary",)),
+    **dict.fromkeys(UPLIFT_ROLES["x_learner"], ("regression",)),
 }
 """The LightGBM objectives a booster may have in each role (the first word of its ``objective=`` line)."""
 FORMAT_VERSION = 4
@@ -175,9 +186,10 @@ class BundleMeta:
     ``validation_scheme``: how the heads were chosen and validated (``temporal``, ``customer_grouped`` or ``none``).
     ``intervals``: :meth:`serving.intervals.IntervalCalibration.to_dict` (None: no interval outputs).
     ``uplift``: the uplift heads (format 4; None: no uplift output), :func:`training.uplift.uplift_meta`: ``learner``
-    (:data:`UPLIFT_LEARNERS`), ``files`` (role -> file, :data:`UPLIFT_FILES`), ``campaign_ids``, ``horizon_days``
-    (the outcome window, = ``horizon_days``), ``trusted`` (the heads beat random and churn-risk targeting on the
-    held-out Qini: only then is ``uplift`` scored) and the held-out ``metrics``.
+    (:data:`UPLIFT_LEARNERS`), ``files`` (role -> file, :data:`UPLIFT_ROLES` of the learner), ``propensity`` (the
+    treated share the X-learner weighs its heads with), ``campaign_ids``, ``horizon_days`` (the outcome window, =
+    ``horizon_days``), ``trusted`` (the heads beat random and churn-risk targeting on the held-out Qini: only then is
+    ``uplift`` scored) and the held-out ``metrics``.
     """
 
     feature_columns: tuple[str, ...]
@@ -227,8 +239,10 @@ class BundleMeta:
             learner = self.uplift.get("learner")
             if learner not in UPLIFT_LEARNERS:
                 raise ValueError(f"bundle uplift learner '{learner}' is not one of {', '.join(UPLIFT_LEARNERS)}")
-            if self.uplift.get("files") != UPLIFT_FILES:
-                raise ValueError(f"bundle uplift files {self.uplift.get('files')} are not {UPLIFT_FILES}")
+            if self.uplift.get("files") != UPLIFT_ROLES[learner]:
+                raise ValueError(f"bundle uplift files {self.uplift.get('files')} are not {UPLIFT_ROLES[learner]}")
+            if learner == "x_learner" and not 0 < float(self.uplift.get("propensity") or 0) < 1:
+                raise ValueError(f"bundle x_learner propensity {self.uplift.get('propensity')} is not in (0, 1)")
             if self.uplift.get("horizon_days") != self.horizon_days:
                 raise ValueError(
                     f"bundle uplift horizon {self.uplift.get('horizon_days')} is not the bundle's {self.horizon_days}"
@@ -294,8 +308,8 @@ def booster_header(path: Path) -> dict[str, Any]:
 
 
 def booster_role(name: str, file: str, header: dict[str, Any], feature_columns: tuple[str, ...]) -> dict[str, Any]:
-    """Check a booster header against its role (``churn``, ``value`` or one of :data:`UPLIFT_FILES`); returns the
-    role's manifest entry."""
+    """Check a booster header against its role (``churn``, ``value`` or an uplift role of :data:`UPLIFT_ROLES`);
+    returns the role's manifest entry."""
     objective = (header["objective"] or "").split()
     kind = objective[0] if objective else "none"
     if kind not in BOOSTER_OBJECTIVES[name]:
@@ -321,12 +335,12 @@ def _booster_files(meta: BundleMeta) -> list[tuple[str, str]]:
         for n, f, k in (("churn", CHURN_FILE, meta.churn_head), ("value", VALUE_FILE, meta.value_head))
         if k != "btyd"
     ]
-    return heads + (list(UPLIFT_FILES.items()) if meta.uplift is not None else [])
+    return heads + (list(meta.uplift["files"].items()) if meta.uplift is not None else [])
 
 
 def _needed_because(meta: BundleMeta, name: str) -> str:
     """Why a booster role is needed (for the message about its missing file)."""
-    if name in UPLIFT_FILES:
+    if name in BOOSTER_OBJECTIVES and name not in ("churn", "value"):
         return f"the bundle has {meta.uplift['learner']} uplift heads"  # type: ignore[index]
     return f"the {name} head is '{getattr(meta, name + '_head')}'"
 
@@ -417,7 +431,7 @@ class ScoringModel:
     """The heads and their metadata, loaded once; ``score`` is safe to call from many threads.
 
     ``churn_booster``/``value_booster`` are ``None`` for a ``btyd`` head. ``uplift_boosters``: role
-    (:data:`UPLIFT_FILES`) -> booster when ``meta.uplift`` is set, else None.
+    (:data:`UPLIFT_ROLES` of the bundle's learner) -> booster when ``meta.uplift`` is set, else None.
     """
 
     def __init__(
@@ -429,7 +443,7 @@ class ScoringModel:
         uplift_boosters: dict[str, Any] | None = None,
     ):
         if (uplift_boosters is None) != (meta.uplift is None) or (
-            uplift_boosters is not None and set(uplift_boosters) != set(UPLIFT_FILES)
+            uplift_boosters is not None and set(uplift_boosters) != set(meta.uplift["files"])  # type: ignore[index]
         ):
             raise ValueError(
                 f"the bundle's uplift heads ({'none' if meta.uplift is None else meta.uplift['learner']}) do not match"
@@ -473,13 +487,14 @@ class ScoringModel:
             boosters[name] = _load_booster(directory / file, name, meta)
         uplift = None
         if meta.uplift is not None:
-            uplift = {name: _load_booster(directory / file, name, meta) for name, file in UPLIFT_FILES.items()}
+            uplift = {name: _load_booster(directory / file, name, meta) for name, file in meta.uplift["files"].items()}
         return cls(boosters["churn"], boosters["value"], meta, version, uplift)
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        uplift = [(self.uplift_boosters[n], f) for n, f in UPLIFT_FILES.items()] if self.uplift_boosters else []
+        roles = self.meta.uplift["files"] if self.meta.uplift is not None else {}
+        uplift = [(self.uplift_boosters[n], f) for n, f in roles.items()] if self.uplift_boosters else []
         for booster, file in ((self.churn_booster, CHURN_FILE), (self.value_booster, VALUE_FILE), *uplift):
             if booster is not None:
                 booster.save_model(str(directory / file))
@@ -535,13 +550,12 @@ class ScoringModel:
         )
 
     def raw_uplift(self, X: np.ndarray, num_threads: int = 0) -> np.ndarray:
-        """The uplift heads' estimate whether or not they are trusted: P(retained | contacted, X) - P(retained |
-        control, X), in [-1, 1] (``t_learner``: treated head - control head). Raises without uplift heads."""
-        if self.uplift_boosters is None:
+        """The uplift heads' estimate whether or not they are trusted (:func:`uplift_from_heads`). Raises without
+        uplift heads."""
+        if self.uplift_boosters is None or self.meta.uplift is None:
             raise ValueError("this bundle holds no uplift heads")
-        treated = self.uplift_boosters["uplift_treated"].predict(X, num_threads=num_threads)
-        control = self.uplift_boosters["uplift_control"].predict(X, num_threads=num_threads)
-        return treated - control
+        u = self.meta.uplift
+        return uplift_from_heads(u["learner"], self.uplift_boosters, X, u.get("propensity"), num_threads)
 
     def score_timing(self, X: np.ndarray, churn: np.ndarray) -> TimingScores | None:
         """Purchase timing (:func:`serving.timing.timing_scores`) from the rows' BTYD summary and their scored churn
@@ -645,6 +659,25 @@ class ScoringModel:
             "purchases": c.purchases and self.btyd is not None,
             "calibration_rows": dict(zip(self.meta.tier_names, c.calibration_rows, strict=False)),
         }
+
+
+def uplift_from_heads(
+    learner: str, boosters: dict[str, Any], X: np.ndarray, propensity: float | None = None, num_threads: int = 0
+) -> np.ndarray:
+    """P(retained | contacted, X) - P(retained | control, X) per row of ``X``, in [-1, 1], from an uplift learner's
+    heads (:data:`UPLIFT_ROLES`): ``t_learner`` = treated head - control head; ``x_learner`` = propensity x the
+    control arm's effect head + (1 - propensity) x the treated arm's (Kunzel et al. 2019), clipped to [-1, 1]. The one
+    place uplift is computed from heads: training's evaluation and the bundle's scores both call it."""
+
+    def head(role: str) -> np.ndarray:
+        return boosters[role].predict(X, num_threads=num_threads)
+
+    if learner == "t_learner":
+        return head("uplift_treated") - head("uplift_control")
+    if learner == "x_learner" and propensity is not None:
+        g = float(propensity)
+        return np.clip(g * head("uplift_tau_control") + (1.0 - g) * head("uplift_tau_treated"), -1.0, 1.0)
+    raise ValueError(f"uplift learner '{learner}' (propensity {propensity}) is not one of {', '.join(UPLIFT_LEARNERS)}")
 
 
 def _load_booster(path: Path, name: str, meta: BundleMeta) -> Any:

@@ -12,7 +12,7 @@ from training import plots
 from training.metrics import COMPARED_CHURN_KEYS, COMPARED_VALUE_KEYS, decile_table
 from training.pipeline import LEVEL_TOLERANCE, PRODUCT, PipelineResult
 from training.tables import comparison_table, to_markdown_table
-from training.uplift import TARGETINGS
+from training.uplift import LEARNERS, TARGETINGS
 from training.uplift_metrics import UPLIFT_AT
 
 MODELS = (PRODUCT, "lightgbm", "hybrid", "btyd", "naive")
@@ -173,6 +173,12 @@ def uplift_markdown(metrics: dict[str, float]) -> str:
     return to_markdown_table(table.reset_index())
 
 
+LEARNER_TEXT = {
+    "t_learner": "a T-learner (LightGBM heads of P(retained) for the contacted and the control customers)",
+    "x_learner": "an X-learner (LightGBM heads of the effects imputed on each arm from the other arm's P(retained))",
+}
+
+
 def uplift_card(result: PipelineResult) -> list[str]:
     """The model card's lines on the uplift heads: what ``uplift`` is, the held-out comparison and the verdict."""
     fit = result.uplift
@@ -185,10 +191,12 @@ def uplift_card(result: PipelineResult) -> list[str]:
         if fit.trusted
         else "**not trusted**: `uplift` is not scored (None), a plan falls back to the assumed save rate"
     )
+    others = ", ".join(f"{name} {m[f'uplift_qini_{name}']:.4f}" for name in LEARNERS if f"uplift_qini_{name}" in m)
     return [
-        f"- `uplift`: P(a purchase in the next {meta['horizon_days']} days | contacted) - P(... | not contacted), a"
-        f" two-model (T-learner) pair of LightGBM heads fitted on the campaigns {', '.join(meta['campaign_ids'])}"
-        f" (cutoffs {meta['first_cutoff']} .. {meta['last_cutoff']}); negative = a sleeping dog.",
+        f"- `uplift`: P(a purchase in the next {meta['horizon_days']} days | contacted) - P(... | not contacted),"
+        f" {LEARNER_TEXT[meta['learner']]} fitted on the campaigns {', '.join(meta['campaign_ids'])}"
+        f" (cutoffs {meta['first_cutoff']} .. {meta['last_cutoff']}; held-out Qini of the learners: {others});"
+        " negative = a sleeping dog.",
         f"- Held out: {int(m['uplift_holdout_rows']):,} campaign rows of {meta['holdout_share']:.0%} of the customers."
         f" Qini coefficient: model {m['uplift_qini_model']:.4f}, churn-risk targeting ({risk})"
         f" {m['uplift_qini_risk']:.4f}, random 0 (95% quantile {m['uplift_qini_random_p95']:.4f}); {verdict}.",

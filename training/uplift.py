@@ -4,18 +4,28 @@ Data (:func:`features.campaigns.campaign_training_frame`): one row per (customer
 held-out control group, the kernel's features at the campaign's cutoff (the UTC day of ``sent_at``: nothing after it
 is read) and the outcome ``retained`` (1 = a purchase in the ``horizon_days`` days after the cutoff), point in time.
 
-Learner (``t_learner``, the two-model approach): one LightGBM binary head on ``retained`` of the contacted customers
-(``uplift_treated``), one of the control customers (``uplift_control``); the uplift of a customer with features X is
-P(retained | contacted, X) - P(retained | control, X), in [-1, 1] (:meth:`serving.model.ScoringModel.raw_uplift`).
-Each head stops early on a customer-grouped fifth of its training rows (:data:`STOPPING_SHARE`, binary log loss) and
-is refitted on all its training rows with the rounds found. The heads use the bundle's feature columns (the
+Learners (:data:`serving.model.UPLIFT_ROLES`; the uplift of a customer with features X is P(retained | contacted, X)
+- P(retained | control, X), in [-1, 1], :func:`serving.model.uplift_from_heads`):
+
+- ``t_learner`` (two models): one LightGBM binary head on ``retained`` of the contacted customers
+  (``uplift_treated``), one of the control customers (``uplift_control``); uplift = their difference;
+- ``x_learner`` (Kunzel et al. 2019), built on the T-learner's heads: the effect imputed on each contacted customer,
+  retained - the control head's P(retained | X), and on each control customer, the treated head's P(retained | X) -
+  retained, each arm's imputed effects learned by a LightGBM regression head (``uplift_tau_treated``,
+  ``uplift_tau_control``); uplift = g x the control arm's head + (1 - g) x the treated arm's, g = the campaigns'
+  treated share (the propensity of a randomized campaign).
+
+Both are fitted; the bundle keeps the one with the higher held-out Qini coefficient (below; the T-learner on a tie),
+and the other's coefficient is recorded beside it (``uplift_qini_t_learner``, ``uplift_qini_x_learner``). Each head
+stops early on a customer-grouped fifth of its training rows (:data:`STOPPING_SHARE`; binary log loss, squared error)
+and is refitted on all its training rows with the rounds found. The heads use the bundle's feature columns (the
 kernel's), are saved as LightGBM native text and nothing is pickled.
 
 Evaluation, customer-grouped: :data:`HOLDOUT_SHARE` of the customers (a CRC-32 of their id, so a customer's
 campaigns are all on one side, independently of the churn heads' validation split) are held out of both heads. On
 their rows (:mod:`training.uplift_metrics`) the Qini coefficient and the uplift at 10/20/30 % of three targetings:
 
-- ``model``: the heads' uplift, highest first;
+- ``model``: the chosen learner's uplift, highest first;
 - ``risk``: the churn risk at the cutoff, highest first -- the churn head's calibrated P(no purchase in the
   horizon) of the bundle trained alongside (``risk_source`` ``churn_head``), or, without one,
   1 - the control head's P(retained) (``control_head``);
@@ -43,14 +53,14 @@ import pandas as pd
 from features.campaigns import campaign_training_frame
 from features.contract import ContractError
 from features.kernel import PreparedTransactions, date_to_day, day_to_date
-from serving.model import UPLIFT_FILES, BundleMeta, ScoringModel
+from serving.model import UPLIFT_LEARNERS, UPLIFT_ROLES, BundleMeta, ScoringModel, uplift_from_heads
 from training import heads
-from training.uplift_metrics import UPLIFT_AT, qini_curve, random_qini, uplift_metrics
+from training.uplift_metrics import UPLIFT_AT, qini_coefficient, qini_curve, random_qini, uplift_metrics
 
 __all__ = [
     "GOAL_RATIO",
     "HOLDOUT_SHARE",
-    "LEARNER",
+    "LEARNERS",
     "TARGETINGS",
     "UpliftFit",
     "fit_campaign_uplift",
@@ -60,8 +70,8 @@ __all__ = [
     "with_uplift",
 ]
 
-LEARNER = "t_learner"
-"""The learner of the uplift heads (:data:`serving.model.UPLIFT_LEARNERS`)."""
+LEARNERS = UPLIFT_LEARNERS
+"""The uplift learners fitted and compared (:data:`serving.model.UPLIFT_ROLES`), the preferred one first."""
 HOLDOUT_SHARE = 0.3
 """Share of the campaign customers held out of both heads to evaluate them."""
 STOPPING_SHARE = 0.2
@@ -111,7 +121,7 @@ class UpliftFit:
     """An uplift fit: the two heads, their bundle metadata and the held-out evaluation."""
 
     boosters: dict[str, Any]
-    """Role (:data:`serving.model.UPLIFT_FILES`) -> LightGBM booster."""
+    """Role (:data:`serving.model.UPLIFT_ROLES` of the chosen learner) -> LightGBM booster."""
     meta: dict[str, Any]
     """:attr:`serving.model.BundleMeta.uplift`: learner, files, campaign ids, horizon, trusted, metrics, ..."""
     metrics: dict[str, float]
@@ -142,12 +152,13 @@ def _arm_rows(frame: pd.DataFrame, mask: np.ndarray, what: str) -> None:
 
 
 def _fit_arm(X: np.ndarray, y: np.ndarray, stop: np.ndarray, columns: list[str], params: dict[str, Any]):
-    """One head: early stopping on the ``stop`` rows, then the refit on every row with the rounds found."""
+    """One head: early stopping on the ``stop`` rows (binary log loss or squared error, by objective), then the refit
+    on every row with the rounds found."""
     lgb = heads._lightgbm()
     fit = lgb.Dataset(X[~stop], y[~stop], feature_name=columns, free_raw_data=True)
     valid = lgb.Dataset(X[stop], y[stop], reference=fit)
     booster = lgb.train(
-        {**params, "metric": "binary_logloss"},
+        {**params, "metric": "binary_logloss" if params["objective"] == "binary" else "l2"},
         fit,
         num_boost_round=MAX_ROUNDS,
         valid_sets=[valid],
@@ -168,6 +179,7 @@ def fit_uplift(
     seed: int = 0,
     num_threads: int = 0,
     holdout_share: float = HOLDOUT_SHARE,
+    learners: tuple[str, ...] = LEARNERS,
 ) -> UpliftFit:
     """Fit and evaluate the uplift heads (module docstring) on campaign rows.
 
@@ -181,6 +193,7 @@ def fit_uplift(
             compared with; None: 1 - the control head's P(retained).
         seed, num_threads: LightGBM's.
         holdout_share: share of customers held out for the evaluation.
+        learners: the learners compared (:data:`LEARNERS`); the one with the best held-out Qini is kept.
 
     Raises :class:`ContractError` when an arm has fewer than :data:`MIN_ROWS_PER_ARM` rows on either side.
     """
@@ -194,29 +207,68 @@ def fit_uplift(
     y = outcomes["retained"].to_numpy(dtype=np.float64)
     t = outcomes["treatment"].to_numpy(dtype=np.int8)
     stop = _hashed_share(outcomes["customer_id"], "uplift-stop", STOPPING_SHARE)
+    unknown = [name for name in learners if name not in UPLIFT_ROLES]
+    if unknown or not learners:
+        raise ContractError(f"uplift learner {unknown or learners} is not one of {', '.join(UPLIFT_ROLES)}")
     params = {**UPLIFT_PARAMS, "seed": seed, "num_threads": num_threads}
-    boosters: dict[str, Any] = {}
-    rounds: dict[str, int] = {}
-    for role, arm in (("uplift_treated", 1), ("uplift_control", 0)):
-        rows = ~holdout & (t == arm)
-        if not (stop[rows].any() and (~stop[rows]).any()):
-            raise ContractError(f"cannot fit uplift heads: too few {role.removeprefix('uplift_')} customers")
-        boosters[role], rounds[role] = _fit_arm(matrix[rows], y[rows], stop[rows], columns, params)
+    propensity = float(t[~holdout].mean())
+    candidates, rounds = _fit_learners(matrix, y, t, ~holdout, stop, columns, params, learners)
 
     held = matrix[holdout]
-    p_treated = boosters["uplift_treated"].predict(held, num_threads=num_threads)
-    p_control = boosters["uplift_control"].predict(held, num_threads=num_threads)
-    risk_source = "churn_head" if risk is not None else "control_head"
+    estimates = {name: uplift_from_heads(name, candidates[name], held, propensity, num_threads) for name in learners}
+    y_held, t_held = y[holdout], t[holdout]
+    qini = {name: qini_coefficient(y_held, t_held, u) for name, u in estimates.items()}
+    learner = max(learners, key=lambda name: (qini[name], -learners.index(name)))
     rows = outcomes.loc[holdout, ["customer_id", "campaign_id", "cutoff", "treatment", "retained"]].reset_index(
         drop=True
     )
-    rows["uplift"] = p_treated - p_control
-    rows["risk"] = np.asarray(risk, dtype=np.float64)[holdout] if risk is not None else 1.0 - p_control
+    rows["uplift"] = estimates[learner]
+    if risk is not None:
+        rows["risk"] = np.asarray(risk, dtype=np.float64)[holdout]
+    else:
+        rows["risk"] = 1.0 - candidates["t_learner"]["uplift_control"].predict(held, num_threads=num_threads)
     metrics, curves = _evaluate(rows, seed)
+    metrics.update({f"uplift_qini_{name}": value for name, value in qini.items()})
     trusted = metrics["uplift_qini_model"] > max(metrics["uplift_qini_risk"], metrics["uplift_qini_random_p95"])
     metrics["uplift_trusted"] = float(trusted)
-    meta = uplift_meta(outcomes, holdout, horizon_days, trusted, metrics, rounds, risk_source, holdout_share)
-    return UpliftFit(boosters, meta, metrics, rows, curves)
+    meta = uplift_meta(outcomes, holdout, horizon_days, learner, trusted, metrics, rounds, holdout_share)
+    meta.update(risk_source="churn_head" if risk is not None else "control_head", propensity=propensity)
+    return UpliftFit(dict(candidates[learner]), meta, metrics, rows, curves)
+
+
+def _fit_learners(
+    X: np.ndarray,
+    y: np.ndarray,
+    t: np.ndarray,
+    training: np.ndarray,
+    stop: np.ndarray,
+    columns: list[str],
+    params: dict[str, Any],
+    learners: tuple[str, ...],
+) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """The heads of the learners asked for on the ``training`` rows, and the T-learner's in any case (the X-learner is
+    built on them, the fallback risk score reads the control head): ``({learner: {role: booster}}, {role: rounds})``."""
+    t_heads: dict[str, Any] = {}
+    rounds: dict[str, int] = {}
+    for role, arm in (("uplift_treated", 1), ("uplift_control", 0)):
+        rows = training & (t == arm)
+        if not (stop[rows].any() and (~stop[rows]).any()):
+            raise ContractError(f"cannot fit uplift heads: too few {role.removeprefix('uplift_')} customers")
+        t_heads[role], rounds[role] = _fit_arm(X[rows], y[rows], stop[rows], columns, params)
+    out: dict[str, dict[str, Any]] = {"t_learner": t_heads}
+    if "x_learner" in learners:
+        x_heads: dict[str, Any] = {}
+        regression = {**params, "objective": "regression"}
+        for role, arm, other in (
+            ("uplift_tau_treated", 1, "uplift_control"),
+            ("uplift_tau_control", 0, "uplift_treated"),
+        ):
+            rows = training & (t == arm)
+            imputed = t_heads[other].predict(X[rows], num_threads=params["num_threads"])
+            effect = y[rows] - imputed if arm == 1 else imputed - y[rows]
+            x_heads[role], rounds[role] = _fit_arm(X[rows], effect, stop[rows], columns, regression)
+        out["x_learner"] = x_heads
+    return out, rounds
 
 
 def _evaluate(rows: pd.DataFrame, seed: int) -> tuple[dict[str, float], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -242,19 +294,19 @@ def uplift_meta(
     outcomes: pd.DataFrame,
     holdout: np.ndarray,
     horizon_days: int,
+    learner: str,
     trusted: bool,
     metrics: dict[str, float],
     rounds: dict[str, int],
-    risk_source: str,
     holdout_share: float,
 ) -> dict[str, Any]:
     """:attr:`serving.model.BundleMeta.uplift` (JSON-native): learner, files, campaigns, horizon, the gate's
-    verdict and the held-out metrics, rows per arm and side, the heads' rounds."""
+    verdict and the held-out metrics, rows per arm and side, every head's rounds."""
     t = outcomes["treatment"].to_numpy()
     cutoffs = pd.Series(outcomes["cutoff"]).map(str)
     return {
-        "learner": LEARNER,
-        "files": dict(UPLIFT_FILES),
+        "learner": learner,
+        "files": dict(UPLIFT_ROLES[learner]),
         "outcome": "retained",
         "campaign_ids": sorted(map(str, pd.unique(outcomes["campaign_id"]))),
         "first_cutoff": str(cutoffs.min()),
@@ -262,7 +314,6 @@ def uplift_meta(
         "horizon_days": int(horizon_days),
         "trusted": bool(trusted),
         "gate": "qini_model > max(qini_risk, qini_random_p95) on the held-out customers",
-        "risk_source": risk_source,
         "holdout_share": holdout_share,
         "rows": {
             f"{side}_{arm}": int(((holdout == held) & (t == flag)).sum())

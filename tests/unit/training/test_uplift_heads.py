@@ -16,7 +16,7 @@ from features.contract import ContractError
 from serving.model import (
     BUNDLE_FILE,
     MANIFEST_FILE,
-    UPLIFT_FILES,
+    UPLIFT_ROLES,
     BundleIntegrityError,
     BundleMeta,
     ScoringModel,
@@ -50,8 +50,12 @@ def campaign(n: int = 4_000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]
 
 @pytest.fixture(scope="module")
 def fitted() -> uplift.UpliftFit:
+    """The T-learner alone (the bundle tests below name its files)."""
     X, outcomes = campaign()
-    return uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1)
+    return uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1, learners=("t_learner",))
+
+
+T_FILES = UPLIFT_ROLES["t_learner"]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +92,7 @@ def test_fit_recovers_the_persuadables_and_is_trusted(fitted) -> None:
 def test_meta_is_json_native_and_describes_the_fit(fitted) -> None:
     meta = fitted.meta
     assert json.loads(json.dumps(meta)) == meta
-    assert meta["learner"] == "t_learner" and meta["files"] == UPLIFT_FILES
+    assert meta["learner"] == "t_learner" and meta["files"] == T_FILES
     assert meta["campaign_ids"] == ["spring"] and meta["horizon_days"] == 90
     assert sum(meta["rows"].values()) == 4_000
     assert meta["rows"]["holdout_treated"] + meta["rows"]["holdout_control"] == len(fitted.holdout)
@@ -105,7 +109,7 @@ def test_too_few_rows_of_an_arm_is_a_contract_error() -> None:
 def test_saved_bundle_has_format_4_manifest_roles_and_scores_uplift(model, fitted, tmp_path: Path) -> None:
     directory = model.save(tmp_path / "bundle")
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    for role, file in UPLIFT_FILES.items():
+    for role, file in T_FILES.items():
         assert file in manifest["files"]
         assert manifest["boosters"][role] == {"file": file, "objective": "binary", "num_features": len(COLUMNS)}
         assert (directory / file).read_text().startswith("tree\n")  # LightGBM native text, nothing pickled
@@ -146,14 +150,14 @@ def test_a_format_3_bundle_loads_without_uplift(tmp_path: Path) -> None:
 
 def test_a_missing_or_swapped_uplift_head_is_refused_before_parsing(model, tmp_path: Path) -> None:
     directory = model.save(tmp_path / "bundle")
-    (directory / UPLIFT_FILES["uplift_control"]).unlink()
+    (directory / T_FILES["uplift_control"]).unlink()
     with pytest.raises(BundleIntegrityError, match=r"uplift_control\.txt is listed in manifest\.json but missing"):
         verify_bundle(directory)
     (directory / MANIFEST_FILE).unlink()
     with pytest.raises(BundleIntegrityError, match=r"uplift_control\.txt is missing: the bundle has t_learner"):
         verify_bundle(directory)
     # a tweedie booster (the value head) saved as an uplift head: wrong objective for the role
-    model.value_booster.save_model(str(directory / UPLIFT_FILES["uplift_control"]))
+    model.value_booster.save_model(str(directory / T_FILES["uplift_control"]))
     with pytest.raises(BundleIntegrityError, match="objective 'tweedie' but the uplift_control head needs binary"):
         verify_bundle(directory)
 
@@ -243,3 +247,34 @@ def test_campaign_rows_without_a_known_outcome_or_customer_are_left_out_and_coun
     assert len(fit.warnings) == 2 and "7 campaign row(s)" in fit.warnings[0] and "3 campaign" in fit.warnings[1]
     with pytest.raises(ContractError, match="no campaign row has a complete outcome window"):
         uplift.fit_campaign_uplift(prep, late, base, as_of=pd.Timestamp("2024-12-30").date())
+
+
+def test_both_learners_are_compared_and_the_better_held_out_qini_is_kept(tmp_path: Path) -> None:
+    X, outcomes = campaign()
+    both = uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1)
+    m = both.metrics
+    assert {"uplift_qini_t_learner", "uplift_qini_x_learner"} <= set(m)
+    best = max(uplift.LEARNERS, key=lambda name: (m[f"uplift_qini_{name}"], -uplift.LEARNERS.index(name)))
+    assert both.meta["learner"] == best and m["uplift_qini_model"] == m[f"uplift_qini_{best}"]
+    assert set(both.boosters) == set(UPLIFT_ROLES[best])
+    assert 0.45 < both.meta["propensity"] < 0.55  # the training customers' treated share
+    assert set(both.meta["rounds"]) == {*UPLIFT_ROLES["t_learner"], *UPLIFT_ROLES["x_learner"]}
+
+
+def test_an_x_learner_bundle_round_trips_and_scores_its_weighted_effect_heads(tmp_path: Path) -> None:
+    X, outcomes = campaign()
+    fit = uplift.fit_uplift(X, outcomes, COLUMNS, horizon_days=90, num_threads=1, learners=("x_learner",))
+    assert fit.meta["learner"] == "x_learner" and fit.meta["files"] == UPLIFT_ROLES["x_learner"]
+    model = uplift.with_uplift(make_model(), fit)
+    directory = model.save(tmp_path / "bundle")
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    assert manifest["boosters"]["uplift_tau_treated"]["objective"] == "regression"
+    loaded = ScoringModel.load(directory)
+    rows = np.random.default_rng(2).uniform(0, 100, size=(40, len(COLUMNS)))
+    g = fit.meta["propensity"]
+    expected = g * fit.boosters["uplift_tau_control"].predict(rows) + (1 - g) * fit.boosters[
+        "uplift_tau_treated"
+    ].predict(rows)
+    np.testing.assert_allclose(loaded.score(rows).uplift, np.clip(expected, -1, 1), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="propensity"):
+        BundleMeta(**{**dataclasses.asdict(model.meta), "uplift": {**model.meta.uplift, "propensity": None}})
