@@ -15,6 +15,7 @@ MLflow and the report's matplotlib are imported inside the functions: importing 
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -161,7 +162,7 @@ def record_plan_run(
     metrics = {
         k: float(v)
         for k, v in totals.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and k != "budget"
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and k != "budget"  # numpy numbers too
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
