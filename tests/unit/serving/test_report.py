@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import re
 import struct
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -360,12 +361,20 @@ def test_a_run_report_is_written_beside_the_output_and_names_it(tmp_path) -> Non
 # --- MLflow ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # artifacts under tmp_path
-    return uri
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory) -> Iterator[str]:
+    """One local MLflow store (SQLite) for the module's records: created once, its schema set up once."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.chdir(folder)  # artifacts under the folder
+        mlflow.set_tracking_uri(uri)
+        mlflow.search_experiments()  # the store's schema, created here
+        yield uri
+    mlflow.set_tracking_uri(None)
 
 
 def job_summary(**changes) -> JobSummary:
