@@ -86,7 +86,7 @@ _CHECK_SCRIPT = (
 )
 _CSS = """
 body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;margin:0;background:#f5f6f8;color:#1d2330}
-main{max-width:1080px;margin:0 auto;padding:24px 28px 48px}
+main{max-width:1080px;margin:0 auto;padding:4px 28px 48px}
 h1{font-size:1.6em;margin:0 0 4px}h2{font-size:1.25em;margin:0 0 12px;color:#23395d}
 header{background:#23395d;color:#fff;padding:22px 28px}header .sub{opacity:.85}
 header dl{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:10px 18px;margin:16px 0 0}
