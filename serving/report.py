@@ -21,9 +21,13 @@ are of the customers scored. The population blocks are read from ``summary["popu
 The page is self-contained: inline CSS, charts as inline PNG (matplotlib, Agg, no pyplot state) and no URL to
 fetch; a Content-Security-Policy forbids every fetch but inline images, so the browser confirms it. One inline
 script (allowed by its hash, the only script that can run) writes on ``<body>`` how many images the browser decoded
-and laid out (``data-images-total``, ``data-images-decoded``), how many network resources it loaded
-(``data-external-requests``) and the section headings that have a box on the page (``data-headings``, JSON): what
-the headless-browser test reads back. Every text and number is HTML-escaped.
+and laid out (``data-images-total``, ``data-images-decoded``), how many network requests the page attempted, blocked
+or not (``data-external-requests``), and the section headings that have a box on the page (``data-headings``,
+JSON): what the headless-browser test reads back. Every text and number is HTML-escaped.
+
+Where it goes (:func:`report_path_for`, :func:`write_run_report`): beside a file output (``list.parquet`` ->
+``list.report.html``), or for a SQL URL output under the work folder, ``$RETENTION_HOME/reports/``; MLflow keeps a
+copy with each score and plan run (:mod:`serving.runs`, artifact ``report.html``).
 """
 
 from __future__ import annotations
