@@ -12,7 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[${extras}]"
 # Debian's Chromium for the HTML report's real-browser test (tests/integration/test_report_browser.py): installed
-# when missing, as root with apt-get (about 25 s with the package lists present); elsewhere the test skips and says so.
+# when missing, as root with apt-get (25-30 s here: 25 packages, ~120 MB); elsewhere the test skips and says so.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   install_chromium() { apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
