@@ -153,7 +153,8 @@ def train(
         decision = registry.gate(
             model_name, result.metrics.get(PRODUCT), v, *labels, force=force, validation=validation
         )
-        decision.uplift = registry.uplift_verdict(result.model.meta.uplift)
+        record = registry.champion_record(model_name, decision.champion_version) if decision.champion_version else None
+        decision.uplift = registry.uplift_verdict(result.model.meta.uplift, (record or {}).get("params"))
         if decision.promoted:
             registry.set_alias(model_name, registry.CHAMPION, version)
         mlflow.log_dict(decision.to_dict(), "promotion.json")

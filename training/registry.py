@@ -214,16 +214,36 @@ def gate(
 UPLIFT_GATE_METRICS = ("uplift_qini_model", "uplift_qini_risk", "uplift_qini_random", "uplift_qini_random_p95")
 
 
-def uplift_verdict(uplift: dict[str, Any] | None) -> dict[str, Any] | None:
+def uplift_verdict(
+    uplift: dict[str, Any] | None, champion_params: dict[str, str] | None = None
+) -> dict[str, Any] | None:
     """The uplift heads' gate from a bundle's ``BundleMeta.uplift``: ``trusted``, the rule and the held-out Qini
-    coefficients it compared (None without uplift heads)."""
+    coefficients it compared, and ``champion_learner``: the uplift learner of the champion's training run
+    (``champion_params``, its MLflow params; None when it had no uplift heads).
+
+    A version without uplift heads gets None, unless the champion has some: then ``trusted`` is False and ``note``
+    says that promoting it drops the uplift scores (a training run without the campaign log)."""
+    theirs = (champion_params or {}).get("uplift_learner")
     if uplift is None:
-        return None
+        if theirs is None:
+            return None
+        note = (
+            f"this version has no uplift heads but the champion's have ({theirs}): promoting it drops the uplift"
+            " scores (plans fall back to the assumed save rate); train with the campaign log to keep them"
+        )
+        return {
+            "trusted": False,
+            "rule": None,
+            **dict.fromkeys(UPLIFT_GATE_METRICS),
+            "champion_learner": theirs,
+            "note": note,
+        }
     metrics = uplift.get("metrics", {})
     return {
         "trusted": bool(uplift["trusted"]),
         "rule": uplift.get("gate"),
         **{k: metrics.get(k) for k in UPLIFT_GATE_METRICS},
+        "champion_learner": theirs,
     }
 
 

@@ -197,7 +197,13 @@ def test_registry_records_the_uplift_verdict(fitted) -> None:
     verdict = registry.uplift_verdict(fitted.meta)
     assert verdict["trusted"] is True and verdict["rule"] == fitted.meta["gate"]
     assert verdict["uplift_qini_model"] == pytest.approx(fitted.metrics["uplift_qini_model"])
-    assert set(verdict) == {"trusted", "rule", *registry.UPLIFT_GATE_METRICS}
+    assert set(verdict) == {"trusted", "rule", *registry.UPLIFT_GATE_METRICS, "champion_learner"}
+    assert verdict["champion_learner"] is None
+    assert registry.uplift_verdict(fitted.meta, {"uplift_learner": "x_learner"})["champion_learner"] == "x_learner"
+    # a version without uplift heads replacing a champion with some: said, not silent
+    assert registry.uplift_verdict(None, {"as_of": "2024-12-30"}) is None
+    dropped = registry.uplift_verdict(None, {"uplift_learner": "t_learner"})
+    assert dropped["trusted"] is False and "promoting it drops the uplift scores" in dropped["note"]
 
 
 def test_the_training_job_logs_the_uplift_heads_beside_the_two_heads(fitted, tmp_path, monkeypatch) -> None:
