@@ -6,7 +6,8 @@ directly, so a ``python3`` kernelspec of the user or the system can never pick a
 
 The notebooks write only to ``$RETENTION_NOTEBOOK_DIR`` (a temporary folder here), MLflow store included.
 Notebook 01 runs in a folder of its own; 02 and then 03 share one, as a user running them in order would, so 03
-explains the champion 02 registered (run alone, 03 trains one first with the same ``rt.train`` call as 02).
+explains the champion 02 registered (run alone, 03 trains one first with the same ``rt.train`` call as 02). Notebook 04
+runs in a folder of its own and registers its versions under a model name of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import nbformat
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-NAMES = ("01-explore-transactions", "02-train-and-compare", "03-explain-and-rank")
+NAMES = ("01-explore-transactions", "02-train-and-compare", "03-explain-and-rank", "04-retention-decisions")
 KERNEL = "retention-venv"
 CELL_TIMEOUT_S = 600
 
@@ -119,3 +120,21 @@ def test_train_then_explain_notebooks_run(tmp_path: Path, kernel_dir: Path) -> N
     assert "Successfully registered" not in text, "03 reuses the champion 02 registered"
     assert "scored 1,500 customers" in text
     assert (tmp_path / "retention_list.parquet").exists()
+
+
+@pytest.mark.slow
+def test_notebook_04_decisions_runs(tmp_path: Path, kernel_dir: Path) -> None:
+    nb = execute("04-retention-decisions", tmp_path, kernel_dir)
+    assert images(nb) >= 4, "profit curve, budget curve, Qini curve and whom each list contacts are drawn"
+    text = stream_text(nb)
+    assert "are unprofitable: together -" in text, "the 80/20/30 view names the unprofitable customers"
+    assert "(uplift: assumed)" in text and "(uplift: model)" in text, "a plan without and one with campaign history"
+    assert "customers with an expected benefit <= 0 contacted: 0" in text
+    assert "unprofitable customers contacted: 0" in text
+    assert "uplift heads trusted: True" in text
+    assert "sleeping dogs contacted: 0" in text and "flagged customers the uplift plan contacts: 0" in text
+    assert "met: True" in text, "the uplift plan earns the goal multiple of churn-risk targeting's true profit"
+    report = tmp_path / "plan.report.html"
+    assert report.exists() and "Retention plan" in report.read_text()
+    assert (tmp_path / "plan.parquet").exists() and (tmp_path / "economics.json").exists()
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir(), "MLflow stays in the folder"
