@@ -63,8 +63,12 @@ def uplift_checked(y: ArrayLike, treatment: ArrayLike, score: ArrayLike) -> tupl
 
 def _curve(y: np.ndarray, t: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(-s, kind="stable")
-    y, t, s = y[order], t[order], s[order]
-    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
+    s = s[order]
+    return _ordered_curve(y[order], t[order], np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1])
+
+
+def _ordered_curve(y: np.ndarray, t: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Qini curve of customers already in targeting order, at the positions ``ends`` (tie groups' last rows)."""
     n_t = np.cumsum(t)[ends]
     r_t = np.cumsum(y * t)[ends]
     r_c = np.cumsum(y * (1.0 - t))[ends]
@@ -114,9 +118,16 @@ def random_qini(
     targeting reaches by chance here. Its expectation is 0; a ranking whose coefficient exceeds the 95% quantile beats
     random at the 5% level (a one-sided permutation test)."""
     y_, t_, _ = uplift_checked(y, treatment, np.zeros(np.size(y)))
+    perfect = _area_above_random(*_curve(y_, t_, y_ * t_ - y_ * (1.0 - t_)))
+    if perfect <= 0 or not draws:
+        return math.nan
     rng = np.random.default_rng(seed)
-    values = [qini_coefficient(y_, t_, rng.permutation(y_.size).astype(np.float64)) for _ in range(draws)]
-    return float(np.nanquantile(values, quantile)) if draws else math.nan
+    every = np.arange(y_.size)
+    values = []
+    for _ in range(draws):
+        order = rng.permutation(y_.size)  # a random order has no ties: a curve point per customer
+        values.append(_area_above_random(*_ordered_curve(y_[order], t_[order], every)) / perfect)
+    return float(np.quantile(values, quantile))
 
 
 def uplift_metrics(
