@@ -92,7 +92,8 @@ UPLIFT_PARAMS: dict[str, Any] = {
     "deterministic": True,
     "force_row_wise": True,
 }
-"""LightGBM parameters of both uplift heads (the churn head's shape: shallow trees, at least 50 rows a leaf)."""
+"""LightGBM parameters of every uplift head (the churn head's shape: shallow trees, at least 50 rows a leaf; the
+X-learner's heads with ``objective`` ``regression``)."""
 MAX_ROUNDS = 1000
 EARLY_STOPPING_ROUNDS = 50
 TARGETINGS = ("model", "risk", "random")
@@ -118,15 +119,16 @@ def uplift_holdout(customer_ids: pd.Series, share: float = HOLDOUT_SHARE) -> np.
 
 @dataclasses.dataclass
 class UpliftFit:
-    """An uplift fit: the two heads, their bundle metadata and the held-out evaluation."""
+    """An uplift fit: the chosen learner's two heads, their bundle metadata and the held-out evaluation."""
 
     boosters: dict[str, Any]
     """Role (:data:`serving.model.UPLIFT_ROLES` of the chosen learner) -> LightGBM booster."""
     meta: dict[str, Any]
     """:attr:`serving.model.BundleMeta.uplift`: learner, files, campaign ids, horizon, trusted, metrics, ..."""
     metrics: dict[str, float]
-    """Held-out metrics, MLflow names: ``uplift_qini_<targeting>`` for model, risk and random,
-    ``uplift_qini_random_p95``, ``uplift_<targeting>_at_<pct>``, ``uplift_ate``, ``uplift_trusted`` (1/0)."""
+    """Held-out metrics, MLflow names: ``uplift_qini_<targeting>`` for model (the chosen learner), risk and random,
+    ``uplift_qini_random_p95``, ``uplift_<targeting>_at_<pct>``, ``uplift_qini_<learner>`` of every learner fitted,
+    ``uplift_ate`` (treated - control retention rate), ``uplift_holdout_rows``, ``uplift_trusted`` (1/0)."""
     holdout: pd.DataFrame
     """The held-out rows: ``customer_id``, ``campaign_id``, ``cutoff``, ``treatment``, ``retained``, ``uplift`` (the
     heads'), ``risk`` (the churn risk they are compared with)."""
