@@ -660,6 +660,7 @@ def plan(
         list[str] | None,
         typer.Option(
             "--offer",
+            metavar="SPEC",
             help="An offer NAME:fixed=COST,share=SHARE,save=RATE (fixed cost per contact, discount as a share of"
             " the customer's expected revenue, assumed share of would-be churners kept); repeat for several, after"
             " the economics file's offers.",

@@ -100,6 +100,20 @@ def test_bad_budget_offers_or_economics_exit_2_with_one_sentence(workspace, tmp_
     assert not out.exists()
 
 
+def test_flags_override_the_economics_file_and_a_csv_plan_is_written(workspace, files, tmp_path) -> None:
+    out, totals = tmp_path / "plan.csv", tmp_path / "totals.json"
+    result = run_cli(
+        "plan", "-t", str(workspace.transactions), "--as-of", workspace.AS_OF, "--budget", "50", "--offer",
+        "email:fixed=1,save=0.1", "--economics", str(files["economics"]), "--margin", "0.2", "--contact-cost", "0",
+        "--out", str(out), "--plan-json", str(totals), env=workspace.env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    economics = json.loads(totals.read_text())["economics"]
+    assert (economics["gross_margin"], economics["contact_cost"], economics["cost_per_refund"]) == (0.2, 0.0, 5.0)
+    plan = pd.read_csv(out)
+    assert list(plan.columns) == list(PLAN_COLUMNS) and (plan["cost"] == 1.0).all() and len(plan) <= 50
+
+
 def test_a_bad_economics_file_exits_2_naming_the_field(workspace, tmp_path) -> None:
     bad = tmp_path / "economics.json"
     bad.write_text(json.dumps({"margin": 0.3}))
