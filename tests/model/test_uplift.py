@@ -69,6 +69,7 @@ def test_the_uplift_plan_earns_the_goal_multiple_of_risk_targeting(world) -> Non
     assert goal["profit_uplift"] > 0
     assert goal["profit_uplift"] >= GOAL_RATIO * goal["profit_risk"]
     assert goal["goal_met"]
+    assert goal["profit_uplift"] > goal["profit_value_at_risk"]  # and the product's default ranking, as many contacts
     # a customer the model flags (uplift < 0) is never contacted; most true sleeping dogs are flagged
     assert goal["contacted_flagged"] == 0
     assert goal["dogs_flagged"] > 0.5 * goal["dogs"]
