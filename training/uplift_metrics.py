@@ -36,7 +36,15 @@ import numpy as np
 
 from training.metrics import ArrayLike
 
-__all__ = ["UPLIFT_AT", "qini_coefficient", "qini_curve", "random_qini", "uplift_at_k", "uplift_checked"]
+__all__ = [
+    "UPLIFT_AT",
+    "qini_coefficient",
+    "qini_curve",
+    "random_qini",
+    "uplift_at_k",
+    "uplift_checked",
+    "uplift_metrics",
+]
 
 UPLIFT_AT: tuple[float, ...] = (0.1, 0.2, 0.3)
 """The shares of customers ``k`` at which :func:`uplift_at_k` is reported (10, 20 and 30 %)."""
