@@ -722,7 +722,7 @@ def plan(
         meta = {"model_version": scoring_model.version, "as_of": summary.as_of, "economics": economics_used}
         _write_json({**result.to_dict(), **meta}, plan_json)
     # hook (lead): log the run and its HTML report here, e.g. serving.runs.record_plan_run(result, summary=summary, ...)
-    _echo_err(summary.render())
+    _echo_err(dataclasses.replace(summary, output="the plan's scoring stage").render())
     typer.echo(result.render())
     where = f" and the totals to {plan_json}" if plan_json else ""
     typer.echo(f"wrote {len(result.rows):,} plan rows to {out}{where}")

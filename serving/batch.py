@@ -486,6 +486,7 @@ class JobSummary:
             f"top 20% of customers hold {self.top20_value_share:.1%} of total expected value",
             self.render_equity(),
             *([self.render_unprofitable()] if self.population else []),
+            *([self.render_economics()] if self.render_economics() else []),
             f"tiers: {tiers}",
             f"data quality: {self.report.rows_valid:,} valid of {self.report.rows_read:,} rows, "
             + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in self.report.rule_counts.items()),
@@ -493,6 +494,15 @@ class JobSummary:
         lines += [f"WARNING drift: {w}" for w in self.drift_warnings]
         lines += [f"WARNING input: {w}" for w in self.input_warnings]
         return "\n".join(lines)
+
+    def render_economics(self) -> str:
+        """``economics: gross margin 0.4, cost to serve per order 3, ...``: the fields set (none: empty)."""
+        given = [
+            f"{name.replace('_', ' ')} {value:g}"
+            for name, value in self.economics.items()
+            if name != "offers" and value not in (None, 0, 0.0)
+        ]
+        return f"economics: {', '.join(given)}" if given else ""
 
     def render_unprofitable(self) -> str:
         """``1,234 customers (12.3%) are unprofitable: together -5,678 expected profit over the next 90 days``."""

@@ -86,7 +86,10 @@ class RankRequest(PredictRequest):
     top_k: Annotated[int, Field(strict=True, ge=1, description="Keep only the first top_k customers")] | None = None
 
 
-_MONEY = Field(ge=0, allow_inf_nan=False)
+_MONEY = Field(strict=True, ge=0, allow_inf_nan=False)  # strict: true/false are not amounts
+_SHARE = Field(strict=True, ge=0, le=1)
+MAX_OFFERS = 20
+"""Offers in one ``/plan`` request at most (the plan's work grows with the square of the offers per customer)."""
 
 
 class OfferSpec(BaseModel):
@@ -96,11 +99,10 @@ class OfferSpec(BaseModel):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$", description="Offer name")]
     fixed_cost: Annotated[float, _MONEY, Field(description="Cost per contacted customer besides the contact")] = 0.0
     spend_share: Annotated[
-        float, Field(ge=0, le=1, description="Discount as a share of the customer's expected revenue")
+        float, _SHARE, Field(description="Discount as a share of the customer's expected revenue")
     ] = 0.0
     save_rate: Annotated[
-        float,
-        Field(ge=0, le=1, description="Assumed share of would-be churners kept (used when the model has no uplift)"),
+        float, _SHARE, Field(description="Assumed share of would-be churners kept (used when the model has no uplift)")
     ] = 0.0
 
 
@@ -109,11 +111,11 @@ class EconomicsOverrides(BaseModel):
     for this request; money in currency units over the model's horizon."""
 
     model_config = ConfigDict(extra="forbid")
-    gross_margin: Annotated[float, Field(ge=0, le=1, description="Share of revenue kept as gross profit")] | None = None
+    gross_margin: Annotated[float, _SHARE, Field(description="Share of revenue kept as gross profit")] | None = None
     cost_to_serve_per_order: Annotated[float, _MONEY, Field(description="Cost to serve one order")] | None = None
     cost_per_refund: Annotated[float, _MONEY, Field(description="Handling cost of one refund")] | None = None
     contact_cost: Annotated[float, _MONEY, Field(description="Cost of one contact, whatever the offer")] | None = None
-    discount_rate: Annotated[float, Field(ge=0, le=10, description="Annual discount rate")] | None = None
+    discount_rate: Annotated[float, Field(strict=True, ge=0, le=10, description="Annual discount rate")] | None = None
 
 
 class PlanRequest(PredictRequest):
@@ -121,7 +123,10 @@ class PlanRequest(PredictRequest):
     (:func:`serving.plan.make_plan`)."""
 
     budget: Annotated[float, _MONEY, Field(description="Money the plan may spend at most (currency units)")]
-    offers: Annotated[list[OfferSpec], Field(description="Offers to choose from; default: the economics' offers")] = []
+    offers: Annotated[
+        list[OfferSpec],
+        Field(max_length=MAX_OFFERS, description="Offers to choose from, after the service economics' own offers"),
+    ] = []
     economics: EconomicsOverrides | None = None
 
 

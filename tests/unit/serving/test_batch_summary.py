@@ -122,6 +122,18 @@ def test_render_says_the_equity_with_its_interval_over_the_horizon() -> None:
     assert summary().to_dict()["equity_low"] == 1_134_000.0
 
 
+def test_render_says_how_many_customers_are_unprofitable_and_the_economics_set() -> None:
+    from serving.economics import Economics
+
+    lost = {"unprofitable": {"customers": 1, "expected_profit": -345.6}}
+    text = summary(population=lost, economics=Economics(gross_margin=0.4, cost_per_refund=5).to_dict()).render()
+    lines = text.splitlines()
+    assert "1 customers (50.0%) are unprofitable: together -346 expected profit over the next 90 days" in lines
+    assert "economics: gross margin 0.4, cost per refund 5" in lines
+    assert not [line for line in summary().render().splitlines() if "unprofitable" in line or "economics" in line]
+    assert summary().to_dict()["economics"] == Economics().to_dict()
+
+
 def part_report(rows_read: int, bad_amount: int, last_date: str = "2024-01-30") -> DataQualityReport:
     counts = dict.fromkeys(RULES, 0) | {"bad_amount": bad_amount}
     valid = rows_read - bad_amount
