@@ -247,3 +247,30 @@ def test_the_online_plan_is_make_plan_of_the_customers_scored_as_predict_scores_
     with pytest.raises(RequestError) as caught:
         scorer.plan(customers, 1.0, offers, {"gross_margin": 2})
     assert caught.value.field == "economics"
+
+
+def test_rt_plan_scores_with_the_economics_then_plans(tmp_path) -> None:
+    """``rt.plan`` (retention.api) = make_plan of ``rt.score``'s batch under the same economics; the economics may
+    be a dict or a JSON file, and bad offers fail before any scoring."""
+    import json
+
+    from retention import api
+
+    model = make_model("5")
+    tx = pd.DataFrame(
+        {
+            "customer_id": [f"c{i % 7}" for i in range(40)],
+            "timestamp": [f"2024-{1 + i % 12:02d}-{1 + i % 27:02d}" for i in range(40)],
+            "amount": [10.0 + 3 * i for i in range(40)],
+        }
+    )
+    economics = {"contact_cost": 0.5, "offers": [{"name": "email", "fixed_cost": 0.5, "save_rate": 0.3}]}
+    path = tmp_path / "economics.json"
+    path.write_text(json.dumps(economics))
+    plan = api.plan(model, tx, "2024-12-31", budget=3.0, economics=path)
+    batch = api.score(model, tx, "2024-12-31", economics=economics)
+    expected = make_plan(batch, None, 3.0, Economics.from_dict(economics), meta=model.meta)
+    pd.testing.assert_frame_equal(plan.rows, expected.rows)
+    assert plan.totals == expected.totals and plan.totals["customers_contacted"] == 3
+    with pytest.raises(ContractError, match="offer 'email' is given twice"):
+        api.plan(model, tx, "2024-12-31", budget=3.0, offers=["email:fixed=1"], economics=economics)
