@@ -195,13 +195,17 @@ def plan_offers(offers: Sequence[Offer | str] | None, economics: Economics) -> t
 
 def _hull_increments(cost: np.ndarray, benefit: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per customer (rows) the upper concave hull of its offers' ``(cost, benefit)`` from ``(0, 0)``, offers with
-    a benefit <= 0 left out, as increments: ``(customer, step, offer, previous offer)`` arrays, one entry per hull
-    vertex (step 0 = the first contact, previous offer -1). Vectorised over customers, one pass per step (offers
-    are few)."""
+    a benefit <= 0 left out, as increments: ``(customer, step, offer, previous offer, previous increment)`` arrays,
+    one entry per hull vertex (step 0 = the first contact, previous offer and increment -1). Offers on one line
+    (equal benefit per unit cost) are separate vertices, nearest first, so a smaller budget can stop between them;
+    among offers of equal cost only the best counts. Vectorised over customers, one pass per step (offers are few).
+    """
     n, m = benefit.shape
     at_cost, at_benefit = np.zeros(n), np.zeros(n)
     at_offer = np.full(n, -1, dtype=np.intp)
+    at_entry = np.full(n, -1, dtype=np.intp)  # position of the customer's last increment in the output
     active = np.ones(n, dtype=bool)
+    done = 0
     out: list[tuple[np.ndarray, ...]] = []
     rows = np.arange(n)
     for step in range(m):
@@ -210,16 +214,21 @@ def _hull_increments(cost: np.ndarray, benefit: np.ndarray) -> tuple[np.ndarray,
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             slope = np.where(spend > 0, gain / np.where(spend > 0, spend, 1.0), np.inf)
         slope = np.where(valid, slope, -np.inf)
-        best = np.argmax(slope, axis=1)
+        steepest = slope.max(axis=1, initial=-np.inf)[:, None]
+        # ties on the steepest line: the nearest offer (least extra cost); at no extra cost: the largest gain
+        closeness = np.where(np.isinf(steepest), gain, -spend)
+        best = np.argmax(np.where(valid & (slope == steepest), closeness, -np.inf), axis=1)
         found = valid[rows, best]
         if not found.any():
             break
         who, offer = rows[found], best[found]
-        out.append((who, np.full(len(who), step, dtype=np.intp), offer, at_offer[who]))
+        out.append((who, np.full(len(who), step, dtype=np.intp), offer, at_offer[who], at_entry[who]))
         at_cost[who], at_benefit[who], at_offer[who] = cost[who, offer], benefit[who, offer], offer
+        at_entry[who] = np.arange(done, done + len(who))
+        done += len(who)
         active = found
     if not out:
-        return (np.empty(0, dtype=np.intp),) * 4
+        return (np.empty(0, dtype=np.intp),) * 5
     return tuple(np.concatenate(parts) for parts in zip(*out, strict=True))
 
 
@@ -228,8 +237,10 @@ def _greedy(
     id_rank: np.ndarray, budget: float,
 ) -> np.ndarray:  # fmt: skip
     """Positions (into the increments) taken by the multiple-choice knapsack greedy of the module doc, in order:
-    benefit per unit cost descending, then (free contacts, equal ratios) benefit descending, then customer id."""
-    order = np.lexsort((step, id_rank[customer], -delta_benefit, -slope))
+    benefit per unit cost descending, then (free contacts) benefit descending, then customer id, then hull step (a
+    customer's increments come in hull order: ``slope`` never rises along a customer's hull)."""
+    free_first = np.where(np.isinf(slope), -delta_benefit, 0.0)
+    order = np.lexsort((step, id_rank[customer], free_first, -slope))
     spent = np.cumsum(delta_cost[order])
     fits = spent <= budget
     head = len(order) if fits.all() else int(np.argmin(fits))  # the prefix that fits whole: taken, no checks
@@ -295,7 +306,7 @@ def make_plan(
     benefit = saved - cost
     benefit[~np.isfinite(benefit)] = -np.inf
     benefit[dogs] = -np.inf  # sleeping dogs are never contacted
-    who, step, offer, before = _hull_increments(cost, benefit)
+    who, step, offer, before, previous = _hull_increments(cost, benefit)
     first = before < 0
     was = np.where(first, 0, before)
     delta_cost = cost[who, offer] - np.where(first, 0.0, cost[who, was])
@@ -303,6 +314,9 @@ def make_plan(
     delta_saved = saved[who, offer] - np.where(first, 0.0, saved[who, was])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         slope = np.where(delta_cost > 0, delta_benefit / np.where(delta_cost > 0, delta_cost, 1.0), np.inf)
+    for s in range(1, int(step.max(initial=0)) + 1):  # rounding must not let an upgrade outrank its predecessor
+        later = np.flatnonzero(step == s)
+        slope[later] = np.minimum(slope[later], slope[previous[later]])
     id_rank = pd.factorize(pd.Series(c.customer_id, dtype="str"), sort=True)[0] if n else np.empty(0, np.intp)
     taken = _greedy(who, step, delta_cost, delta_benefit, slope, id_rank, budget)
 

@@ -63,6 +63,22 @@ def test_a_tight_budget_buys_cheap_contacts_first_then_upgrades_by_benefit_per_u
     assert "contact 3 of 4 customers" in plan.render()
 
 
+def test_offers_on_one_line_are_separate_steps_so_a_small_budget_stops_between_them() -> None:
+    """x and y (churn 1, profit 10): offer a costs 1 and saves 2 (benefit 1), b costs 3 and saves 6 (benefit 3): one
+    line of slope 1 through (0, 0). Budget 2 buys a for both (not b's upgrade for x alone: it would cost 3); 3.5 buys
+    x's a then its upgrade to b; 8 upgrades both."""
+    frame = pd.DataFrame(
+        {"customer_id": ["x", "y"], "churn_probability": 1.0, "expected_value": 10.0, "expected_profit": 10.0}
+    )
+    offers = ["a:fixed=1,save=0.2", "b:fixed=3,save=0.6"]
+    chosen = {b: make_plan(frame, offers, b) for b in (2, 3.5, 8)}
+    assert chosen[2].rows[["customer_id", "offer"]].values.tolist() == [["x", "a"], ["y", "a"]]
+    assert chosen[2].totals["spend"] == 2.0 and chosen[2].budget_curve["spend"] == [0.0, 1.0, 2.0]
+    assert chosen[3.5].rows[["customer_id", "offer"]].values.tolist() == [["x", "b"]]
+    assert chosen[3.5].totals["spend"] == 3.0 and chosen[3.5].budget_curve["spend"] == [0.0, 1.0, 3.0]
+    assert chosen[8].rows["offer"].tolist() == ["b", "b"] and chosen[8].totals["spend"] == 6.0
+
+
 def test_with_money_enough_every_candidate_gets_the_offer_of_its_largest_benefit_and_no_one_else() -> None:
     plan = make_plan(customers(), OFFERS, 1e9, Economics(contact_cost=0.5))
     assert plan.rows["offer"].tolist() == ["call", "call", "call"]
@@ -129,7 +145,10 @@ def test_the_economics_file_s_offers_come_first() -> None:
 
 
 @st.composite
-def markets(draw, max_customers: int = 25, max_offers: int = 3, whole_money: bool = False):
+def markets(draw, max_customers: int = 25, max_offers: int = 3, whole_money: bool = False, lines: bool = False):
+    """Customers, offers and economics; ``lines``: sometimes offers that are multiples of one (fixed cost and save
+    rate times 1, 3, 4: every customer's offers lie on one line through (0, 0)) and customers drawn from a few
+    kinds (ties of benefit per unit cost within and across customers)."""
     n = draw(st.integers(1, max_customers))
     m = draw(st.integers(1, max_offers))
     money = st.integers(0, 40).map(float) if whole_money else st.floats(0, 40, allow_nan=False)
@@ -143,6 +162,16 @@ def markets(draw, max_customers: int = 25, max_offers: int = 3, whole_money: boo
     )
     if draw(st.booleans()):
         frame["uplift"] = draw(st.lists(st.floats(-1, 1), min_size=n, max_size=n))
+    if lines and draw(st.booleans()):
+        unit_save = draw(st.sampled_from([0.125, 0.25]))  # binary fractions: the lines are exact
+        unit_cost = draw(st.integers(1, 3))
+        times = (1, 3, 4)  # unequal steps along the line
+        offers = [Offer(f"o{k}", unit_cost * times[k], 0.0, unit_save * times[k]) for k in range(m)]
+        few = st.lists(st.sampled_from([0.5, 1.0]), min_size=n, max_size=n)  # customers tie: equal slopes
+        frame["churn_probability"] = draw(few)
+        frame["expected_profit"] = draw(st.lists(st.sampled_from([-10.0, 40.0, 80.0]), min_size=n, max_size=n))
+        frame = frame.drop(columns=["uplift"], errors="ignore")  # the save rates make the lines
+        return frame, offers, Economics()
     offers = [
         Offer(f"o{k}", draw(money), 0.0 if whole_money else draw(st.floats(0, 0.3)), draw(st.floats(0, 1)))
         for k in range(m)
@@ -162,14 +191,15 @@ def benefits(frame: pd.DataFrame, offers: list[Offer], economics: Economics) -> 
     return np.column_stack(rows)
 
 
-@settings(max_examples=150, deadline=None)
-@given(markets(), st.floats(0, 200), st.floats(0, 200))
+@settings(max_examples=200, deadline=None)
+@given(markets(lines=True), st.floats(0, 200), st.floats(0, 200))
 def test_the_plan_stays_within_budget_contacts_only_positive_benefits_and_grows_with_the_budget(
     market, budget, more
 ) -> None:
     frame, offers, economics = market
     plan = make_plan(frame, offers, budget, economics)
     assert plan.totals["spend"] <= budget * (1 + 1e-12) + 1e-12
+    assert plan.totals["spend"] == pytest.approx(plan.rows["cost"].sum(), abs=1e-9)
     assert (plan.rows["expected_benefit"] > 0).all()
     if "uplift" in frame:
         dogs = set(frame.loc[frame["uplift"] < 0, "customer_id"])
@@ -200,7 +230,7 @@ def test_one_offer_of_equal_cost_for_everyone_is_the_top_k_by_benefit(market, bu
 
 
 @settings(max_examples=80, deadline=None)
-@given(markets(max_customers=6, max_offers=2), st.floats(0, 80))
+@given(markets(max_customers=6, max_offers=2, lines=True), st.floats(0, 80))
 def test_the_greedy_is_within_one_customer_s_benefit_of_the_optimum(market, budget) -> None:
     frame, offers, economics = market
     benefit = benefits(frame, offers, economics)
