@@ -22,13 +22,13 @@ is a multiple-choice knapsack (NP-hard). :func:`make_plan` uses its classical gr
 for each customer, the offers on the upper concave hull of ``(cost, benefit)`` from ``(0, 0)`` (the offers that
 are the best use of some amount of money for that customer) give *increments* -- first contact with the offer of
 the steepest benefit per unit cost, then upgrades to costlier offers worth more -- whose benefit per unit cost
-decreases along the hull. All increments are taken in decreasing benefit per unit cost (ties: larger benefit first,
-then customer id in code-point order), each while it fits in what is left of the budget; an increment that does not
-fit is skipped with the customer's later ones (costlier upgrades), and cheaper increments further down are still
-tried. Taking
-increments in this order up to the budget, the last one fractionally, is the optimum of the linear relaxation, so
-the plan's total benefit is at least **the optimum minus the largest single benefit of one customer** (the
-increment cut at the budget): near-optimal when each contact costs little against the budget, the usual case.
+decreases along the hull. All increments are taken in decreasing benefit per unit cost (ties: customer id in
+code-point order, then the customer's hull order; free contacts first, largest benefit first), each while it fits
+in what is left of the budget; an increment that does not fit is skipped with the customer's later ones (costlier
+upgrades), and cheaper increments further down are still tried. Taking increments in this order up to the budget,
+the last one fractionally, is the optimum of the linear relaxation, so the plan's total benefit is at least **the
+optimum minus the largest single benefit of one customer** (the increment cut at the budget): near-optimal when each
+contact costs little against the budget, the usual case.
 With unlimited budget every candidate gets the offer of their largest benefit; with one offer of equal cost for
 everyone the plan is the top ``floor(budget / cost)`` customers by benefit. More budget never lowers the total
 benefit (the first increment a larger budget takes and a smaller one skips is worth more than everything the
