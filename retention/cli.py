@@ -182,12 +182,40 @@ def generate(
     scenario: Annotated[
         str, typer.Option("--scenario", help="Preset: default, cohort or seasonal (see docs/quality.md).")
     ] = "default",
+    campaign_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--campaign-out",
+            help="Also simulate a retention campaign with a randomized control group (known effects: persuadables,"
+            " sure things, lost causes, sleeping dogs) and write its log here (.csv or .parquet); --out then holds"
+            " the transactions with the campaign's effects.",
+        ),
+    ] = None,
+    campaign_sent_at: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign-sent-at", help="The campaign's send day, YYYY-MM-DD (with --campaign-out).", callback=_date_only
+        ),
+    ] = None,
+    campaign_truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--campaign-truth",
+            help="Write each customer's response type and both potential outcomes here (.csv or .parquet).",
+        ),
+    ] = None,
+    horizon_days: Annotated[
+        int, typer.Option("--horizon-days", min=1, help="The campaign's outcome window in days (with --campaign-out).")
+    ] = 90,
 ) -> None:
-    """Write a realistic, seeded synthetic transaction log."""
+    """Write a realistic, seeded synthetic transaction log (and, with --campaign-out, a simulated campaign)."""
     from features.synthetic import SCENARIOS, generate_transactions, write_transactions
 
-    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise UserError(f"--out '{out}' must end in .csv or .parquet")
+    for path in (out, campaign_out, campaign_truth):
+        if path is not None and path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            raise UserError(f"'{path}' must end in .csv or .parquet")
+    if (campaign_out is None) != (campaign_sent_at is None) or (campaign_truth and not campaign_out):
+        raise UserError("--campaign-out and --campaign-sent-at go together (--campaign-truth needs both)")
     if scenario not in SCENARIOS:
         raise UserError(f"--scenario must be one of {', '.join(SCENARIOS)}, got '{scenario}'")
     if start is not None:
@@ -198,6 +226,19 @@ def generate(
         except ContractError:
             raise UserError(f"--start '{start}' is not a date (expected YYYY-MM-DD)") from None
     frame = generate_transactions(customers, days, seed=seed, start=start, scenario=scenario)
+    if campaign_out is not None:
+        from features.synthetic_campaigns import simulate_campaign
+
+        campaign = simulate_campaign(frame, campaign_sent_at, horizon_days=horizon_days, seed=seed)
+        frame = campaign.transactions
+        write_transactions(campaign.campaigns, campaign_out)
+        if campaign_truth is not None:
+            write_transactions(campaign.truth, campaign_truth)
+        sent, treated = len(campaign.campaigns), int(campaign.campaigns["treatment"].sum())
+        _echo_err(
+            f"wrote a campaign sent on {campaign_sent_at} to {sent:,} customers ({treated:,} contacted,"
+            f" {sent - treated:,} held out) to {campaign_out}"
+        )
     write_transactions(frame, out)
     first, last = frame["timestamp"].min().date(), frame["timestamp"].max().date()
     _echo_err(f"wrote {len(frame):,} transactions of {customers:,} customers ({first} .. {last}) to {out}")
@@ -327,8 +368,21 @@ def train(
     normalize_ids: NormalizeIdsOpt = False,
     min_date: MinDateOpt = DEFAULT_MIN_DATE,
     allow_future_as_of: AllowFutureOpt = False,
+    campaigns: Annotated[
+        str | None,
+        typer.Option(
+            "--campaigns",
+            help="Campaign log with a held-out control group (.csv / .parquet / SQL URL: customer_id, campaign_id,"
+            " sent_at, treatment[, offer, cost]): fit uplift heads on it.",
+        ),
+    ] = None,
+    campaign_columns: Annotated[
+        str | None,
+        typer.Option("--campaign-columns", help="Campaign column mapping, e.g. sent_at=assigned,treatment=group."),
+    ] = None,
 ) -> None:
-    """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate."""
+    """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate; with
+    ``--campaigns``, uplift heads too (who a contact actually persuades)."""
     from training.jobs import train as run_train
 
     config = _training_config(
@@ -350,6 +404,16 @@ def train(
             f"no transaction in the {horizon} days before the as-of date {as_of} (the last is on {last}): every"
             " training label would say churned; use an as-of date closer to the data"
         )
+    campaign_log, campaign_report = None, None
+    if campaigns is not None:
+        from features.campaigns import CAMPAIGN_COLUMNS, read_campaigns
+        from features.contract import parse_column_map
+
+        mapping = parse_column_map(campaign_columns, known=CAMPAIGN_COLUMNS) or None
+        campaign_log, campaign_report = read_campaigns(campaigns, mapping, strict, normalize_float_ids=normalize_ids)
+        _echo_err(campaign_report.render())
+    elif campaign_columns is not None:
+        raise UserError("--campaign-columns maps the columns of --campaigns: give the campaign log too")
     summary = run_train(
         tx,
         quality_report,
@@ -359,11 +423,26 @@ def train(
         experiment=experiment,
         model_name=model_name,
         force=force,
+        campaigns=campaign_log,
+        campaign_quality=campaign_report,
     )
     typer.echo(summary.comparison)
     status = "champion" if summary.decision.promoted else "challenger"
     typer.echo(f"\nregistered {summary.model_name} version {summary.version} as {status}: {summary.decision.reason}")
+    if summary.uplift is not None:
+        typer.echo(_uplift_line(summary.uplift))
     typer.echo(f"mlflow run {summary.run_id}")
+
+
+def _uplift_line(verdict: dict[str, Any]) -> str:
+    """One line on the uplift heads' gate (:func:`training.registry.uplift_verdict`)."""
+    if verdict.get("note"):
+        return f"uplift heads: none ({verdict['note']})"
+    qini = {k: verdict.get(f"uplift_qini_{k}") for k in ("model", "risk", "random_p95")}
+    figures = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in qini.items() if v is not None)
+    if verdict["trusted"]:
+        return f"uplift heads: trusted, plans rank by the modelled uplift (held-out Qini: {figures})"
+    return f"uplift heads: not trusted, plans use the offers' assumed save rate (held-out Qini: {figures})"
 
 
 @app.command()
@@ -637,10 +716,15 @@ def score(
         economics=run_economics,
     )  # fmt: skip
     typer.echo(summary.render())
+    from serving.report import write_run_report
+
+    html, report = write_run_report(summary.to_dict(), out)
+    if report is not None:
+        typer.echo(f"report: {report}")
     if record:
         from serving.runs import record_run
 
-        record_run(summary, source=transactions, model=model, engine=engine)
+        record_run(summary, source=transactions, model=model, engine=engine, report_html=html)
 
 
 def _write_json(data: dict[str, Any], path: Path) -> None:
@@ -684,6 +768,7 @@ def plan(
         Path | None,
         typer.Option("--plan-json", help="Where the totals and budget curve go (default <out>.plan.json for a file)."),
     ] = None,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
 ) -> None:
     """Choose whom to contact with which offer within a budget (serving.plan) and write the plan atomically."""
     import tempfile
@@ -721,11 +806,22 @@ def plan(
         economics_used = dataclasses.replace(run_economics, offers=offers).to_dict()
         meta = {"model_version": scoring_model.version, "as_of": summary.as_of, "economics": economics_used}
         _write_json({**result.to_dict(), **meta}, plan_json)
-    # hook (lead): log the run and its HTML report here, e.g. serving.runs.record_plan_run(result, summary=summary, ...)
+    from serving.report import write_run_report
+
+    html, report = write_run_report(summary.to_dict(), out, plan=result.to_dict())
+    if record:
+        from serving.runs import record_plan_run
+
+        record_plan_run(
+            result, budget=budget, offers=offers, economics=run_economics, source=transactions, model=model,
+            summary=summary, output=out, report_html=html,
+        )  # fmt: skip
     _echo_err(dataclasses.replace(summary, output="the plan's scoring stage").render())
     typer.echo(result.render())
     where = f" and the totals to {plan_json}" if plan_json else ""
     typer.echo(f"wrote {len(result.rows):,} plan rows to {out}{where}")
+    if report is not None:
+        typer.echo(f"report: {report}")
 
 
 @app.command()

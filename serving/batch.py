@@ -276,7 +276,9 @@ def finish_ranking(
 # --- input partitioning ------------------------------------------------------------------------------------------
 
 
-def _source_fingerprint(source: str) -> str:
+def source_fingerprint(source: str) -> str:
+    """What identifies an input's content in a job key: its files' paths, sizes and modification times (a SQL URL:
+    the URL itself), hashed; a changed input gets a new key and is scored afresh."""
     if is_sql_url(source):
         return hashlib.sha1(source.encode()).hexdigest()
     path = Path(source)
@@ -568,7 +570,7 @@ def run_score_job(
     if not is_sql_url(source) and not Path(source).exists():
         raise ContractError(f"input '{source}' does not exist")
     check_output(dest)
-    key_text = f"{as_of_date}|{model.version}|{_source_fingerprint(source)}|{partitions}|{json.dumps(columns or {})}"
+    key_text = f"{as_of_date}|{model.version}|{source_fingerprint(source)}|{partitions}|{json.dumps(columns or {})}"
     if normalize_float_ids:
         key_text += "|normalize-ids"
     if min_date != MIN_DATE:

@@ -51,7 +51,8 @@ from features.contract import ContractError, to_date
 from features.sources import is_sql_url
 from features.urls import redact_url, url_scheme
 from retention.settings import Settings
-from serving.batch import DEFAULT_PARTITIONS, _source_fingerprint, run_score_job
+from serving.batch import DEFAULT_PARTITIONS, run_score_job, source_fingerprint
+from serving.economics import economics_of_settings
 from serving.model import ScoringModel
 
 __all__ = [
@@ -179,6 +180,8 @@ class BatchTasks:
         self.root = settings.batch_root.resolve() if settings.batch_root is not None else None
         self.allow_sql = settings.batch_sql
         self.store = JobStore(settings.tasks_dir)
+        self.economics = economics_of_settings(settings)
+        """The service's economics (``RETENTION_ECONOMICS``): what ``expected_profit`` means in a task's list."""
         self._write_lock = threading.Lock()
 
     def _root(self) -> Path:
@@ -218,7 +221,7 @@ class BatchTasks:
             dest = resolve_location(destination, root, field="destination", allow_sql=self.allow_sql, must_exist=False)
             if not is_sql_url(dest) and Path(dest).suffix.lower() not in (".parquet", ".csv"):
                 raise TaskError(422, "destination: must end in .parquet or .csv", "destination")
-        job = job_id(_source_fingerprint(src), as_of_date, model.version, dest, top_k, reasons)
+        job = job_id(source_fingerprint(src), as_of_date, model.version, dest, top_k, reasons)
         dest = dest or str(root / "scores" / f"{job}.parquet")
         record = self.store.read(job)
         if record is not None and record["status"] == "done":
@@ -273,7 +276,7 @@ class BatchTasks:
         try:
             summary = run_score_job(
                 source=src, as_of=record["as_of"], dest=dest, model=model, top_k=record["top_k"],
-                partitions=DEFAULT_PARTITIONS, on_progress=on_progress, **extra,
+                partitions=DEFAULT_PARTITIONS, on_progress=on_progress, economics=self.economics, **extra,
             )  # fmt: skip
         except Exception as exc:
             if not isinstance(exc, ContractError):

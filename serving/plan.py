@@ -12,10 +12,12 @@ horizon (as ``expected_value``); probabilities in [0, 1].
 ``uplift_i`` is the model's (treated minus control P(a purchase within the horizon), the same for every offer)
 when the scores carry one (``uplift_source = "model"``), else the *assumed* ``o.save_rate x churn_probability_i``:
 the share of would-be churners the offer keeps (``uplift_source = "assumed"``). ``uplift_i(o) x
-expected_profit_i`` is the customer's *expected saved value*. A customer whose model uplift is negative is a
-**sleeping dog** (a contact makes them leave): flagged (:attr:`Plan.sleeping_dogs`) and never contacted. A
-customer whose best benefit is <= 0 is never contacted either, whatever the budget: unprofitable customers
-(negative expected profit) are never worth saving.
+expected_profit_i`` is the customer's *expected saved value*. A customer whose model uplift is negative is never
+contacted (a contact would make them less likely to buy); one whose uplift is at most ``-SLEEPING_DOG_UPLIFT``
+(a contact costs at least 5 points of purchase probability) is a **sleeping dog**, listed in
+:attr:`Plan.sleeping_dogs` (the do-not-contact list; the smaller negative uplifts of customers a contact leaves
+unmoved are estimation noise around 0 and are not listed). A customer whose best benefit is <= 0 is never contacted
+either, whatever the budget: unprofitable customers (negative expected profit) are never worth saving.
 
 **Choice under the budget.** Choosing customers and one offer each to maximise the total benefit within the budget
 is a multiple-choice knapsack (NP-hard). :func:`make_plan` uses its classical greedy (Sinha and Zoltners, 1979):
@@ -58,6 +60,7 @@ from serving.scoring import JSON_DECIMALS, REASONS, ScoredBatch, reason_objects,
 __all__ = [
     "CURVE_MAX_POINTS",
     "PLAN_COLUMNS",
+    "SLEEPING_DOG_UPLIFT",
     "Plan",
     "json_plan_rows",
     "make_plan",
@@ -79,6 +82,9 @@ PLAN_COLUMNS = (
 )
 """The columns of :attr:`Plan.rows` (and of the written plan), in order."""
 CURVE_MAX_POINTS = 201
+SLEEPING_DOG_UPLIFT = 0.05
+"""A customer whose model uplift is at most minus this (a contact lowers P(a purchase within the horizon) by 5 points
+or more) is listed as a sleeping dog; every negative uplift is excluded from contact."""
 """Points of :attr:`Plan.budget_curve` at most (the start at 0 and every increment, thinned evenly beyond that)."""
 SLEEPING_DOG_COLUMNS = ("customer_id", "uplift", "expected_profit", "churn_probability")
 PLAN_JSON_DECIMALS = {
@@ -98,7 +104,8 @@ class Plan:
     churn head's ``reason_1..3``. ``totals``: ``budget``, ``customers_scored``, ``candidates`` (customers with a
     positive best benefit, sleeping dogs excluded), ``customers_contacted``, ``spend``, ``expected_saved_value``
     (sum of uplift x expected profit), ``expected_net_benefit`` (saved value - spend), ``roi`` (net benefit / spend;
-    None without spend), ``sleeping_dogs`` (customers with a negative model uplift), ``uplift_source`` (``model`` or
+    None without spend), ``sleeping_dogs`` (customers with a model uplift <=
+    -:data:`SLEEPING_DOG_UPLIFT`), ``uplift_source`` (``model`` or
     ``assumed``). ``budget_curve``: equal-length lists ``spend``, ``expected_saved_value``,
     ``expected_net_benefit``, cumulative along the chosen increments from 0 (at most :data:`CURVE_MAX_POINTS`).
     ``offers``: customers per offer (every offer named, 0 when unused). ``sleeping_dogs``: those customers
@@ -298,14 +305,16 @@ def make_plan(
     cost = np.column_stack([contact_costs(revenue, o, economics) for o in chosen_offers]).reshape(n, m)
     if c.uplift is not None:
         uplift = np.repeat(c.uplift[:, None], m, axis=1)
-        dogs = np.flatnonzero(c.uplift < 0)
+        harmed = c.uplift < 0
+        dogs = np.flatnonzero(c.uplift <= -SLEEPING_DOG_UPLIFT)
     else:
         uplift = c.churn_probability[:, None] * np.asarray([o.save_rate for o in chosen_offers])[None, :]
+        harmed = np.zeros(n, dtype=bool)
         dogs = np.empty(0, dtype=np.intp)
     saved = uplift * c.expected_profit[:, None]
     benefit = saved - cost
     benefit[~np.isfinite(benefit)] = -np.inf
-    benefit[dogs] = -np.inf  # sleeping dogs are never contacted
+    benefit[harmed] = -np.inf  # a contact that lowers the purchase probability is never made (sleeping dogs)
     who, step, offer, before, previous = _hull_increments(cost, benefit)
     first = before < 0
     was = np.where(first, 0, before)

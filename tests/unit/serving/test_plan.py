@@ -18,7 +18,7 @@ from model_util import make_model
 
 from features.contract import ContractError
 from serving.economics import Economics, Offer
-from serving.plan import PLAN_COLUMNS, make_plan
+from serving.plan import PLAN_COLUMNS, SLEEPING_DOG_UPLIFT, make_plan
 from serving.scoring import output_columns, score_customers
 
 OFFERS = ["email:fixed=1,save=0.1", "call:fixed=10,save=0.4"]
@@ -96,6 +96,9 @@ def test_the_model_s_uplift_replaces_the_save_rate_and_sleeping_dogs_are_never_c
     np.testing.assert_allclose(plan.rows["expected_benefit"], [29.0, 9.0])
     assert plan.totals["uplift_source"] == "model" and plan.totals["sleeping_dogs"] == 2
     assert plan.sleeping_dogs["customer_id"].tolist() == ["d", "b"]  # most negative uplift first
+    # c's uplift of -0.01 is noise around 0: never contacted, but not listed as a sleeping dog (threshold -0.05)
+    unmoved = make_plan(customers(uplift=[0.3, -0.1, -0.01, -0.5]), [Offer("email", fixed_cost=1.0)], 100)
+    assert unmoved.rows["customer_id"].tolist() == ["a"] and unmoved.totals["sleeping_dogs"] == 2
     no_heads = make_plan(customers(uplift=[np.nan] * 4), ["email:fixed=1,save=0.1"], 100)
     assert no_heads.totals["uplift_source"] == "assumed"  # a list written without uplift heads: NaN column
 
@@ -202,8 +205,10 @@ def test_the_plan_stays_within_budget_contacts_only_positive_benefits_and_grows_
     assert plan.totals["spend"] == pytest.approx(plan.rows["cost"].sum(), abs=1e-9)
     assert (plan.rows["expected_benefit"] > 0).all()
     if "uplift" in frame:
-        dogs = set(frame.loc[frame["uplift"] < 0, "customer_id"])
-        assert not dogs & set(plan.rows["customer_id"]) and plan.totals["sleeping_dogs"] == len(dogs)
+        harmed = set(frame.loc[frame["uplift"] < 0, "customer_id"])
+        dogs = set(frame.loc[frame["uplift"] <= -SLEEPING_DOG_UPLIFT, "customer_id"])
+        assert not harmed & set(plan.rows["customer_id"]) and plan.totals["sleeping_dogs"] == len(dogs)
+        assert set(plan.sleeping_dogs["customer_id"]) == dogs
     best = benefits(frame, offers, economics).max(axis=1)
     worthless = set(frame.loc[best <= 0, "customer_id"])
     assert not worthless & set(plan.rows["customer_id"])
