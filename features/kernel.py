@@ -14,6 +14,11 @@ the second purchase day, and the channel / category of its largest purchase as a
 (:func:`label_codes`: a name's code never depends on the input, so the feature means the same in training, batch,
 Spark and online scoring).
 
+Customer events (complaints, ratings, service contacts, e-mails; :mod:`features.events`) are optional: indexed with
+the transactions (``index_transactions(transactions, events=...)``), they add the features of
+:mod:`features.event_features` at the same cutoffs under the same rule (events whose UTC day is ``<= D``). Without
+events the kernel's columns and values are exactly those of a log without them.
+
 Implementation: the frame is reduced to integer arrays (customer code, day, amount), ordered by
 (customer, day) once, and every feature is a vectorised reduction (``np.bincount``, ``ufunc.reduceat``)
 over the rows at or before the cutoff. Already-sorted input (what the generator and the batch partitions
@@ -25,9 +30,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from features.event_features import EVENT_FEATURE_DESCRIPTIONS, EventIndex, event_features_at, index_events
 
 WINDOWS_DAYS: tuple[int, ...] = (7, 30, 90, 180, 365)
 NS_PER_DAY = 86_400 * 10**9
@@ -68,13 +76,17 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "first_channel_code": "channel of the first purchase day's largest purchase (acquisition channel), as a fixed "
     "code of its name",
     "first_basket_items": "items (quantity) bought on the first purchase day",
+    **EVENT_FEATURE_DESCRIPTIONS,
 }
 OPTIONAL_FEATURES: dict[str, tuple[str, ...]] = {
     "category": ("n_categories", "first_category_code"),
     "channel": ("n_channels", "first_channel_code"),
     "quantity": ("first_basket_items",),
+    "events": tuple(EVENT_FEATURE_DESCRIPTIONS),
 }
-"""Features an input gives only when it has the optional transaction column (the key)."""
+"""Features an input gives only when it has the optional transaction column (the key), or, for ``events``, when
+customer events are indexed with the transactions (:mod:`features.event_features`): a model trained without them
+keeps its exact feature list."""
 FIRST_PURCHASE_FEATURES: tuple[str, ...] = (
     "first_basket_value",
     "days_to_second_purchase",
@@ -89,9 +101,11 @@ BASE_FEATURES: tuple[str, ...] = tuple(
 )
 
 
-def feature_columns(has_category: bool = False, has_channel: bool = False, has_quantity: bool = False) -> list[str]:
-    """The feature names the kernel produces for an input with or without the optional columns."""
-    has = {"category": has_category, "channel": has_channel, "quantity": has_quantity}
+def feature_columns(
+    has_category: bool = False, has_channel: bool = False, has_quantity: bool = False, has_events: bool = False
+) -> list[str]:
+    """The feature names the kernel produces for an input with or without the optional columns (and events)."""
+    has = {"category": has_category, "channel": has_channel, "quantity": has_quantity, "events": has_events}
     optional = {name for column, names in OPTIONAL_FEATURES.items() if has[column] for name in names}
     return [*BASE_FEATURES, *(k for k in FEATURE_DESCRIPTIONS if k in optional)]
 
@@ -137,6 +151,8 @@ class PreparedTransactions:
     ``quantity`` is the items per transaction (float64, NaN where unknown) or ``None``. ``dropped``: features left
     out of :attr:`columns` (what a model trained on these transactions uses; an ablation, e.g. without
     :data:`FIRST_PURCHASE_FEATURES`); the arrays of :func:`compute_feature_arrays` still hold them.
+    ``events``: the customer events indexed on these customer codes (:class:`features.event_features.EventIndex`),
+    or ``None``: the event features are computed only when it is set.
     """
 
     customers: np.ndarray
@@ -151,6 +167,7 @@ class PreparedTransactions:
     category_names: np.ndarray | None = None
     channel_names: np.ndarray | None = None
     dropped: frozenset[str] = frozenset()
+    events: EventIndex | None = None
 
     @property
     def n_customers(self) -> int:
@@ -158,7 +175,9 @@ class PreparedTransactions:
 
     @property
     def columns(self) -> list[str]:
-        columns = feature_columns(self.category is not None, self.channel is not None, self.quantity is not None)
+        columns = feature_columns(
+            self.category is not None, self.channel is not None, self.quantity is not None, self.events is not None
+        )
         return [c for c in columns if c not in self.dropped]
 
 
@@ -220,21 +239,23 @@ def _factorize_labels(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), names
 
 
-def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
+def index_transactions(transactions: pd.DataFrame, events: pd.DataFrame | None = None) -> PreparedTransactions:
     """Index contract-clean transactions for the kernel: :class:`PreparedTransactions`, sorted by (customer, day).
 
     ``transactions`` is the output of :func:`features.contract.prepare_transactions` (which applies the input
     contract: parsing, rule counts, order lines summed); this function validates nothing. It factorises customer
     ids (and ``category`` / ``channel`` when present) into integer codes, turns timestamps into UTC days since
     1970-01-01 and orders the rows by (customer, day), once, for any number of cutoffs. ``quantity`` is kept
-    when present.
+    when present. ``events``: customer events prepared by :func:`features.events.prepare_events`, indexed on the
+    same customer codes (:func:`features.event_features.index_events`; events of customers without a transaction
+    are counted there and left out); the result then also gives the event features.
     """
     code, customers = _factorize_ids(transactions["customer_id"])
     ts = transactions["timestamp"]
     ns = ts.to_numpy(dtype="datetime64[ns]").view(np.int64) if len(ts) else np.empty(0, np.int64)
     day = np.floor_divide(ns, NS_PER_DAY)
     amount = transactions["amount"].to_numpy(dtype=np.float64)
-    extra: dict[str, np.ndarray] = {}
+    extra: dict[str, Any] = {}
     for name in ("category", "channel"):
         if name in transactions.columns:
             extra[name], extra[f"{name}_names"] = _factorize_labels(transactions[name])
@@ -243,6 +264,8 @@ def index_transactions(transactions: pd.DataFrame) -> PreparedTransactions:
         quantity = transactions["quantity"]
         numbers = quantity if quantity.dtype == np.float64 else pd.to_numeric(quantity, errors="coerce")
         extra["quantity"] = numbers.to_numpy(dtype=np.float64)
+    if events is not None:
+        extra["events"] = index_events(events, customers)
     return sort_prepared(PreparedTransactions(customers, code, day, amount, **extra))
 
 
@@ -495,6 +518,8 @@ def _features_at(prep: PreparedTransactions, cutoff_day: int) -> dict[str, np.nd
         out["first_channel_code"] = first_label["channel"]
     if prep.quantity is not None:
         out["first_basket_items"] = first_items
+    if prep.events is not None:
+        out.update(event_features_at(prep.events, cutoff_day, n))
 
     index = np.flatnonzero(present)
     if len(index) == n:  # everyone present (the usual batch case): no gather, no copy of fresh arrays
