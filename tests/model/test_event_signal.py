@@ -1,0 +1,61 @@
+"""Customer events carry churn signal the heads use: on generated data whose events have a known effect
+(:mod:`features.synthetic_events`: unresolved complaints and low ratings make customers leave, resolution lowers it),
+the same pipeline trained with the events beats the one trained without them at the validation cutoff, most clearly
+on the active customers (a purchase in the last 90 days), where the transactions do not show the departure yet, and
+an event feature is among the churn head's most important features."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from features.contract import prepare_transactions
+from features.event_features import EVENT_FEATURES
+from features.kernel import feature_columns, index_transactions
+from features.synthetic import generate_transactions
+from features.synthetic_events import generate_events
+from training.metrics import churn_metrics
+from training.pipeline import fit_pipeline
+
+AS_OF = dt.date(2024, 12, 30)
+HORIZON = 90
+
+
+@pytest.fixture(scope="module")
+def fits():
+    raw = generate_transactions(3000, 730, seed=1)
+    transactions, events = generate_events(raw, seed=1)
+    clean, _ = prepare_transactions(transactions, as_of=AS_OF)
+    return {
+        name: fit_pipeline(index_transactions(clean, events=e), AS_OF, HORIZON, seed=0, num_threads=1)
+        for name, e in (("without", None), ("with", events))
+    }
+
+
+def _active_auc(result, kind: str) -> float:
+    active = (result.valid_features["tx_90d"] > 0).to_numpy()
+    rows = result.validation
+    return churn_metrics(rows["churned"].to_numpy()[active], rows[f"{kind}_churn"].to_numpy()[active])["auc"]
+
+
+def test_events_raise_the_validation_churn_auc(fits) -> None:
+    without, with_events = fits["without"].metrics, fits["with"].metrics
+    # measured: lightgbm 0.9808 -> 0.9836 on every validation customer; 0.912 -> 0.928 on the active ones
+    assert with_events["lightgbm"]["churn_auc"] > without["lightgbm"]["churn_auc"] + 0.002
+    assert with_events["model"]["churn_auc"] > without["model"]["churn_auc"] + 0.002
+    assert _active_auc(fits["with"], "lightgbm") > _active_auc(fits["without"], "lightgbm") + 0.01
+    assert with_events["btyd"]["churn_auc"] == without["btyd"]["churn_auc"], "BTYD reads no event"
+
+
+def test_event_features_are_used_and_only_with_events(fits) -> None:
+    with_columns = list(fits["with"].model.feature_columns)
+    assert list(fits["without"].model.feature_columns) == feature_columns(True, True, True)
+    assert with_columns == feature_columns(True, True, True, has_events=True)
+    importance = fits["with"].importance
+    top = importance["feature"].head(10).tolist()
+    assert set(top) & set(EVENT_FEATURES), top
+    gains = importance.set_index("feature")["churn_gain"]
+    assert gains[list(EVENT_FEATURES)].sum() > 0
+    assert np.isfinite(fits["with"].population[list(EVENT_FEATURES)].to_numpy(dtype=float)).any()
