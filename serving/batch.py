@@ -63,13 +63,23 @@ from features.kernel import compute_feature_arrays, index_transactions
 from features.sources import is_sql_url, parquet_files, read_table, split_sql_url
 from features.urls import redact_url
 from retention.settings import get_settings
+from serving.causes import FAMILIES, NO_CAUSE, OTHER, family_text
 from serving.drift import PSI_WARNING, bin_shares, psi
 from serving.economics import Economics
 from serving.intervals import EquityMoments, IntervalCalibration, equity_interval_of, equity_moments
 from serving.model import ScoringModel, tier_index
 from serving.pareto import gains_curve, ordered_by_score, top_share
 from serving.ranking import rank_frame
-from serving.scoring import OPTIONAL_FIELDS, REASONS, SEGMENTS, feature_matrix, output_columns, score_customers
+from serving.scoring import (
+    CAUSE_FIELD,
+    OPTIONAL_FIELDS,
+    REASONS,
+    SCORECARD_TIER,
+    SEGMENTS,
+    feature_matrix,
+    output_columns,
+    score_customers,
+)
 
 OUTPUT_COLUMNS = (
     "customer_id",
@@ -81,9 +91,11 @@ OUTPUT_COLUMNS = (
     "tier",
     "segment",
     *OPTIONAL_FIELDS,
+    SCORECARD_TIER,
     "reason_1",
     "reason_2",
     "reason_3",
+    CAUSE_FIELD,
     "model_version",
     "as_of",
 )
@@ -91,6 +103,8 @@ DEFAULT_PARTITIONS = 8
 REASON_MODES = ("all", "top-k", "none")
 """``--reasons``: explain every customer, the rows written (the default), or none (null reason columns)."""
 REASON_COLUMNS = tuple(f"reason_{r + 1}" for r in range(REASONS))
+EXPLAINED_COLUMNS = (*REASON_COLUMNS, CAUSE_FIELD)
+"""The columns a row's reasons fill (empty when it is scored without them): the reason texts and the churn cause."""
 FEATURE_PREFIX = "feature:"
 """Prefix of the feature columns a part file (or the Spark engine's scored frame) keeps when its reasons are
 computed after the rank."""
@@ -234,14 +248,15 @@ def short_amount(value: float) -> str:
 def explain_rows(
     model: ScoringModel, customer_ids: np.ndarray, X: np.ndarray
 ) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """``reason_1..3`` text columns for these rows (feature matrix ``X``, model column order), computed by
+    """:data:`EXPLAINED_COLUMNS` (``reason_1..3`` texts, ``churn_cause``) for these rows (feature matrix ``X``, model
+    column order), computed by
     :func:`score_customers` -- the one scorer -- :data:`EXPLAIN_CHUNK_ROWS` rows at a time (a row's TreeSHAP values
     do not depend on the other rows of a call, so the texts equal those of a whole-partition call)."""
     chunks = [
         output_columns(score_customers(model, customer_ids[i : i + EXPLAIN_CHUNK_ROWS], X[i : i + EXPLAIN_CHUNK_ROWS]))
         for i in range(0, len(X), EXPLAIN_CHUNK_ROWS)
     ] or [output_columns(score_customers(model, customer_ids, X))]
-    return {c: pd.concat([f[c] for f in chunks], ignore_index=True).array for c in REASON_COLUMNS}
+    return {c: pd.concat([f[c] for f in chunks], ignore_index=True).array for c in EXPLAINED_COLUMNS}
 
 
 def finish_ranking(
@@ -488,6 +503,7 @@ class JobSummary:
             f"top 20% of customers hold {self.top20_value_share:.1%} of total expected value",
             self.render_equity(),
             *([self.render_unprofitable()] if self.population else []),
+            *([self.render_causes()] if self.population.get("at_risk_by_cause") else []),
             *([self.render_economics()] if self.render_economics() else []),
             f"tiers: {tiers}",
             f"data quality: {self.report.rows_valid:,} valid of {self.report.rows_read:,} rows, "
@@ -514,6 +530,20 @@ class JobSummary:
             f"{lost['customers']:,} customers ({share:.1%}) are unprofitable: together {lost['expected_profit']:,.0f}"
             f" expected profit over the next {self.horizon_days} days"
         )
+
+    def render_causes(self) -> str:
+        """``value at risk by cause: engagement fading 12.3k (45%), service dissatisfaction 5k (18%), ...`` (families
+        with value at risk, largest first; the customers scored without reasons last)."""
+        entries = self.population["at_risk_by_cause"]
+        shown = sorted(
+            (e for e in entries if e["value_at_risk"] > 0 and e["cause"] != UNEXPLAINED),
+            key=lambda e: -e["value_at_risk"],
+        )
+        parts = [f"{e['label']} {short_amount(e['value_at_risk'])} ({e['share']:.0%})" for e in shown]
+        unexplained = next((e for e in entries if e["cause"] == UNEXPLAINED), None)
+        if unexplained and unexplained["customers"]:
+            parts.append(f"{unexplained['customers']:,} customers scored without reasons")
+        return f"value at risk by cause: {', '.join(parts) or 'none'}"
 
     def render_equity(self) -> str:
         """``customer equity over the next 90 days: 1,234,567 (80% interval 1.13M-1.42M)``."""
@@ -692,7 +722,8 @@ class Population:
     """What a run summary needs of the scored customers, however an engine gathers it: every customer's
     ``expected_value`` (the Pareto share), their :class:`~serving.intervals.EquityMoments` (the customer equity and
     its interval), the customers per tier, and every customer's ``expected_profit``, ``value_at_risk``, ``tier`` and
-    ``segment`` (:func:`population_summary`), aligned with ``expected_value``."""
+    ``segment`` (:func:`population_summary`), aligned with ``expected_value``; ``cause``: each customer's
+    :func:`summary_causes` (None: not given, the summary has no ``at_risk_by_cause``)."""
 
     expected_value: np.ndarray
     moments: EquityMoments
@@ -701,16 +732,65 @@ class Population:
     value_at_risk: np.ndarray
     tier: np.ndarray
     segment: np.ndarray
+    cause: np.ndarray | None = None
 
 
 POPULATION_COLUMNS = ("expected_value", "expected_profit", "value_at_risk", "tier", "segment")
-"""The scored columns a :class:`Population` holds for every customer."""
+"""The scored columns a :class:`Population` holds for every customer, besides its cause (:func:`summary_causes`)."""
+UNEXPLAINED = "unexplained"
+"""The summary's cause of a customer scored without reasons (``--reasons none``, or beyond ``--top-k`` in the
+partitions)."""
+CAUSE_ORDER = (*FAMILIES, OTHER, NO_CAUSE, UNEXPLAINED)
+"""The entries of ``at_risk_by_cause``, in order: the families, ``other``, ``none`` (no reason raises churn risk),
+``unexplained``."""
+
+
+def summary_causes(churn_cause: np.ndarray, reason_1: np.ndarray) -> np.ndarray:
+    """Each customer's cause in the summary: their ``churn_cause`` (the family of their largest reason that raises
+    churn risk); :data:`serving.causes.NO_CAUSE` when they were explained but no reason raises it;
+    :data:`UNEXPLAINED` when they were scored without reasons."""
+    cause = pd.Series(churn_cause, dtype=object)
+    explained = pd.Series(reason_1, dtype=object).notna().to_numpy()
+    out = np.where(cause.notna().to_numpy(), cause.to_numpy(), np.where(explained, NO_CAUSE, UNEXPLAINED))
+    return out.astype(object)
+
+
+def at_risk_by_cause(value_at_risk: np.ndarray, cause: np.ndarray) -> list[dict[str, Any]]:
+    """Value at risk by churn-cause family (:data:`CAUSE_ORDER`; ``other`` only when some customer has it): per
+    entry ``cause``, ``label`` (:func:`serving.causes.family_text`), ``customers``, ``value_at_risk`` (the sum,
+    currency units over the horizon) and ``share`` of the total value at risk (0 without any).
+
+    Attribution: each customer's whole value at risk (churn probability x expected value) goes to one family, that
+    of their largest reason that raises churn risk -- what an agent would act on first -- rather than being split by
+    contribution shares (which would spread a customer over features the agent cannot act on together)."""
+    var = np.asarray(value_at_risk, dtype=np.float64)
+    cause = np.asarray(cause, dtype=object)
+    total = float(var.sum())
+    out = []
+    for name in CAUSE_ORDER:
+        mine = cause == name
+        if name == OTHER and not mine.any():
+            continue
+        value = float(var[mine].sum())
+        out.append(
+            {
+                "cause": name,
+                "label": family_text(name),
+                "customers": int(mine.sum()),
+                "value_at_risk": value,
+                "share": value / total if total > 0 else 0.0,
+            }
+        )
+    return out
+
+
 CURVE_POINTS = 101
 """Points of the summary's curves: customer shares 0, 0.01, ..., 1."""
 
 
 def population_of(scores: pd.DataFrame, model: ScoringModel) -> Population:
-    """The :class:`Population` of scored rows held in memory (the local engine's)."""
+    """The :class:`Population` of scored rows held in memory (the local engine's); without causes when the rows
+    lack ``churn_cause`` or ``reason_1``."""
     return Population(
         expected_value=scores["expected_value"].to_numpy(dtype=np.float64),
         moments=population_moments(scores, model),
@@ -719,6 +799,11 @@ def population_of(scores: pd.DataFrame, model: ScoringModel) -> Population:
         value_at_risk=scores["value_at_risk"].to_numpy(dtype=np.float64),
         tier=scores["tier"].to_numpy(dtype=object),
         segment=scores["segment"].to_numpy(dtype=object),
+        cause=(
+            summary_causes(scores[CAUSE_FIELD].to_numpy(dtype=object), scores["reason_1"].to_numpy(dtype=object))
+            if CAUSE_FIELD in scores.columns and "reason_1" in scores.columns
+            else None
+        ),
     )
 
 
@@ -744,7 +829,8 @@ def population_summary(population: Population, tier_names: tuple[str, ...]) -> d
       customer shares (value shares all 0 when there is no value);
     - ``profit_curve``: cumulative expected profit of the customers ranked by expected profit, highest first, at
       the same shares (it rises while customers earn, then falls through the unprofitable ones);
-    - ``unprofitable``: how many customers have a negative expected profit and the sum of their profits.
+    - ``unprofitable``: how many customers have a negative expected profit and the sum of their profits;
+    - ``at_risk_by_cause`` (when the population has causes): why value is at risk, :func:`at_risk_by_cause`.
     """
     ev, profit = population.expected_value, population.expected_profit
     tier, segment = np.asarray(population.tier, dtype=object), np.asarray(population.segment, dtype=object)
@@ -773,13 +859,16 @@ def population_summary(population: Population, tier_names: tuple[str, ...]) -> d
         value_share = [0.0] * CURVE_POINTS
     customer_share, cumulative_profit = _curve_at_shares(profit, profit)
     losing = profit < 0
-    return {
+    out = {
         "tiers": tiers,
         "matrix": matrix,
         "pareto": {"customer_share": x.tolist(), "value_share": value_share},
         "profit_curve": {"customer_share": customer_share, "cumulative_profit": cumulative_profit},
         "unprofitable": {"customers": int(losing.sum()), "expected_profit": float(profit[losing].sum())},
     }
+    if population.cause is not None:
+        out["at_risk_by_cause"] = at_risk_by_cause(population.value_at_risk, population.cause)
+    return out
 
 
 def summarise(

@@ -6,7 +6,7 @@ Layout of a bundle directory (written by ``training``, read here; serving never 
     value.txt     LightGBM booster, native text format (absent when the value head is ``btyd``)
     bundle.json   feature list, horizon, training as-of date, head kinds, BG/NBD + Gamma-Gamma parameters at the
                   training as-of date, calibrator, value level factor and its source, margin, discount rate, tier
-                  and segment thresholds, feature descriptions
+                  and segment thresholds, feature descriptions, the scorecard's reference quantiles
     uplift_*.txt  the uplift heads (format 4, only in a version trained with a campaign log), LightGBM boosters,
                   native text, on the bundle's feature list (:data:`UPLIFT_ROLES`): ``uplift_treated.txt`` and
                   ``uplift_control.txt`` (T-learner: ``binary`` on ``retained``, a purchase within the horizon, of the
@@ -190,6 +190,8 @@ class BundleMeta:
     treated share the X-learner weighs its heads with), ``campaign_ids``, ``horizon_days`` (the outcome window, =
     ``horizon_days``), ``trusted`` (the heads beat random and churn-risk targeting on the held-out Qini: only then is
     ``uplift`` scored) and the held-out ``metrics``.
+    ``scorecard``: the contribution x loyalty x potential scorecard's reference (:mod:`serving.scorecard`), optional in
+    any format (None: no scorecard outputs).
     """
 
     feature_columns: tuple[str, ...]
@@ -218,6 +220,10 @@ class BundleMeta:
     validation_scheme: str = "temporal"
     intervals: dict[str, Any] | None = None
     uplift: dict[str, Any] | None = None
+    scorecard: dict[str, Any] | None = None
+    """The scorecard's training reference (:meth:`serving.scorecard.ScorecardReference.to_dict`: quantiles of the
+    training population at ``trained_as_of`` and the composite's tier bounds); None (a bundle trained before the
+    scorecard): every scorecard output is None."""
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:

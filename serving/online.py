@@ -377,7 +377,8 @@ class OnlineScorer:
         if scored.batch is not None:
             for k, ((i, features_as_of), row) in enumerate(zip(scored.slots, json_rows(scored.batch), strict=True)):
                 row["features_as_of"] = features_as_of
-                row["reasons"] = row.pop("reasons")  # field order of the response: reasons last
+                row["churn_cause"] = row.pop("churn_cause")  # field order of the response: cause, reasons last
+                row["reasons"] = row.pop("reasons")
                 results[i] = row
                 risk[i] = float(scored.batch.value_at_risk[k])
         return OnlineAnswer(scored.header, results, risk)

@@ -172,6 +172,7 @@ _VALUE_UNITS = "currency units over the horizon, after margin and discount (as e
 _NO_INTERVALS = "; null when the model version has no intervals (trained before them)"
 _NO_TIMING = "; null beyond the horizon, or when the model version has no BG/NBD"
 _NO_UPLIFT = "; null when the model version has no uplift heads (trained without campaign history)"
+_NO_SCORECARD = "; null when the model version has no scorecard reference (trained before the scorecard)"
 
 
 class Reason(BaseModel):
@@ -182,6 +183,14 @@ class Reason(BaseModel):
     value: Annotated[float | None, Field(description="The customer's feature value; null when missing")]
     effect: Literal["raises churn risk", "lowers churn risk"]
     contribution: Annotated[float, Field(description="Log-odds contribution to the churn head")]
+    cause: Annotated[
+        str,
+        Field(
+            description="The feature's churn-cause family: service (dissatisfaction), value (price), engagement"
+            " (fading), lapse (natural lapse) or other; see serving/causes.py"
+        ),
+    ]
+    fact: Annotated[str, Field(description="The reason in plain language, e.g. 'no purchase for 143 days'")]
 
 
 class Prediction(BaseModel):
@@ -221,7 +230,27 @@ class Prediction(BaseModel):
     uplift: float | None = Field(
         description=f"Change in P(a purchase within the horizon) a retention contact causes, in [-1, 1]{_NO_UPLIFT}"
     )
+    contribution_score: float | None = Field(
+        description=f"Current net value after margin (spend_365d x margin), 0-100 percentile of the training"
+        f" population{_NO_SCORECARD}"
+    )
+    loyalty_score: float | None = Field(
+        description=f"Loyalty 0-100: retention probability, tenure, repurchase, complaints and satisfaction"
+        f"{_NO_SCORECARD}"
+    )
+    potential_score: float | None = Field(
+        description=f"Expected value, 0-100 percentile of the training population{_NO_SCORECARD}"
+    )
+    composite_score: float | None = Field(
+        description=f"Weighted mean of the three scores (default weights 1/3 each){_NO_SCORECARD}"
+    )
+    scorecard_tier: str | None = Field(
+        description=f"Tier by the composite score, the alternative to tier by expected value{_NO_SCORECARD}"
+    )
     features_as_of: Annotated[str, Field(description="Date the features were computed at (store or inline)")]
+    churn_cause: str | None = Field(
+        description="Cause family of the customer's largest reason that raises churn risk; null when none does"
+    )
     reasons: list[Reason]
 
 

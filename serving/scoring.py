@@ -22,9 +22,15 @@ values (:func:`serving.ranking.rank_order`). Rounding happens only when JSON is 
 - *Uplift* (optional, last of the :data:`OPTIONAL_FIELDS`): the change in P(a purchase within the horizon) a
   retention contact causes, from the bundle's uplift heads (:attr:`serving.model.Scores.uplift`); None (JSON
   ``null``, NaN columns) for a bundle without them.
+- *Scorecard* (optional, after ``uplift``): ``contribution_score``, ``loyalty_score``, ``potential_score`` and
+  ``composite_score`` (0-100) and ``scorecard_tier`` (the tier by the composite, the alternative to ``tier``) against
+  the bundle's training reference (:mod:`serving.scorecard`, composite weights :class:`ScorecardWeights`, default
+  1/3 each); None (JSON ``null``, NaN / empty columns) for a bundle trained before the scorecard.
 - *Reasons*: the churn head's largest contributions (log-odds, TreeSHAP) per customer, largest absolute first
   (stable order), zero contributions left out; coded as (feature index, feature value, contribution) arrays and
-  rendered as JSON objects or as text, from the same arrays.
+  rendered as JSON objects or as text, from the same arrays. Each reason names its churn-cause family and a
+  plain-language fact from the value (:mod:`serving.causes`); ``churn_cause`` = the family of the customer's largest
+  reason that raises churn risk (None when no reason raises it or the customer was scored without reasons).
 """
 
 from __future__ import annotations
@@ -39,22 +45,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from serving.causes import fact, family_of, family_text
 from serving.economics import Economics, expected_profit
 from serving.model import BundleMeta, ScoringModel, tier_index
+from serving.scorecard import SCORECARD_FIELDS, SCORECARD_TIER, ScorecardReference, ScorecardWeights, score_scorecard
 from serving.timing import TIMING_DAYS, TimingScores
 
 __all__ = [
+    "CAUSE_FIELD",
     "CURRENT_VALUE_FEATURE",
     "INTERVAL_FIELDS",
     "JSON_DECIMALS",
     "OPTIONAL_FIELDS",
     "REASONS",
+    "SCORECARD_FIELDS",
+    "SCORECARD_TIER",
     "SEGMENTS",
     "TIMING_FIELDS",
     "UPLIFT_FIELD",
     "ScoredBatch",
     "assign_segments",
     "assign_tiers",
+    "churn_causes",
     "feature_matrix",
     "json_rows",
     "output_columns",
@@ -86,8 +98,11 @@ day of :data:`serving.timing.TIMING_DAYS` whatever the horizon (NaN beyond it), 
 columns."""
 UPLIFT_FIELD = "uplift"
 """The uplift output (treated minus control P(a purchase within the horizon), in [-1, 1]), the last optional one."""
-OPTIONAL_FIELDS = (*INTERVAL_FIELDS, *TIMING_FIELDS, UPLIFT_FIELD)
-"""Per-customer float outputs a bundle may lack (None in a :class:`ScoredBatch`, ``null`` in JSON, NaN columns)."""
+OPTIONAL_FIELDS = (*INTERVAL_FIELDS, *TIMING_FIELDS, UPLIFT_FIELD, *SCORECARD_FIELDS)
+"""Per-customer float outputs a bundle may lack (None in a :class:`ScoredBatch`, ``null`` in JSON, NaN columns):
+intervals, timing, uplift, then the scorecard's scores; ``scorecard_tier`` (text) follows them."""
+CAUSE_FIELD = "churn_cause"
+"""The family of a customer's largest reason that raises churn risk (:func:`churn_causes`), after the reasons."""
 JSON_DECIMALS = {
     "churn_probability": 6,
     "expected_value": 4,
@@ -98,6 +113,7 @@ JSON_DECIMALS = {
     **{f: 4 if f.startswith("value_") else 0 for f in INTERVAL_FIELDS},
     **{f: 6 for f in TIMING_FIELDS[:-1]},
     "expected_days_to_next_purchase": 2,
+    **dict.fromkeys(SCORECARD_FIELDS, 2),
 }
 """Decimals kept when a value is written as JSON (ranking and files use the exact values); purchase days are
 whole numbers."""
@@ -177,6 +193,8 @@ class ScoredBatch:
     reason_count: np.ndarray
     feature_names: tuple[str, ...]
     feature_descriptions: tuple[str, ...]
+    feature_families: tuple[str, ...] = ()
+    """Each feature's churn-cause family (:func:`serving.causes.family_of`; filled from the names when empty)."""
     value_p10: np.ndarray | None = None
     value_p50: np.ndarray | None = None
     value_p90: np.ndarray | None = None
@@ -192,6 +210,15 @@ class ScoredBatch:
     purchase_within_90d: np.ndarray | None = None
     expected_days_to_next_purchase: np.ndarray | None = None
     uplift: np.ndarray | None = None
+    contribution_score: np.ndarray | None = None
+    loyalty_score: np.ndarray | None = None
+    potential_score: np.ndarray | None = None
+    composite_score: np.ndarray | None = None
+    scorecard_tier: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.feature_families) != len(self.feature_names):
+            object.__setattr__(self, "feature_families", tuple(family_of(n) for n in self.feature_names))
 
     def __len__(self) -> int:
         return len(self.customer_id)
@@ -201,9 +228,12 @@ class ScoredBatch:
         per_customer = {
             f.name: getattr(self, f.name)[index]
             for f in dataclasses.fields(self)
-            if f.name not in ("feature_names", "feature_descriptions") and getattr(self, f.name) is not None
+            if f.name not in _PER_BATCH and getattr(self, f.name) is not None
         }
         return dataclasses.replace(self, **per_customer)
+
+
+_PER_BATCH = ("feature_names", "feature_descriptions", "feature_families")
 
 
 def timing_columns(timing: TimingScores | None) -> dict[str, np.ndarray]:
@@ -228,12 +258,14 @@ def score_customers(
     reasons: int = REASONS,
     num_threads: int = 0,
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> ScoredBatch:
     """Score, tier, segment and explain customers (rows of ``X`` in the model's feature order), in input order.
 
     ``reasons=0`` skips the churn head's contributions (the costly part: TreeSHAP); ``num_threads`` is
     LightGBM's (0 = its default, 1 for single-row latency). ``economics``: what ``expected_profit`` subtracts
     (:class:`serving.economics.Economics`; None = the default: expected profit = expected value).
+    ``scorecard_weights``: the composite's (:class:`serving.scorecard.ScorecardWeights`; None = 1/3 each).
     """
     ids = np.asarray(customer_ids, dtype=object)
     scores = model.score(X, num_threads=num_threads)
@@ -249,6 +281,18 @@ def score_customers(
     if scores.uplift is not None:
         intervals[UPLIFT_FIELD] = np.asarray(scores.uplift, dtype=np.float64)
     profit = expected_profit(scores.expected_value, X, model.feature_columns, model.meta, economics)
+    reference = ScorecardReference.from_dict(model.meta.scorecard) if model.meta.scorecard is not None else None
+    intervals.update(
+        score_scorecard(
+            reference,
+            X,
+            model.feature_columns,
+            scores.churn_probability,
+            scores.expected_value,
+            model.meta.margin,
+            scorecard_weights,
+        )
+    )
     return ScoredBatch(
         customer_id=ids,
         churn_probability=scores.churn_probability,
@@ -267,9 +311,31 @@ def score_customers(
     )
 
 
+def churn_causes(batch: ScoredBatch) -> np.ndarray:
+    """:data:`CAUSE_FIELD` per customer: the family of the first (largest) of their reasons whose contribution raises
+    churn risk; None when none does (or the batch was scored without reasons)."""
+    n = len(batch)
+    out = np.full(n, None, dtype=object)
+    if batch.reason_feature.ndim != 2 or not batch.reason_feature.shape[1] or not n:
+        return out
+    raising = batch.reason_contribution > 0
+    first = np.argmax(raising, axis=1)
+    has = raising[np.arange(n), first]
+    feature = batch.reason_feature[np.arange(n), first]
+    families = np.asarray(batch.feature_families, dtype=object)
+    out[has] = families[feature[has]]
+    return out
+
+
+def reason_fact(batch: ScoredBatch, j: int, value: float) -> str:
+    """The plain-language fact of feature ``j`` at ``value`` (:func:`serving.causes.fact`)."""
+    return fact(batch.feature_names[j], value, batch.feature_descriptions[j])
+
+
 def reason_objects(batch: ScoredBatch, row: int) -> list[dict[str, Any]]:
     """One customer's reasons as JSON objects: ``feature``, ``description``, ``value`` (None when missing),
-    ``effect`` ("raises churn risk" / "lowers churn risk") and ``contribution`` (log-odds), values rounded."""
+    ``effect`` ("raises churn risk" / "lowers churn risk"), ``contribution`` (log-odds), values rounded, ``cause``
+    (the feature's churn-cause family, :mod:`serving.causes`) and ``fact`` (plain language, from the exact value)."""
     decimals = JSON_DECIMALS["reason"]
     out = []
     for k in range(int(batch.reason_count[row])):
@@ -283,6 +349,8 @@ def reason_objects(batch: ScoredBatch, row: int) -> list[dict[str, Any]]:
                 "value": round(value, decimals) if math.isfinite(value) else None,
                 "effect": RAISES if c > 0 else LOWERS,
                 "contribution": round(c, decimals),
+                "cause": batch.feature_families[j],
+                "fact": reason_fact(batch, j, value),
             }
         )
     return out
@@ -298,9 +366,10 @@ def _json_number(value: float, decimals: int) -> float | int | None:
 def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any]]:
     """One JSON object per customer (input order), values rounded to :data:`JSON_DECIMALS`; ``expected_profit``
     after ``value_at_risk``, the :data:`OPTIONAL_FIELDS` after ``segment`` (``null`` when the batch has none, or
-    for a NaN)."""
+    for a NaN), then ``scorecard_tier`` and, with ``reasons``, ``churn_cause`` and the reasons."""
     p = JSON_DECIMALS
     intervals = [(f, getattr(batch, f)) for f in OPTIONAL_FIELDS]
+    causes = churn_causes(batch)
     rows = []
     for i in range(len(batch)):
         row = {
@@ -314,35 +383,50 @@ def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any
         }
         for field, values in intervals:
             row[field] = None if values is None else _json_number(float(values[i]), p[field])
+        row[SCORECARD_TIER] = None if batch.scorecard_tier is None else batch.scorecard_tier[i]
         if reasons:
+            row[CAUSE_FIELD] = causes[i]
             row["reasons"] = reason_objects(batch, i)
         rows.append(row)
     return rows
 
 
-def _format_values(values: np.ndarray) -> pa.Array:
-    """``f"{round(v, 4):g}"`` of each value, ``"missing"`` when not finite -- each distinct value formatted once."""
-    decimals = JSON_DECIMALS["reason"]
-    bits, inverse = np.unique(values.view(np.int64), return_inverse=True)  # exact: -0.0 and NaNs kept apart
-    texts = [f"{round(v, decimals):g}" if math.isfinite(v) else "missing" for v in bits.view(np.float64).tolist()]
+def _fact_texts(batch: ScoredBatch) -> pa.Array:
+    """:func:`reason_fact` of every (row, reason) slot, row-major, as Arrow text: each distinct (feature, exact value)
+    pair formatted once (-0.0 and NaNs kept apart by their bits)."""
+    pairs = np.column_stack(
+        [
+            batch.reason_feature.reshape(-1).astype(np.int64),
+            np.ascontiguousarray(batch.reason_value).reshape(-1).view(np.int64),
+        ]
+    )
+    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    texts = [reason_fact(batch, int(j), float(np.int64(b).view(np.float64))) for j, b in distinct.tolist()]
     return pa.array(texts, type=pa.large_string()).take(pa.array(inverse.reshape(-1)))
 
 
-def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.api.extensions.ExtensionArray]:
-    """``reason_1..top`` text columns, ``"<description> = <value:g> (<effect>)"``, None past a row's last reason.
+def reason_text(fact_text: str, family: str, effect: str) -> str:
+    """A reason as text: ``"<fact> — <family> (<effect>)"``, e.g. ``"no purchase for 143 days — engagement fading
+    (raises churn risk)"`` (:func:`serving.causes.family_text`)."""
+    return f"{fact_text} — {family_text(family)} ({effect})"
 
-    The same reasons, order and rounding as :func:`reason_objects`, built column-wise (Arrow) for millions of rows.
+
+def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """``reason_1..top`` text columns, :func:`reason_text` of each reason's fact, family and effect, None past a
+    row's last reason.
+
+    The same reasons, order and facts as :func:`reason_objects`, built column-wise (Arrow) for millions of rows.
     """
     n, k = batch.reason_feature.shape if batch.reason_feature.ndim == 2 else (len(batch), 0)
     out: dict[str, pd.api.extensions.ExtensionArray] = {}
     if n and k:
-        label = pa.array([d + " = " for d in batch.feature_descriptions], type=pa.large_string())
+        family = pa.array([f" — {family_text(f)}" for f in batch.feature_families], type=pa.large_string())
         effect = pa.array([f" ({LOWERS})", f" ({RAISES})"], type=pa.large_string())
-        value_text = _format_values(np.ascontiguousarray(batch.reason_value).reshape(-1))
+        fact_text = _fact_texts(batch)
         for r in range(k):
             text = pc.binary_join_element_wise(
-                label.take(pa.array(batch.reason_feature[:, r])),
-                value_text.take(pa.array(np.arange(r, n * k, k))),
+                fact_text.take(pa.array(np.arange(r, n * k, k))),
+                family.take(pa.array(batch.reason_feature[:, r])),
                 effect.take(pa.array((batch.reason_contribution[:, r] > 0).astype(np.int8))),
                 pa.scalar("", type=pa.large_string()),
             )
@@ -355,9 +439,9 @@ def reason_text_columns(batch: ScoredBatch, top: int = REASONS) -> dict[str, pd.
 
 def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFrame:
     """The batch as the nightly list's columns (input order, exact values): id, scores (expected profit after the
-    value at risk), tier, segment, the
-    :data:`OPTIONAL_FIELDS` (float64, NaN when the batch has none) and ``reason_1..reasons`` text columns (all empty
-    when the batch was scored without reasons)."""
+    value at risk), tier, segment, the :data:`OPTIONAL_FIELDS` (float64, NaN when the batch has none),
+    ``scorecard_tier`` (text, empty when the batch has none), ``reason_1..reasons`` text columns and ``churn_cause``
+    (all empty when the batch was scored without reasons)."""
     frame = pd.DataFrame(
         {
             "customer_id": pd.array(batch.customer_id, dtype="str"),
@@ -371,8 +455,12 @@ def output_columns(batch: ScoredBatch, *, reasons: int = REASONS) -> pd.DataFram
                 f: np.full(len(batch), np.nan) if getattr(batch, f) is None else getattr(batch, f)
                 for f in OPTIONAL_FIELDS
             },
+            SCORECARD_TIER: pd.array(
+                [None] * len(batch) if batch.scorecard_tier is None else batch.scorecard_tier, dtype="str"
+            ),
         }
     )
     for name, texts in reason_text_columns(batch, reasons).items():
         frame[name] = texts
+    frame[CAUSE_FIELD] = pd.array(churn_causes(batch), dtype="str")
     return frame

@@ -25,7 +25,8 @@
    by Spark, so no row travels for them); the Pareto share, the profit curve and the tier x segment matrix of
    :func:`serving.batch.population_summary` need every customer's ``expected_value``, ``expected_profit``,
    ``value_at_risk``, ``tier`` and ``segment`` (:data:`serving.batch.POPULATION_COLUMNS`, ~40 bytes per customer
-   plus the two short labels: these columns are collected to the driver, as Arrow). The run summary is the local
+   plus the two short labels) and the cause of :func:`serving.batch.summary_causes` (a third short label, computed by
+   Spark): these columns are collected to the driver, as Arrow. The run summary is the local
    engine's :func:`serving.batch.summarise` of the parts' reports and drift counts and of that
    :class:`~serving.batch.Population`.
 
@@ -74,6 +75,7 @@ from serving.batch import (
     OUTPUT_COLUMNS,
     POPULATION_COLUMNS,
     REASON_COLUMNS,
+    UNEXPLAINED,
     JobSummary,
     PartitionResult,
     Population,
@@ -90,10 +92,11 @@ from serving.batch import (
     summarise,
     write_output,
 )
+from serving.causes import NO_CAUSE
 from serving.economics import Economics
 from serving.intervals import EquityMoments
 from serving.model import ScoringModel
-from serving.scoring import OPTIONAL_FIELDS
+from serving.scoring import CAUSE_FIELD, OPTIONAL_FIELDS, SCORECARD_TIER
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
 DEFAULT_MASTER = "local[2]"
@@ -115,19 +118,21 @@ SCORE_COLUMNS = (
     "tier",
     "segment",
     *OPTIONAL_FIELDS,
+    SCORECARD_TIER,
     "reason_1",
     "reason_2",
     "reason_3",
+    CAUSE_FIELD,
 )
-_PART, _POS, _META, _PAYLOAD = "_part", "_pos", "_meta", "_payload"
+_PART, _POS, _META, _PAYLOAD, _CAUSE = "_part", "_pos", "_meta", "_payload", "_cause"
 _PID, _MID = "__rt_pid", "__rt_mid"
 _ORDER = ("__rt_file", "__rt_block", "__rt_row")
 _FILE_PATH = "__rt_path"
 RESULT_SCHEMA = (
     f"{_PART} int, {_POS} long, customer_id string, churn_probability double, expected_value double, "
     f"value_at_risk double, expected_profit double, tier string, segment string, "
-    f"{', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, "
-    f"reason_1 string, reason_2 string, reason_3 string, {_META} string"
+    f"{', '.join(f'{c} double' for c in OPTIONAL_FIELDS)}, {SCORECARD_TIER} string, "
+    f"reason_1 string, reason_2 string, reason_3 string, {CAUSE_FIELD} string, {_META} string"
 )
 """The rows a group returns; a ``--reasons top-k`` job adds the feature columns (:func:`_result_schema`)."""
 _CONTRACT_ERROR = re.compile(r"ContractError: (.+)")
@@ -541,9 +546,20 @@ def _result_frame(part: int, result: PartitionResult) -> pd.DataFrame:
     head = pd.DataFrame({_POS: np.array([-1], dtype=np.int64), _META: [json.dumps(meta)]})
     out = pd.concat([head, scores], ignore_index=True)
     out.insert(0, _PART, np.int32(part))
-    for name in ("customer_id", "tier", "segment", *REASON_COLUMNS, _META):
+    for name in ("customer_id", "tier", "segment", SCORECARD_TIER, *REASON_COLUMNS, CAUSE_FIELD, _META):
         out[name] = _plain_strings(out[name])
     return out
+
+
+def summary_cause_column() -> Any:
+    """:func:`serving.batch.summary_causes` as a Spark column (only the short label travels to the driver)."""
+    from pyspark.sql import functions as F
+
+    return (
+        F.when(F.col(CAUSE_FIELD).isNotNull(), F.col(CAUSE_FIELD))
+        .when(F.col(REASON_COLUMNS[0]).isNotNull(), F.lit(NO_CAUSE))
+        .otherwise(F.lit(UNEXPLAINED))
+    )
 
 
 def _explain_written(ranked: Any, load_model: Callable[[], ScoringModel]) -> Any:
@@ -642,7 +658,7 @@ def run_spark_job(
         # anything is written; the rows are ranked and written below, by Spark
         report = check_parts(results, as_of_date, strict=strict, allow_future_as_of=allow_future_as_of)
         by_tier = tier_aggregates(rows)
-        collected = rows.select(*POPULATION_COLUMNS).toArrow()
+        collected = rows.select(*POPULATION_COLUMNS, summary_cause_column().alias(_CAUSE)).toArrow()
         ranked = ranked_frame(rows, top_k)
         if reasons == "top-k":  # scored without reasons: explain the written rows only
             ranked = _explain_written(ranked, load_model)
@@ -665,6 +681,7 @@ def run_spark_job(
         value_at_risk=collected.column("value_at_risk").to_numpy(),
         tier=collected.column("tier").to_numpy(),
         segment=collected.column("segment").to_numpy(),
+        cause=collected.column(_CAUSE).to_numpy(zero_copy_only=False).astype(object),
     )
     return summarise(
         results, report, model, as_of_date, dest, population, rows_written=written, partitions=partitions,

@@ -16,7 +16,8 @@ Steps (all dates are UTC days; ``V = as_of - H`` is the validation cutoff, see :
 6. The level: the value head is scaled so that its total at ``as_of`` equals the total of the level estimator that
    backtested best at the latest labeled cutoffs (BTYD, the recent run rate or last year's season; see
    :mod:`training.level`): ranking comes from the heads, the level from something that extrapolates.
-7. Tier and segment thresholds from the scored population at ``as_of``.
+7. Tier and segment thresholds from the scored population at ``as_of``, and the scorecard's reference (quantiles of
+   that population and the composite's tier bounds, :func:`serving.scorecard.fit_reference`).
 8. Intervals (:mod:`training.intervals`): per tier, the conformal quantiles of ``actual / expected value given a
    purchase`` of ``V``'s buying customers, scored with the cross-fitted churn probabilities and values of step 4;
    their coverage at ``V`` is cross-fitted on the same two halves (``interval_*`` metrics of the product).
@@ -39,6 +40,7 @@ import pandas as pd
 from features.contract import ContractError
 from features.kernel import FEATURE_DESCRIPTIONS, PreparedTransactions, compute_features, date_to_day
 from retention import progress
+from serving import scorecard
 from serving.btyd import BTYDModel
 from serving.drift import reference_bins
 from serving.intervals import IntervalCalibration
@@ -287,7 +289,8 @@ def _finish(
 ) -> ScoringModel:
     """Level (the raw value head's total at as-of scaled to ``target_total``), the churn rate (probabilities shifted
     to ``churn``'s rate unless it is ``recent`` or ``none``), tiers (expected-value quantiles at the cumulative
-    ``tier_top_shares``), segments, drift reference, the interval calibration."""
+    ``tier_top_shares``), segments, drift reference, the interval calibration, the scorecard's reference (quantiles of
+    the population at as-of, composite tier bounds at ``tier_top_shares``: :func:`serving.scorecard.fit_reference`)."""
     columns = list(draft.feature_columns)
     X_now = population[columns].to_numpy(dtype=np.float64)
     model = ScoringModel(churn_booster, value_booster, draft)
@@ -301,7 +304,11 @@ def _finish(
         churn_shift=shift,
         churn_rate_source=churn.source,
     )
-    expected = ScoringModel(churn_booster, value_booster, draft).score(X_now).expected_value
+    now = ScoringModel(churn_booster, value_booster, draft).score(X_now)
+    expected = now.expected_value
+    reference = scorecard.fit_reference(
+        X_now, columns, now.churn_probability, expected, draft.margin, draft.tier_names, tier_top_shares
+    )
     meta = dataclasses.replace(
         draft,
         tier_thresholds=interval_fit.tier_thresholds(expected, tier_top_shares),
@@ -309,6 +316,7 @@ def _finish(
         segment_current_threshold=float(np.median(np.nan_to_num(population[CURRENT_VALUE_FEATURE].to_numpy()))),
         segment_future_threshold=float(np.median(expected)),
         feature_reference={c: reference_bins(X_now[:, j]) for j, c in enumerate(columns)},
+        scorecard=reference.to_dict(),
     )
     return ScoringModel(churn_booster, value_booster, meta)
 

@@ -19,12 +19,13 @@ import pytest
 from cli_util import run_cli
 from server_util import start_server, stop
 
+from serving import scoring
 from serving.scoring import INTERVAL_FIELDS, JSON_DECIMALS, OPTIONAL_FIELDS
 
 CUSTOMERS = 60
 SCORE_FIELDS = ("churn_probability", "expected_value", "value_at_risk", "expected_profit", *OPTIONAL_FIELDS)
 ECONOMICS = {"gross_margin": 0.4, "cost_to_serve_per_order": 8.0, "cost_per_refund": 5.0, "contact_cost": 1.0}
-LABEL_FIELDS = ("tier", "segment")
+LABEL_FIELDS = ("tier", "segment", "scorecard_tier", "churn_cause")
 REASON_COLUMNS = ("reason_1", "reason_2", "reason_3")
 
 
@@ -77,9 +78,8 @@ def online(workspace, paths, chosen):
 
 
 def reason_text(reason: dict) -> str:
-    """A JSON reason as the batch list writes it."""
-    value = "missing" if reason["value"] is None else f"{reason['value']:g}"
-    return f"{reason['description']} = {value} ({reason['effect']})"
+    """A JSON reason as the batch list writes it: its fact, cause family and effect."""
+    return scoring.reason_text(reason["fact"], reason["cause"], reason["effect"])
 
 
 def assert_json_row_matches(row: dict, expected: pd.Series) -> None:
@@ -91,7 +91,7 @@ def assert_json_row_matches(row: dict, expected: pd.Series) -> None:
         assert row[field] is not None, (row["customer_id"], field)  # the workspace's model has intervals
         assert math.isclose(row[field], expected[field], abs_tol=tolerance), (row["customer_id"], field)
     for field in LABEL_FIELDS:
-        assert row[field] == expected[field], (row["customer_id"], field)
+        assert row[field] == (None if pd.isna(expected[field]) else expected[field]), (row["customer_id"], field)
     texts = [reason_text(r) for r in row["reasons"]]
     expected_texts = [expected[c] for c in REASON_COLUMNS if pd.notna(expected[c])]
     assert texts == expected_texts, row["customer_id"]

@@ -4,7 +4,7 @@ and its units), so this test ties the declarations to the scoring core's lists i
 from __future__ import annotations
 
 from serving.schemas import Prediction
-from serving.scoring import INTERVAL_FIELDS, OPTIONAL_FIELDS, TIMING_FIELDS
+from serving.scoring import INTERVAL_FIELDS, OPTIONAL_FIELDS, SCORECARD_FIELDS, TIMING_FIELDS
 from serving.timing import TIMING_DAYS
 
 
@@ -16,5 +16,14 @@ def test_prediction_declares_the_scorers_optional_outputs_in_its_order_all_nulla
     for name in OPTIONAL_FIELDS:
         field = Prediction.model_fields[name]
         assert type(None) in field.annotation.__args__, name  # null for a model version without them
-        reason = "no intervals" if name in INTERVAL_FIELDS else "no uplift heads" if name == "uplift" else "no BG/NBD"
+        reason = (
+            "no intervals"
+            if name in INTERVAL_FIELDS
+            else "no uplift heads"
+            if name == "uplift"
+            else "no scorecard reference"
+            if name in SCORECARD_FIELDS
+            else "no BG/NBD"
+        )
         assert reason in (field.description or ""), name
+    assert names[start + len(OPTIONAL_FIELDS)] == "scorecard_tier"

@@ -22,6 +22,7 @@ from serving.scoring import (
     json_rows,
     output_columns,
     reason_objects,
+    reason_text,
     reason_text_columns,
     score_customers,
     timing_columns,
@@ -101,6 +102,8 @@ def test_reason_objects_are_rounded_and_name_their_effect() -> None:
             "value": 12.3457,
             "effect": RAISES,
             "contribution": 0.8123,
+            "cause": "engagement",
+            "fact": "no purchase for 12 days",
         },
         {
             "feature": "n_purchase_days",
@@ -108,6 +111,8 @@ def test_reason_objects_are_rounded_and_name_their_effect() -> None:
             "value": None,
             "effect": LOWERS,
             "contribution": -0.4,
+            "cause": "engagement",
+            "fact": "Purchase days: missing",
         },
         {
             "feature": "spend_365d",
@@ -115,6 +120,8 @@ def test_reason_objects_are_rounded_and_name_their_effect() -> None:
             "value": 0.5,
             "effect": RAISES,
             "contribution": 0.1,
+            "cause": "value",
+            "fact": "net spend 0.50 in the last 365 days",
         },
     ]
     assert [r["feature"] for r in reason_objects(batch, 1)] == ["spend_365d"] and reason_objects(batch, 2) == []
@@ -124,8 +131,8 @@ def test_reason_text_columns_are_the_text_of_the_reason_objects() -> None:
     batch = hand_batch()
     columns = reason_text_columns(batch)
     assert list(columns) == ["reason_1", "reason_2", "reason_3"]
-    assert columns["reason_1"][0] == "Days since last purchase = 12.3457 (raises churn risk)"
-    assert columns["reason_2"][0] == "Purchase days = missing (lowers churn risk)"
+    assert columns["reason_1"][0] == "no purchase for 12 days — engagement fading (raises churn risk)"
+    assert columns["reason_2"][0] == "Purchase days: missing — engagement fading (lowers churn risk)"
     for row in range(len(batch)):
         objects = reason_objects(batch, row)
         for k in range(3):
@@ -134,8 +141,7 @@ def test_reason_text_columns_are_the_text_of_the_reason_objects() -> None:
                 assert pd.isna(text)  # past the row's last reason
                 continue
             o = objects[k]
-            shown = "missing" if o["value"] is None else f"{o['value']:g}"
-            assert text == f"{o['description']} = {shown} ({o['effect']})"
+            assert text == reason_text(o["fact"], o["cause"], o["effect"])
 
 
 def test_json_rows_round_only_the_written_values() -> None:
@@ -150,6 +156,8 @@ def test_json_rows_round_only_the_written_values() -> None:
         "tier": "gold",
         "segment": "star",
         **dict.fromkeys(OPTIONAL_FIELDS),  # a batch without intervals, timing or uplift: every such field is null
+        "scorecard_tier": None,
+        "churn_cause": "engagement",  # the largest reason that raises churn risk: recency
         "reasons": None,
     }
     assert batch.churn_probability[0] == 0.123456789  # the batch keeps the exact values
@@ -166,7 +174,8 @@ def test_interval_fields_are_rounded_in_json_and_exact_in_columns() -> None:
     assert [rows[i]["value_p10"] for i in range(3)] == [1.2346, 0.0, None]  # NaN (no calibration) -> null
     assert [rows[i]["purchases_high"] for i in range(3)] == [2, 0, None]
     assert isinstance(rows[0]["purchases_low"], int)
-    assert list(rows[0])[7:] == list(OPTIONAL_FIELDS)  # after the segment: intervals, timing, then uplift
+    # after the segment: intervals, timing, uplift, the scorecard's scores, then its tier
+    assert list(rows[0])[7:] == [*OPTIONAL_FIELDS, "scorecard_tier"]
     table = output_columns(batch)
     assert list(table.columns[7 : 7 + len(OPTIONAL_FIELDS)]) == list(OPTIONAL_FIELDS)
     assert table["value_p90"].iloc[0] == 1.234567
