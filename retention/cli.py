@@ -380,9 +380,23 @@ def train(
         str | None,
         typer.Option("--campaign-columns", help="Campaign column mapping, e.g. sent_at=assigned,treatment=group."),
     ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(
+            "--events",
+            help="Customer events (.csv / .parquet / SQL URL: customer_id, timestamp, type[, value, reason]; types"
+            " complaint, complaint_resolved, rating, support_contact, email_open, email_click, unsubscribe, ...):"
+            " the heads also learn from complaints, ratings and engagement.",
+        ),
+    ] = None,
+    event_columns: Annotated[
+        str | None,
+        typer.Option("--event-columns", help="Event column mapping, e.g. type=event,value=score,timestamp=at."),
+    ] = None,
 ) -> None:
     """Train churn and future-value heads, log to MLflow, register a version and apply the champion gate; with
-    ``--campaigns``, uplift heads too (who a contact actually persuades)."""
+    ``--campaigns``, uplift heads too (who a contact actually persuades); with ``--events``, on complaint, rating and
+    engagement features too."""
     from training.jobs import train as run_train
 
     config = _training_config(
@@ -414,6 +428,16 @@ def train(
         _echo_err(campaign_report.render())
     elif campaign_columns is not None:
         raise UserError("--campaign-columns maps the columns of --campaigns: give the campaign log too")
+    event_log, event_report = None, None
+    if events is not None:
+        from features.contract import parse_column_map
+        from features.events import EVENT_COLUMNS, read_events
+
+        mapping = parse_column_map(event_columns, known=EVENT_COLUMNS) or None
+        event_log, event_report = read_events(events, mapping, strict, normalize_float_ids=normalize_ids)
+        _echo_err(event_report.render())
+    elif event_columns is not None:
+        raise UserError("--event-columns maps the columns of --events: give the event log too")
     summary = run_train(
         tx,
         quality_report,
@@ -425,6 +449,8 @@ def train(
         force=force,
         campaigns=campaign_log,
         campaign_quality=campaign_report,
+        events=event_log,
+        event_quality=event_report,
     )
     typer.echo(summary.comparison)
     status = "champion" if summary.decision.promoted else "challenger"

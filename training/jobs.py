@@ -20,6 +20,7 @@ import pandas as pd
 
 from features.campaigns import CampaignReport
 from features.contract import ContractError, DataQualityReport
+from features.events import EventReport
 from features.kernel import PreparedTransactions, compute_features, date_to_day, day_to_date, index_transactions
 from features.labels import labels_at
 from retention import progress
@@ -88,6 +89,8 @@ def train(
     force: bool = False,
     campaigns: pd.DataFrame | None = None,
     campaign_quality: CampaignReport | None = None,
+    events: pd.DataFrame | None = None,
+    event_quality: EventReport | None = None,
     **choices: Any,
 ) -> TrainSummary:
     """Train both heads at ``as_of``, log everything to MLflow, register a version and apply the gate.
@@ -98,13 +101,17 @@ def train(
     :func:`features.campaigns.prepare_campaigns` (``campaign_quality`` its report, logged as
     ``campaign_quality.json``): the version then gets uplift heads (:mod:`training.uplift`), their held-out metrics
     (``uplift_*``), Qini plot (``report/qini.png``) and ``uplift.json`` are logged beside the two heads'.
+    ``events``: customer events prepared by :func:`features.events.prepare_events` (``event_quality`` its report,
+    logged as ``event_quality.json``), indexed with the transactions: the heads then train on the event features of
+    :mod:`features.event_features` too (the version's feature list says so); the events of customers without a
+    transaction are counted (``events_unmatched`` param).
     """
     import mlflow
 
     config = training_config(config, **choices)
     model_name = model_name or get_settings().model_name
     horizon_days = config.horizon_days
-    prep = index_transactions(transactions)
+    prep = index_transactions(transactions, events=events)
     result = fit_pipeline(prep, as_of, config=config, campaigns=campaigns)
     mlflow.set_experiment(experiment or get_settings().model_name)
     with mlflow.start_run(run_name=f"train-{as_of}-h{horizon_days}") as run:
@@ -137,6 +144,8 @@ def train(
         mlflow.log_dict(quality.to_dict(), "data_quality.json")
         if result.uplift is not None:
             _log_uplift(result.uplift, campaign_quality)
+        if prep.events is not None:
+            _log_events(prep, event_quality)
         with tempfile.TemporaryDirectory() as tmp, progress.step("writing plots and model card"):
             folder = report.write_artifacts(result, Path(tmp) / "report", quality)
             mlflow.log_artifacts(str(folder), artifact_path="report")
@@ -190,6 +199,28 @@ def _log_uplift(fit: UpliftFit, campaign_quality: CampaignReport | None) -> None
     mlflow.set_tag("uplift_trusted", str(meta["trusted"]))
     if campaign_quality is not None:
         mlflow.log_dict(campaign_quality.to_dict(), "campaign_quality.json")
+
+
+def _log_events(prep: PreparedTransactions, event_quality: EventReport | None) -> None:
+    """The event log's use in the active run: events indexed, events (and customers) without a transaction, and the
+    event log's quality report."""
+    import mlflow
+
+    index = prep.events
+    if index.unmatched_events:
+        progress.warn(
+            f"{index.unmatched_events:,} event(s) of {index.unmatched_customers:,} customer(s) without a transaction"
+            " were left out (check that both logs use the same customer ids)"
+        )
+    mlflow.log_params(
+        {
+            "events_indexed": len(index),
+            "events_unmatched": index.unmatched_events,
+            "events_unmatched_customers": index.unmatched_customers,
+        }
+    )
+    if event_quality is not None:
+        mlflow.log_dict(event_quality.to_dict(), "event_quality.json")
 
 
 def _param(value: Any) -> Any:
