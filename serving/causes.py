@@ -24,8 +24,8 @@ A feature this module does not name (a later kernel feature, a new event type) g
 (:func:`family_of`: ``complaint``, ``rating``, ``support``, ``return`` -> service; ``email``, ``engage``,
 ``unsubscribe``, ``click``, ``open`` -> engagement; ``spend``, ``amount``, ``basket`` -> value) and otherwise
 ``other`` (*other*), which reports show as such. The customer-event features of issue 15 part 1
-(:data:`EVENT_FEATURE_FAMILY`) are named here so that a model trained with events explains them in the same terms;
-a model trained without them simply never shows them.
+(:data:`EVENT_FEATURE_FAMILY`, :mod:`features.event_features`) are named here so that a model trained with events
+explains them in the same terms; a model trained without them simply never shows them.
 
 Facts (:func:`fact`): a per-feature template over the value (counts as whole numbers with plurals, days as whole
 days, money with two decimals, ratios as ``2.1x``, shares as percentages, a sentence for a missing value where
@@ -107,17 +107,20 @@ FEATURE_FAMILY: dict[str, str] = {
 """The family of every transaction feature of :data:`features.kernel.FEATURE_DESCRIPTIONS`."""
 EVENT_FEATURE_FAMILY: dict[str, str] = {
     "complaints_30d": "service",
+    "complaints_90d": "service",
     "unresolved_complaints": "service",
+    "days_since_last_complaint": "service",
     "last_rating": "service",
     "mean_rating": "service",
     "rating_trend": "service",
     "support_contacts_90d": "service",
     "email_opens_90d": "engagement",
+    "email_clicks_90d": "engagement",
     "days_since_last_engagement": "engagement",
     "unsubscribed": "engagement",
 }
-"""The family of the customer-event features (issue 15 part 1), by name: present only in models trained with
-events."""
+"""The family of every customer-event feature (:data:`features.event_features.EVENT_FEATURE_DESCRIPTIONS`): present
+only in models trained with events."""
 _NAME_HINTS = (
     (("complaint", "rating", "support", "return", "refund", "nps", "satisf"), "service"),
     (("email", "engage", "unsubscri", "click", "open"), "engagement"),
@@ -206,12 +209,15 @@ _FACTS: dict[str, Callable[[float], str]] = {
     "n_channels": lambda v: f"uses {_plural(v, 'channel{s}')}",
     "first_basket_items": lambda v: f"{_plural(v, 'item{s}')} in the first basket",
     "complaints_30d": lambda v: f"{_plural(v, 'complaint{s}')} in the last 30 days",
+    "complaints_90d": lambda v: f"{_plural(v, 'complaint{s}')} in the last 90 days",
     "unresolved_complaints": lambda v: f"{_plural(v, 'unresolved complaint{s}')}",
+    "days_since_last_complaint": lambda v: f"last complaint {_plural(v, 'day{s}')} ago",
     "last_rating": lambda v: f"last rating {v:g}",
     "mean_rating": lambda v: f"average rating {v:.1f}",
     "rating_trend": lambda v: f"ratings moving by {v:+.1f}",
     "support_contacts_90d": lambda v: f"{_plural(v, 'support contact{s}')} in the last 90 days",
-    "email_opens_90d": lambda v: f"{_plural(v, 'email open{s}')} in the last 90 days",
+    "email_opens_90d": lambda v: f"{_plural(v, 'e-mail{s}')} opened in the last 90 days",
+    "email_clicks_90d": lambda v: f"{_plural(v, 'e-mail click{s}')} in the last 90 days",
     "days_since_last_engagement": lambda v: f"no engagement for {_plural(v, 'day{s}')}",
     "unsubscribed": lambda v: "unsubscribed from emails" if v > 0 else "subscribed to emails",
 }
@@ -224,7 +230,15 @@ _MISSING_FACTS = {
     "overdue_ratio": "no usual purchase interval yet (one purchase day)",
     "last_rating": "never rated",
     "mean_rating": "never rated",
-    "days_since_last_engagement": "no engagement on record",
+    "rating_trend": "fewer than two days with a rating",
+    "complaints_30d": "no complaint on record",
+    "complaints_90d": "no complaint on record",
+    "unresolved_complaints": "no complaint on record",
+    "days_since_last_complaint": "never complained",
+    "support_contacts_90d": "no support contact on record",
+    "email_opens_90d": "no e-mail activity on record",
+    "email_clicks_90d": "no e-mail activity on record",
+    "days_since_last_engagement": "never opened or clicked an e-mail",
 }
 """Facts for a missing value where missing says something."""
 _SEASON = ("season_sin", "season_cos")
