@@ -116,9 +116,10 @@ class ScorecardWeights:
                 raise ContractError(f"scorecard weights '{text}' are not name=number pairs or a JSON object") from exc
         else:
             raw = dict(text)
+        raw = {str(k).strip(): v for k, v in raw.items()} if isinstance(raw, dict) else raw
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(map(str, raw)) - names)
-        if unknown or not raw:
+        unknown = sorted(set(raw) - names) if isinstance(raw, dict) else []
+        if not isinstance(raw, dict) or unknown or not raw:
             raise ContractError(
                 f"scorecard weights take {', '.join(sorted(names))}, got {', '.join(unknown) or 'nothing'}"
             )
