@@ -149,14 +149,14 @@ def features_with(rows) -> pd.DataFrame:
     return compute_features(prep, CUTOFF).set_index("customer_id").sort_index()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(event_logs, event_logs)
 def test_events_after_the_cutoff_change_nothing(rows, later) -> None:
     future = [(c, CUTOFF_HOURS + h, kind, v) for c, h, kind, v in later]
     pd.testing.assert_frame_equal(features_with(rows), features_with(rows + future))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(event_logs, st.randoms(use_true_random=False))
 def test_row_order_changes_nothing(rows, rnd) -> None:
     shuffled = list(rows)
