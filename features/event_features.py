@@ -34,10 +34,12 @@ runs of the (code, day) order, so the result never depends on the input's row or
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
+from features.contract import ContractError
 from features.events import KNOWN_EVENT_TYPES
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "EventIndex",
     "event_features_at",
     "index_events",
+    "require_events",
+    "uses_events",
 ]
 
 NS_PER_DAY = 86_400 * 10**9
@@ -174,3 +178,20 @@ def event_features_at(index: EventIndex, cutoff_day: int, n: int) -> dict[str, n
         "unsubscribed": (_count(code[of("unsubscribe")], n) > 0).astype(np.float64),
     }
     return {name: out[name] for name in EVENT_FEATURES}
+
+
+def uses_events(columns: Iterable[str]) -> bool:
+    """Whether a model with these feature columns reads customer-event features (it was trained with events)."""
+    return any(name in EVENT_FEATURE_DESCRIPTIONS for name in columns)
+
+
+def require_events(columns: Iterable[str], events_given: bool) -> None:
+    """Refuse (:class:`ContractError`, one sentence) to score a model that reads event features without events:
+    its event features would all be missing, and its scores quietly worse."""
+    used = [name for name in columns if name in EVENT_FEATURE_DESCRIPTIONS]
+    if used and not events_given:
+        shown = ", ".join(used[:3]) + (", ..." if len(used) > 3 else "")
+        raise ContractError(
+            f"the model reads customer-event features ({shown}): give its event log too (--events FILE), or score "
+            "with a model trained without events"
+        )

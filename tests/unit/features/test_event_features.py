@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.contract import prepare_transactions
-from features.event_features import EVENT_FEATURE_DESCRIPTIONS, EVENT_FEATURES
+from features.contract import ContractError, prepare_transactions
+from features.event_features import EVENT_FEATURE_DESCRIPTIONS, EVENT_FEATURES, require_events, uses_events
 from features.events import KNOWN_EVENT_TYPES, prepare_events
 from features.kernel import (
     BASE_FEATURES,
@@ -117,6 +117,15 @@ def test_event_features_are_described_and_optional() -> None:
     assert not set(EVENT_FEATURES) & set(BASE_FEATURES)
     assert feature_columns(True, True, True, has_events=True) == [*feature_columns(True, True, True), *EVENT_FEATURES]
     assert set(KNOWN_EVENT_TYPES) >= {"complaint", "complaint_resolved", "rating", "unsubscribe"}
+
+
+def test_a_model_that_reads_events_is_not_scored_without_them() -> None:
+    with_events, without = feature_columns(has_events=True), feature_columns()
+    assert uses_events(with_events) and not uses_events(without)
+    require_events(without, events_given=False)
+    require_events(with_events, events_given=True)
+    with pytest.raises(ContractError, match=r"customer-event features \(complaints_30d, complaints_90d, .*--events"):
+        require_events(with_events, events_given=False)
 
 
 def test_without_events_the_kernel_is_unchanged() -> None:
