@@ -6,6 +6,10 @@ the plan (``Plan.to_dict()`` of ``serving.plan``: ``totals``, ``budget_curve``, 
 - the header: as-of date, model version, horizon, customers scored, customer equity with its 80% interval, data
   quality and the run's warnings;
 - the value pyramid: customers, expected value, expected profit and value at risk per tier, best tier on top;
+- why value is at risk: value at risk by churn-cause family (``population["at_risk_by_cause"]``: service
+  dissatisfaction, value / price, engagement fading, natural lapse, see :mod:`serving.causes`), each customer's
+  whole value at risk under the family of their largest reason that raises churn risk, largest first, with the
+  customers scored without reasons counted apart;
 - value concentration: the Pareto (gains) curve of expected value and the cumulative expected-profit curve by
   customer rank (most profitable first), with how many customers are unprofitable and what they cost (the
   "80/20/30" view: the top 20% make the profit, the bottom destroys part of it);
@@ -64,6 +68,7 @@ REPORT_SUFFIX = ".report.html"
 SECTION_HEADINGS = {
     "plan": "Retention plan",
     "pyramid": "Customer value pyramid",
+    "causes": "Why value is at risk",
     "concentration": "Value concentration and profit",
     "matrix": "Tier × segment matrix",
     "drift": "Drift against the training reference",
@@ -380,6 +385,44 @@ def _pyramid_section(summary: Mapping[str, Any]) -> str:
     return _image(_pyramid_chart(tiers), "value pyramid by tier") + _table(head, rows)
 
 
+NO_CAUSES = (
+    "This run summary has no value at risk by cause (a run before cause families were reported): nothing to show."
+)
+BAR_CAUSE_PX = 260
+"""Width in pixels of a cause's bar at 100% of the value at risk."""
+
+
+def _causes_section(summary: Mapping[str, Any]) -> str:
+    """Value at risk by churn-cause family (largest first; the customers scored without reasons last, apart)."""
+    population = _population(summary)
+    entries = population.get("at_risk_by_cause") if population else None
+    if not entries:
+        return _missing(NO_CAUSES)
+    unexplained = [e for e in entries if e["cause"] == "unexplained"]
+    shown = sorted(
+        (e for e in entries if e["cause"] != "unexplained"), key=lambda e: -(_number(e["value_at_risk"]) or 0)
+    )
+    rows = []
+    for e in shown:
+        share = _number(e.get("share")) or 0.0
+        bar = f'<span class="bar" style="width:{max(share, 0.0) * BAR_CAUSE_PX:.0f}px"></span>'
+        rows.append([_e(e.get("label") or e["cause"]), _e(_count(e["customers"])), _e(_money(e["value_at_risk"])),
+                     _e(_share(share)), bar])  # fmt: skip
+    parts = [
+        '<p class="note">Each customer\'s value at risk (churn probability × expected value) counts under the cause '
+        "family of their largest reason that raises churn risk: what a retention agent would act on first.</p>",
+        _table(["cause", "customers", "value at risk", "share", ""], rows),
+    ]
+    if unexplained and _number(unexplained[0]["customers"]):
+        e = unexplained[0]
+        parts.append(
+            f'<p class="note">{_e(_customers(e["customers"]))} scored without reasons ({_e(_money(e["value_at_risk"]))}'
+            f" value at risk, {_e(_share(e.get('share')))}) have no cause here: score with --reasons all to explain"
+            " every customer.</p>"
+        )
+    return "".join(parts)
+
+
 def _concentration_section(summary: Mapping[str, Any]) -> str:
     population = _population(summary)
     if population is None or "pareto" not in population:
@@ -565,6 +608,7 @@ def render_report(summary: Mapping[str, Any], *, plan: Mapping[str, Any] | None 
     builders: dict[str, Callable[[], str]] = {
         "plan": lambda: _plan_section(plan or {}),
         "pyramid": lambda: _pyramid_section(summary),
+        "causes": lambda: _causes_section(summary),
         "concentration": lambda: _concentration_section(summary),
         "matrix": lambda: _matrix_section(summary),
         "drift": lambda: _drift_section(summary),

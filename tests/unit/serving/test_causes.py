@@ -127,3 +127,22 @@ def test_value_at_risk_by_cause_attributes_each_customer_whole() -> None:
         "value at risk by cause: engagement fading 40 (40%), service dissatisfaction 20 (20%),"
         " no reason raising risk 5 (5%), 1 customers scored without reasons"
     )
+
+
+def test_the_report_shows_why_value_is_at_risk_largest_first() -> None:
+    from serving.report import render_report
+
+    cause = np.array(["engagement", "service", "engagement", NO_CAUSE, UNEXPLAINED], dtype=object)
+    entries = at_risk_by_cause(np.array([10.0, 20.0, 30.0, 5.0, 35.0]), cause)
+    page = render_report({"population": {"at_risk_by_cause": entries}}, title="t")
+    section = page[page.index('<section id="causes">') :]
+    section = section[: section.index("</section>")]
+    assert "<h2>Why value is at risk</h2>" in section
+    labels = [label for label in ("engagement fading", "service dissatisfaction", "no reason raising risk")]
+    assert [section.index(f"<td>{label}</td>") for label in labels] == sorted(
+        section.index(f"<td>{label}</td>") for label in labels
+    )  # largest value at risk first
+    assert "<td>40</td>" in section and "<td>40.0%</td>" in section
+    assert "1 customer scored without reasons (35 value at risk, 35.0%)" in section
+    older = render_report({"population": {}}, title="t")
+    assert "no value at risk by cause" in older
