@@ -6,4 +6,6 @@ Time semantics used everywhere in this package:
   UTC calendar day is ``<= D`` (the whole as-of day included) and nothing later.
 - Labels for a horizon of ``H`` days use the days ``D+1 .. D+H`` (the window ``(D, D+H]``).
 - All durations are in days; money is in the input's currency unit.
+- Customer events (:mod:`features.events`: complaints, ratings, contacts, e-mails) follow the same rules: UTC, and a
+  feature at ``D`` reads only events whose UTC day is ``<= D`` (:mod:`features.event_features`).
 """
