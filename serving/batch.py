@@ -70,6 +70,7 @@ from serving.intervals import EquityMoments, IntervalCalibration, equity_interva
 from serving.model import ScoringModel, tier_index
 from serving.pareto import gains_curve, ordered_by_score, top_share
 from serving.ranking import rank_frame
+from serving.scorecard import DEFAULT_WEIGHTS, ScorecardWeights
 from serving.scoring import (
     CAUSE_FIELD,
     OPTIONAL_FIELDS,
@@ -164,12 +165,14 @@ def score_partition(
     min_date: dt.date | None = MIN_DATE,
     reasons: str = "all",
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> PartitionResult:
     """Contract, features at ``as_of`` and scores for one customer-disjoint part of the input.
 
     ``reasons``: ``all`` explains every row here; ``top-k`` scores without contributions and keeps the feature
     matrix in the result (explained after the rank by :func:`finish_ranking`); ``none`` leaves the reasons null.
-    ``economics``: what the rows' ``expected_profit`` subtracts (None: the default economics).
+    ``economics``: what the rows' ``expected_profit`` subtracts (None: the default economics);
+    ``scorecard_weights``: the composite's (:class:`serving.scorecard.ScorecardWeights`; None: 1/3 each).
     """
     tx, report = prepare_transactions(
         raw,
@@ -190,7 +193,10 @@ def score_partition(
         if c in model.meta.feature_reference
     }
     explain = reasons == "all"
-    table = output_columns(score_customers(model, ids, X, reasons=REASONS if explain else 0, economics=economics))
+    scored = score_customers(
+        model, ids, X, reasons=REASONS if explain else 0, economics=economics, scorecard_weights=scorecard_weights
+    )
+    table = output_columns(scored)
     return PartitionResult(table, report, drift, X if reasons == "top-k" else None)
 
 
@@ -570,11 +576,14 @@ def run_score_job(
     reasons: str = "top-k",
     on_progress: ProgressCallback | None = None,
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` and write the ranked list to ``dest``.
 
     ``economics`` (CLI ``--economics`` and its flags; None: the default): what ``expected_profit`` subtracts; part of
     the job key (parts scored under other economics are not resumed) and logged in the summary.
+    ``scorecard_weights``: the composite score's weights (:class:`serving.scorecard.ScorecardWeights`; None: 1/3
+    each), part of the job key when not the default.
 
     ``reasons`` (CLI ``--reasons``): ``top-k`` (default) = reasons for every written row, paid for the written rows
     only; ``all`` = every customer explained in its partition (same output, the cost of explaining everyone);
@@ -611,6 +620,8 @@ def run_score_job(
     scored_under = dataclasses.replace(economics, offers=())  # what the parts' expected_profit depends on
     if scored_under != Economics():
         key_text += f"|economics={json.dumps(scored_under.to_dict(), sort_keys=True)}"
+    if scorecard_weights is not None and scorecard_weights != DEFAULT_WEIGHTS:
+        key_text += f"|scorecard={json.dumps(scorecard_weights.to_dict(), sort_keys=True)}"
     job_key = hashlib.sha1(key_text.encode()).hexdigest()[:16]
     root = _staging_root(dest)
     staging = root / job_key
@@ -645,7 +656,7 @@ def run_score_job(
             parts = ((p, raw) for p, raw in split if p not in done)
         for p, raw in parts:
             saved[p] = _score_raw_part(
-                raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons, economics
+                raw, model, as_of_date, columns, normalize_float_ids, min_date, reasons, economics, scorecard_weights
             )
             _write_part(saved[p], part_path(p))  # type: ignore[arg-type]
             tell.finished(saved[p])  # type: ignore[arg-type]
@@ -940,6 +951,7 @@ def _score_raw_part(
     min_date: dt.date | None = MIN_DATE,
     reasons: str = "all",
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> PartitionResult:
     """Score one part; ``--strict`` is judged once on the combined report, so every part is counted first."""
     if raw.empty and not len(raw.columns):  # a spool partition that received no row
@@ -947,7 +959,7 @@ def _score_raw_part(
         columns = None
     return score_partition(
         raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, min_date=min_date,
-        reasons=reasons, economics=economics,
+        reasons=reasons, economics=economics, scorecard_weights=scorecard_weights,
     )  # fmt: skip
 
 

@@ -48,6 +48,7 @@ from serving.loader import load_model
 from serving.model import ScoringModel, today_utc
 from serving.plan import json_plan_rows, make_plan
 from serving.ranking import rank_order
+from serving.scorecard import ScorecardWeights
 from serving.scoring import ScoredBatch, feature_matrix, json_rows, score_customers
 
 log = logging.getLogger("retention.online")
@@ -318,7 +319,8 @@ class _Scored:
 
 class OnlineScorer:
     """Scores requests with the current model and the online store; ``economics`` (default: the default economics,
-    the service passes ``RETENTION_ECONOMICS``) gives every answer's ``expected_profit``."""
+    the service passes ``RETENTION_ECONOMICS``) gives every answer's ``expected_profit``, ``scorecard_weights``
+    (:class:`serving.scorecard.ScorecardWeights`; default 1/3 each) every answer's ``composite_score``."""
 
     def __init__(
         self,
@@ -326,11 +328,13 @@ class OnlineScorer:
         store: Any | None = None,
         limits: Limits | None = None,
         economics: Economics | None = None,
+        scorecard_weights: ScorecardWeights | None = None,
     ):
         self.holder = holder
         self.store = store
         self.limits = limits or Limits()
         self.economics = economics or Economics()
+        self.scorecard_weights = scorecard_weights
         self._column_map: _ColumnMap | None = None
 
     @property
@@ -416,7 +420,14 @@ class OnlineScorer:
         if rows:
             X = np.vstack(rows) if len(rows) > 1 else rows[0].reshape(1, -1)
             ids = [str(customers[i]["customer_id"]) for i, _ in slots]
-            batch = score_customers(model, ids, X, num_threads=1 if len(rows) <= 64 else 0, economics=economics)
+            batch = score_customers(
+                model,
+                ids,
+                X,
+                num_threads=1 if len(rows) <= 64 else 0,
+                economics=economics,
+                scorecard_weights=self.scorecard_weights,
+            )
         response_as_of = request_as_of or (store_as_of if store_as_of and id_only else inline_as_of)
         header = {"model_version": model.version, "as_of": str(response_as_of), "horizon_days": model.meta.horizon_days}
         return _Scored(batch, slots, results, header)

@@ -6,8 +6,9 @@ row, in input order, with the nightly list's columns (:func:`serving.scoring.out
 (when given), ``churn_probability``, ``expected_value``, ``value_at_risk``, ``expected_profit`` (under the economics
 of ``RETENTION_ECONOMICS`` when set where the model is loaded, :mod:`serving.economics`; else equal to the expected
 value), ``tier``, ``segment``, the optional columns (:data:`serving.scoring.OPTIONAL_FIELDS`: value quantiles and 80%
-intervals, purchase-day intervals, timing, uplift; NaN for a bundle without them) and ``reason_1..3``. Scored by
-:func:`serving.scoring.score_customers`, like every other path.
+intervals, purchase-day intervals, timing, uplift, the scorecard's scores; NaN for a bundle without them),
+``scorecard_tier``, ``reason_1..3`` (fact, cause family and effect) and ``churn_cause``. Scored by
+:func:`serving.scoring.score_customers`, like every other path (scorecard weights: the default, 1/3 each).
 
 Logged from code (:data:`MODEL_CODE`, MLflow's models-from-code): the logged model holds that file, the bundle
 artifact and MLmodel, and no ``python_model.pkl``; loading runs the file instead of unpickling anything.

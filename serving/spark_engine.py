@@ -96,6 +96,7 @@ from serving.causes import NO_CAUSE
 from serving.economics import Economics
 from serving.intervals import EquityMoments
 from serving.model import ScoringModel
+from serving.scorecard import ScorecardWeights
 from serving.scoring import CAUSE_FIELD, OPTIONAL_FIELDS, SCORECARD_TIER
 
 MASTER_ENV = "RETENTION_SPARK_MASTER"
@@ -513,13 +514,14 @@ def _score_part(
     normalize_float_ids: bool = False,
     reasons: str = "all",
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> PartitionResult:
     """:func:`serving.batch.score_partition` -- the local engine's function -- on one group of rows; ``reasons``:
     ``all`` explains every row, ``top-k`` keeps the feature rows instead (explained after the rank), ``none``;
-    ``economics``: the run's (``expected_profit``)."""
+    ``economics``: the run's (``expected_profit``); ``scorecard_weights``: the run's composite weights."""
     return score_partition(
         raw, model, as_of, columns=columns, normalize_float_ids=normalize_float_ids, reasons=reasons,
-        economics=economics,
+        economics=economics, scorecard_weights=scorecard_weights,
     )  # fmt: skip
 
 
@@ -610,6 +612,7 @@ def run_spark_job(
     reasons: str = "top-k",
     on_progress: ProgressCallback | None = None,
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> JobSummary:
     """Score every customer of ``source`` at ``as_of`` on Spark and write the ranked list to ``dest``.
 
@@ -650,7 +653,17 @@ def run_spark_job(
     try:
         load_model = _model_loader(bundle, shipped)
         results, scored, rows = _run(
-            spark, source, as_of_date, model, load_model, columns, partitions, normalize_float_ids, reasons, economics
+            spark,
+            source,
+            as_of_date,
+            model,
+            load_model,
+            columns,
+            partitions,
+            normalize_float_ids,
+            reasons,
+            economics,
+            scorecard_weights,
         )
         if on_progress is not None:
             on_progress(partitions, partitions, sum(r.report.rows_read for r in results))
@@ -793,6 +806,7 @@ def _run(
     normalize_float_ids: bool = False,
     reasons: str = "all",
     economics: Economics | None = None,
+    scorecard_weights: ScorecardWeights | None = None,
 ) -> tuple[list[PartitionResult], Any, Any]:
     """Score every partition on Spark (``reasons`` as :func:`_score_part`): one :class:`PartitionResult` per
     partition number, in order, with its report and drift counts but no rows; the persisted scored frame (the
@@ -815,7 +829,8 @@ def _run(
         def score_group(pdf: pd.DataFrame) -> pd.DataFrame:
             part = int(pdf[_PART].iloc[0])
             raw = pickle.loads(pdf[_PAYLOAD].iloc[0])
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics))
+            scored = _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics, scorecard_weights)
+            return _result_frame(part, scored)
 
     else:
         sdf, layout, keep = _read_files(spark, source, columns)
@@ -834,7 +849,8 @@ def _run(
             pdf[_ORDER[0]] = layout.file_rank(pdf[_FILE_PATH])
             pdf = pdf.sort_values([_ORDER[0], _FILE_PATH, *_ORDER[1:]], kind="stable")
             raw = layout.restore(pdf[keep].reset_index(drop=True))
-            return _result_frame(part, _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics))
+            scored = _score_part(raw, worker_model(), as_of, columns, normalize, reasons, economics, scorecard_weights)
+            return _result_frame(part, scored)
 
     from pyspark import StorageLevel
 

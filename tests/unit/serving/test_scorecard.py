@@ -170,3 +170,29 @@ def test_higher_churn_probability_never_raises_loyalty(churn: list[float], row: 
     X = np.tile(np.asarray(row, dtype=np.float64), (len(p), 1))
     loyalty = loyalty_score(p, X, LOYALTY_COLUMNS, REFERENCE)
     assert np.all(np.diff(loyalty) <= 1e-9) and np.all((loyalty >= 0) & (loyalty <= 100 + 1e-9))
+
+
+def test_the_batch_partitions_score_under_the_run_s_weights() -> None:
+    import datetime as dt
+
+    import pandas as pd
+
+    from serving.batch import score_partition
+
+    model = make_model("w")
+    model.meta = dataclasses.replace(model.meta, scorecard=REFERENCE.to_dict())
+    raw = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b"],
+            "timestamp": ["2024-11-01", "2024-12-01", "2024-06-01"],
+            "amount": [30.0, 12.5, 80.0],
+        }
+    )
+    as_of = dt.date(2024, 12, 30)
+    plain = score_partition(raw, model, as_of).scores
+    contribution_only = score_partition(raw, model, as_of, scorecard_weights=ScorecardWeights(1.0, 0.0, 0.0)).scores
+    assert plain["contribution_score"].tolist() == [42.5, 80.0]  # spend_365d x margin 1 against 0..100
+    assert contribution_only["composite_score"].tolist() == [42.5, 80.0]
+    expected = (plain["contribution_score"] + plain["loyalty_score"] + plain["potential_score"]) / 3
+    np.testing.assert_allclose(plain["composite_score"], expected)
+    assert plain["churn_cause"].notna().any() and plain["scorecard_tier"].notna().all()
