@@ -2,7 +2,8 @@
 (:mod:`features.synthetic_events`: unresolved complaints and low ratings make customers leave, resolution lowers it),
 the same pipeline trained with the events beats the one trained without them at the validation cutoff, most clearly
 on the active customers (a purchase in the last 90 days), where the transactions do not show the departure yet, and
-an event feature is among the churn head's most important features."""
+an event feature is among the churn head's most important features. ``retention train`` refuses event options it
+cannot use with one sentence."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from features.event_features import EVENT_FEATURES
 from features.kernel import feature_columns, index_transactions
 from features.synthetic import generate_transactions
 from features.synthetic_events import generate_events
+from tests.cli_util import run_cli
 from training.metrics import churn_metrics
 from training.pipeline import fit_pipeline
 
@@ -59,3 +61,20 @@ def test_event_features_are_used_and_only_with_events(fits) -> None:
     gains = importance.set_index("feature")["churn_gain"]
     assert gains[list(EVENT_FEATURES)].sum() > 0
     assert np.isfinite(fits["with"].population[list(EVENT_FEATURES)].to_numpy(dtype=float)).any()
+
+
+def test_retention_train_refuses_event_options_it_cannot_use(tmp_path) -> None:
+    """The command's event wiring up to training: each refusal is one sentence and exit 2 (a whole run takes about a
+    minute on a shared machine, too long for a test here)."""
+    raw = generate_transactions(300, 730, seed=4)
+    transactions, events = generate_events(raw, seed=4)
+    transactions.to_parquet(tmp_path / "tx.parquet")
+    events.rename(columns={"type": "event"}).to_csv(tmp_path / "events.csv", index=False)
+    args = ("train", "-t", "tx.parquet", "--as-of", str(AS_OF))
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    refused = run_cli(*args, "--event-columns", "type=event", cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and "--event-columns maps the columns of --events" in refused.stderr
+    unmapped = run_cli(*args, "--events", "events.csv", cwd=tmp_path, env=env)
+    assert unmapped.returncode == 2 and "required event column 'type' is missing" in unmapped.stderr
+    unknown = run_cli(*args, "--events", "events.csv", "--event-columns", "kind=event", cwd=tmp_path, env=env)
+    assert unknown.returncode == 2 and "unknown column 'kind'" in unknown.stderr
