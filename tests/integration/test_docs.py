@@ -1,5 +1,5 @@
 """Every command in the user guides runs: ``docs/data-scientist.md``, ``docs/crm-engineer.md``,
-``docs/data-engineer.md`` and ``README.md`` (when it has runnable commands).
+``docs/data-engineer.md``, ``docs/retention-manager.md`` and ``README.md`` (when it has runnable commands).
 
 Each page is read top to bottom; its fenced blocks are handled like this:
 
@@ -54,7 +54,12 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-GUIDES = ("docs/data-scientist.md", "docs/crm-engineer.md", "docs/data-engineer.md")
+GUIDES = (
+    "docs/data-scientist.md",
+    "docs/crm-engineer.md",
+    "docs/data-engineer.md",
+    "docs/retention-manager.md",
+)
 PAGES = (*GUIDES, "README.md")
 CLI_COMMANDS = (
     "generate",
@@ -66,6 +71,7 @@ CLI_COMMANDS = (
     "promote",
     "serve",
     "score",
+    "plan",
     "materialize",
     "acquisition",
 )
