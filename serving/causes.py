@@ -37,7 +37,7 @@ churn risk.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from features.kernel import FEATURE_DESCRIPTIONS, WINDOWS_DAYS
 
@@ -49,6 +49,7 @@ __all__ = [
     "NO_CAUSE",
     "OTHER",
     "fact",
+    "facts",
     "family_of",
     "family_text",
 ]
@@ -242,6 +243,14 @@ _MISSING_FACTS = {
 }
 """Facts for a missing value where missing says something."""
 _SEASON = ("season_sin", "season_cos")
+
+
+def facts(feature: str, values: Sequence[float], description: str | None = None) -> list[str]:
+    """:func:`fact` of each value of one feature (the template looked up once)."""
+    template = _FACTS.get(feature)
+    if template is None:
+        return [fact(feature, v, description) for v in values]
+    return [template(v) if math.isfinite(v) else fact(feature, v, description) for v in values]
 
 
 def fact(feature: str, value: float, description: str | None = None) -> str:

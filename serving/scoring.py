@@ -45,7 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from serving.causes import fact, family_of, family_text
+from serving.causes import fact, facts, family_of, family_text
 from serving.economics import Economics, expected_profit
 from serving.model import BundleMeta, ScoringModel, tier_index
 from serving.scorecard import SCORECARD_FIELDS, SCORECARD_TIER, ScorecardReference, ScorecardWeights, score_scorecard
@@ -393,16 +393,24 @@ def json_rows(batch: ScoredBatch, *, reasons: bool = True) -> list[dict[str, Any
 
 def _fact_texts(batch: ScoredBatch) -> pa.Array:
     """:func:`reason_fact` of every (row, reason) slot, row-major, as Arrow text: each distinct (feature, exact value)
-    pair formatted once (-0.0 and NaNs kept apart by their bits)."""
-    pairs = np.column_stack(
-        [
-            batch.reason_feature.reshape(-1).astype(np.int64),
-            np.ascontiguousarray(batch.reason_value).reshape(-1).view(np.int64),
-        ]
-    )
-    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    texts = [reason_fact(batch, int(j), float(np.int64(b).view(np.float64))) for j, b in distinct.tolist()]
-    return pa.array(texts, type=pa.large_string()).take(pa.array(inverse.reshape(-1)))
+    pair formatted once (-0.0 and NaNs kept apart by their bits), feature by feature."""
+    feature = batch.reason_feature.reshape(-1).astype(np.int64)
+    values = np.ascontiguousarray(batch.reason_value, dtype=np.float64).reshape(-1)
+    bits = values.view(np.int64)
+    order = np.lexsort((bits, feature))
+    feature_sorted, bits_sorted = feature[order], bits[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (feature_sorted[1:] != feature_sorted[:-1]) | (bits_sorted[1:] != bits_sorted[:-1])
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(new) - 1
+    first = order[new]
+    distinct_feature, distinct_value = feature[first], values[first]
+    starts = np.flatnonzero(np.r_[True, distinct_feature[1:] != distinct_feature[:-1]])
+    texts: list[str] = []
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(first)], strict=True):
+        j = int(distinct_feature[a])
+        texts += facts(batch.feature_names[j], distinct_value[a:b].tolist(), batch.feature_descriptions[j])
+    return pa.array(texts, type=pa.large_string()).take(pa.array(inverse))
 
 
 def reason_text(fact_text: str, family: str, effect: str) -> str:

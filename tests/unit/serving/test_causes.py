@@ -3,10 +3,14 @@ and the batch summary attributes each customer's value at risk to the family of 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features.kernel import FEATURE_DESCRIPTIONS
 from serving.batch import UNEXPLAINED, JobSummary, at_risk_by_cause, summary_causes
@@ -20,7 +24,7 @@ from serving.causes import (
     family_of,
     family_text,
 )
-from serving.scoring import ScoredBatch, churn_causes, reason_objects, reason_text_columns
+from serving.scoring import ScoredBatch, churn_causes, reason_objects, reason_text, reason_text_columns
 
 
 def test_every_kernel_feature_has_a_documented_family() -> None:
@@ -146,3 +150,36 @@ def test_the_report_shows_why_value_is_at_risk_largest_first() -> None:
     assert "1 customer scored without reasons (35 value at risk, 35.0%)" in section
     older = render_report({"population": {}}, title="t")
     assert "no value at risk by cause" in older
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2), min_size=3, max_size=3),
+            st.lists(st.sampled_from([0.0, -0.0, math.nan, 1.0, 2.5, 143.0, -4.0]), min_size=3, max_size=3),
+            st.lists(st.sampled_from([0.5, -0.25, 0.0]), min_size=3, max_size=3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_text_reasons_are_the_json_reasons_whatever_the_values(rows) -> None:
+    """The column-wise texts (each distinct feature and value formatted once) equal the per-row JSON objects."""
+    contributions = np.array([sorted(c, key=lambda v: -abs(v)) for _, _, c in rows])
+    batch = batch_with(contributions.tolist(), np.count_nonzero(contributions, axis=1).tolist())
+    batch = dataclasses.replace(
+        batch,
+        reason_feature=np.array([f for f, _, _ in rows]),
+        reason_value=np.array([v for _, v, _ in rows]),
+    )
+    columns = reason_text_columns(batch)
+    for i in range(len(rows)):
+        objects = reason_objects(batch, i)
+        for k in range(3):
+            text = columns[f"reason_{k + 1}"][i]
+            if k >= len(objects):
+                assert pd.isna(text)
+            else:
+                o = objects[k]
+                assert text == reason_text(o["fact"], o["cause"], o["effect"])
