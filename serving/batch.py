@@ -16,7 +16,9 @@ fingerprint + partitions + reasons mode + economics). The same job gives the sam
 
 Every row carries ``expected_profit`` under the job's economics (:mod:`serving.economics`, CLI ``--economics``);
 the summary logs those economics and describes the scored population for reports (:func:`population_summary`:
-value pyramid by tier, tier x segment matrix, Pareto and cumulative-profit curves, unprofitable customers).
+value pyramid by tier, tier x segment matrix, Pareto and cumulative-profit curves, unprofitable customers, value at
+risk by churn-cause family: :func:`at_risk_by_cause`). Every row also carries the contribution x loyalty x potential
+scorecard (:mod:`serving.scorecard`, ``scorecard_tier``) and its ``churn_cause`` (:mod:`serving.causes`).
 
 Reasons (TreeSHAP, ~85% of a job that explains every customer) follow ``reasons`` (CLI ``--reasons``):
 ``top-k`` (default) explains the rows that are written: without ``top_k`` that is every row, explained inside the

@@ -413,7 +413,7 @@ def test_reasons_none_keeps_scores_order_and_columns_with_null_reasons(workspace
     table, expected = pd.read_parquet(none), pd.read_parquet(scored[0])
     assert list(table.columns) == list(OUTPUT_COLUMNS)
     assert table.dtypes.equals(expected.dtypes), "same schema, reasons null"
-    reasons = ["reason_1", "reason_2", "reason_3"]
+    reasons = ["reason_1", "reason_2", "reason_3", "churn_cause"]  # what the reasons fill
     assert table[reasons].isna().all().all()
     rest = [c for c in OUTPUT_COLUMNS if c not in reasons]
     pd.testing.assert_frame_equal(table[rest], expected[rest], check_exact=True)
