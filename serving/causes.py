@@ -168,6 +168,13 @@ def _share(v: float) -> str:
     return f"{v:.0%}"
 
 
+def _trend(v: float, doing: str, nothing: str, days: int) -> str:
+    """``buying at 0.4x the yearly rate in the last 90 days``; ``no purchase in the last 90 days`` at 0."""
+    if v == 0:
+        return f"{nothing} in the last {days} days (some earlier in the year)"
+    return f"{doing} at {_ratio(v)} the yearly rate in the last {days} days"
+
+
 def _window_facts() -> dict[str, Callable[[float], str]]:
     out: dict[str, Callable[[float], str]] = {}
     for w in WINDOWS_DAYS:
@@ -177,7 +184,7 @@ def _window_facts() -> dict[str, Callable[[float], str]]:
 
 
 _FACTS: dict[str, Callable[[float], str]] = {
-    "recency_days": lambda v: f"no purchase for {_plural(v, 'day{s}')}",
+    "recency_days": lambda v: f"no purchase for {_plural(v, 'day{s}')}" if round(v) else "bought on the as-of day",
     "tenure_days": lambda v: f"customer for {_plural(v, 'day{s}')}",
     "n_purchase_days": lambda v: f"bought on {_plural(v, 'day{s}')} so far",
     "n_transactions": lambda v: f"{_plural(v, 'purchase{s}')} so far",
@@ -187,9 +194,9 @@ _FACTS: dict[str, Callable[[float], str]] = {
     "max_amount": lambda v: f"largest purchase {_money(v)}",
     "std_amount": lambda v: f"purchase amounts vary by {_money(v)}",
     **_window_facts(),
-    "trend_tx_30_365": lambda v: f"buying at {_ratio(v)} the yearly rate in the last 30 days",
-    "trend_tx_90_365": lambda v: f"buying at {_ratio(v)} the yearly rate in the last 90 days",
-    "trend_spend_90_365": lambda v: f"spending at {_ratio(v)} the yearly rate in the last 90 days",
+    "trend_tx_30_365": lambda v: _trend(v, "buying", "no purchase", 30),
+    "trend_tx_90_365": lambda v: _trend(v, "buying", "no purchase", 90),
+    "trend_spend_90_365": lambda v: _trend(v, "spending", "no net spend", 90),
     "ipt_mean_days": lambda v: f"usually buys every {_plural(v, 'day{s}')}",
     "ipt_std_days": lambda v: f"purchase interval varies by {_plural(v, 'day{s}')}",
     "days_overdue": lambda v: (
