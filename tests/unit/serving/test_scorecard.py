@@ -28,7 +28,7 @@ from serving.scorecard import (
     score_scorecard,
     scorecard_tiers,
 )
-from serving.scoring import json_rows, output_columns, score_customers
+from serving.scoring import json_rows, output_columns, reason_objects, score_customers
 
 UNIFORM = tuple(float(v) for v in range(101))  # quantiles of 0..100: a value's percentile is the value itself
 
@@ -196,3 +196,39 @@ def test_the_batch_partitions_score_under_the_run_s_weights() -> None:
     expected = (plain["contribution_score"] + plain["loyalty_score"] + plain["potential_score"]) / 3
     np.testing.assert_allclose(plain["composite_score"], expected)
     assert plain["churn_cause"].notna().any() and plain["scorecard_tier"].notna().all()
+
+
+def test_a_model_trained_with_events_scores_the_scorecard_on_its_training_shares() -> None:
+    """Behaviour on generated data with customer events (complaints and low ratings make customers leave): the
+    bundle's reference holds the ratings; at the training as-of date the composite's tiers hold the training tiers'
+    shares; customers with unresolved complaints are less loyal; an event feature's reasons name the service family."""
+    import datetime as dt
+
+    from features.contract import prepare_transactions
+    from features.kernel import compute_feature_arrays, index_transactions
+    from features.synthetic import generate_transactions
+    from features.synthetic_events import generate_events
+    from serving.causes import EVENT_FEATURE_FAMILY
+    from serving.scoring import feature_matrix
+    from training.pipeline import fit_pipeline
+
+    as_of = dt.date(2024, 12, 30)
+    transactions, events = generate_events(generate_transactions(1500, 730, seed=1), seed=1)
+    clean, _ = prepare_transactions(transactions, as_of=as_of)
+    prep = index_transactions(clean, events=events)
+    model = fit_pipeline(prep, as_of, 90, seed=0, num_threads=1).model
+    reference = ScorecardReference.from_dict(json.loads(model.meta.to_json())["scorecard"])
+    assert len(reference.rating) == len(reference.contribution) == 101
+    ids, arrays = compute_feature_arrays(prep, as_of)
+    X = feature_matrix(arrays, model.feature_columns, len(ids))
+    batch = score_customers(model, ids, X)
+    counts = {t: int((batch.scorecard_tier == t).sum()) for t in model.meta.tier_names}
+    assert counts == {t: int((batch.tier == t).sum()) for t in model.meta.tier_names}  # 5%, 15%, 30%, the rest
+    complained = np.nan_to_num(arrays["unresolved_complaints"]) > 0
+    assert 0 < complained.sum() < len(ids)
+    assert batch.loyalty_score[complained].mean() < batch.loyalty_score[~complained].mean() - 5
+    event_reasons = [
+        r for i in range(len(batch)) for r in reason_objects(batch, i) if r["feature"] in EVENT_FEATURE_FAMILY
+    ]
+    assert event_reasons and all(r["cause"] == EVENT_FEATURE_FAMILY[r["feature"]] for r in event_reasons)
+    assert "service" in {r["cause"] for r in event_reasons}
