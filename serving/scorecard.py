@@ -13,9 +13,10 @@ population at the bundle's as-of date (:class:`ScorecardReference`, stored in ``
   ``retention`` = 1 - churn probability (0.5); ``tenure`` = the percentile of ``tenure_days`` / 100 (0.2);
   ``repurchase`` = the percentile of the repeat purchase days ``btyd_frequency`` / 100 (0.15); ``service`` (0.15,
   only for a model trained with customer events): the mean of ``complaints`` = 1 / (1 + ``complaints_30d`` +
-  ``unresolved_complaints``) and ``satisfaction`` = the percentile of ``mean_rating`` among the reference's rated
-  customers / 100 (whichever exist and are not missing). A component the bundle or the customer lacks is left out
-  and the weights of the others are renormalised. More churn risk never raises it; more tenure, repeat purchases,
+  ``unresolved_complaints``; a missing count is 0: no complaint on record) and ``satisfaction`` = the percentile of
+  ``mean_rating`` among the reference's rated customers / 100 (left out for a customer never rated), of whichever
+  features the model has. A component the bundle or the customer lacks is left out and the weights of the others
+  are renormalised. More churn risk never raises it; more tenure, repeat purchases,
   satisfaction and fewer complaints never lower it.
 - ``composite_score``: the weighted mean of the three with :class:`ScorecardWeights` (default 1/3 each; a run
   passes its own, e.g. from ``contribution=0.5,loyalty=0.25,potential=0.25``, see :meth:`ScorecardWeights.parse`).
@@ -23,6 +24,12 @@ population at the bundle's as-of date (:class:`ScorecardReference`, stored in ``
   first tier whose lower bound the composite reaches; the bounds are the training population's composite quantiles
   at the training tiers' cumulative top shares, under the reference's weights (the default ones), so under those
   weights the tiers hold the training shares (top 5%, next 15%, ...); under other weights the same bounds apply.
+
+Weights come from the run: :func:`serving.scoring.score_customers` (``scorecard_weights=``), the batch job and the
+Spark engine (``run_score_job`` / ``run_spark_job(scorecard_weights=)``, part of the job key when not the default)
+and the online scorer (``OnlineScorer(scorecard_weights=)``); None everywhere means the default 1/3 each. Text
+(a setting or a command-line option) is read by :meth:`ScorecardWeights.parse`: ``contribution=2,loyalty=1,
+potential=1`` or a JSON object; a bad text is a :class:`~features.contract.ContractError` (one sentence).
 
 Percentiles (:func:`percentile_score`): the reference holds :data:`REFERENCE_POINTS` quantiles (0%, 1%, ..., 100%)
 of each measure; a value's score is linear between the quantiles around it, 0 below the lowest and 100 above the
