@@ -358,7 +358,7 @@ def reasons_frame(customer_ids: Sequence[str], reasons: Sequence[Sequence[Mappin
     return pd.DataFrame(rows, columns=["customer_id", "reason", *_REASON_KEYS])
 
 
-_REASON_KEYS = ("feature", "description", "value", "effect", "contribution")
+_REASON_KEYS = ("feature", "description", "value", "effect", "contribution", "cause", "fact")
 
 
 # --------------------------------------------------------------------------------------------------------------

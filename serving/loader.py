@@ -88,9 +88,26 @@ def load_bundle(bundle_dir: Path, version: str | None, isolate: bool = True) -> 
     if isolate:
         check_in_child(bundle_dir)
     try:
-        return ScoringModel.load(bundle_dir, version=version)
+        model = ScoringModel.load(bundle_dir, version=version)
     except BundleIntegrityError as exc:
         raise ModelRejected(f"model bundle '{bundle_dir}' failed its integrity check: {exc}") from exc
+    refuse_event_features(model, bundle_dir)
+    return model
+
+
+def refuse_event_features(model: ScoringModel, bundle_dir: Path) -> None:
+    """:class:`ModelRejected` for a version trained with customer events (``retention train --events``): the batch
+    job, the Spark engine and the service do not read event logs yet, so its event features would all be missing
+    and its scores quietly worse."""
+    from features.event_features import EVENT_FEATURE_DESCRIPTIONS
+
+    used = [name for name in model.feature_columns if name in EVENT_FEATURE_DESCRIPTIONS]
+    if used:
+        shown = ", ".join(used[:3]) + (", ..." if len(used) > 3 else "")
+        raise ModelRejected(
+            f"model bundle '{bundle_dir}' reads customer-event features ({shown}) that scoring cannot be given yet:"
+            " score with a version trained without --events"
+        )
 
 
 def find_bundle_dir(root: Path) -> Path:

@@ -161,7 +161,7 @@ def test_plan_over_http_is_the_plan_of_the_same_customers_in_the_nightly_list(se
     assert [r["offer"] for r in answer["plan"]] == expected.rows["offer"].tolist()
     for row, (_, want) in zip(answer["plan"], expected.rows.iterrows(), strict=True):
         assert row["expected_benefit"] == pytest.approx(want["expected_benefit"], abs=1e-4)
-        texts = [f"{r['description']} = " for r in row["reasons"]]
+        texts = [r["fact"] for r in row["reasons"]]
         assert all(str(want[f"reason_{k + 1}"]).startswith(t) for k, t in enumerate(texts))
     assert answer["totals"]["spend"] == pytest.approx(expected.totals["spend"])
     assert answer["totals"]["customers_contacted"] == expected.totals["customers_contacted"] > 0

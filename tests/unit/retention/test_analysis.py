@@ -155,7 +155,17 @@ def test_tier_and_segment_summaries_and_reasons() -> None:
     assert analysis.segment_matrix(scores, tiers=["gold"]).loc["gold", "rising"] == 25.0
 
     reasons = [
-        [{"feature": "recency_days", "description": "days", "value": 3.0, "effect": "lowers", "contribution": -1.0}],
+        [
+            {
+                "feature": "recency_days",
+                "description": "days",
+                "value": 3.0,
+                "effect": "lowers",
+                "contribution": -1.0,
+                "cause": "engagement",
+                "fact": "last purchase 3 days ago",
+            }
+        ],
         [],
     ]
     frame = analysis.reasons_frame(["1", "2"], reasons)
@@ -168,6 +178,8 @@ def test_tier_and_segment_summaries_and_reasons() -> None:
             "value": 3.0,
             "effect": "lowers",
             "contribution": -1.0,
+            "cause": "engagement",
+            "fact": "last purchase 3 days ago",
         }
     ]
     with pytest.raises(ValueError):

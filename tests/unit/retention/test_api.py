@@ -189,6 +189,7 @@ def fitted(generated: pd.DataFrame):
 def test_fit_score_rank_end_to_end(generated: pd.DataFrame, fitted, tmp_path: Path) -> None:
     from serving.batch import score_partition
     from serving.ranking import rank_frame
+    from serving.scoring import reason_text
 
     model = fitted.model
     assert model.meta.horizon_days == 90 and str(model.meta.trained_as_of) == AS_OF
@@ -216,10 +217,7 @@ def test_fit_score_rank_end_to_end(generated: pd.DataFrame, fitted, tmp_path: Pa
     reasons = rt.reasons(scored, [top])
     assert reasons["customer_id"].unique().tolist() == [top]
     assert reasons["reason"].tolist() == list(range(1, len(reasons) + 1))
-    texts = [
-        f"{r.description} = {'missing' if r.value is None else format(r.value, 'g')} ({r.effect})"
-        for r in reasons.itertuples()
-    ]
+    texts = [reason_text(r.fact, r.cause, r.effect) for r in reasons.itertuples()]
     assert texts == ranked.loc[0, [f"reason_{k}" for k in range(1, len(reasons) + 1)]].tolist()
     assert len(rt.reasons(scored)) == int(scored.reason_count.sum())
     with pytest.raises(KeyError, match="nobody"):

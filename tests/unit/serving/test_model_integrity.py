@@ -6,6 +6,7 @@ The real server's part is ``tests/integration/test_model_reload.py``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -209,3 +210,23 @@ def test_gate_compares_recorded_validation_metrics_on_the_same_cutoff(model, tra
 
 
 # --- the real server: start-up, reload and SIGHUP ------------------------------------------------------------------
+
+
+def test_a_version_trained_with_customer_events_is_refused_by_the_scoring_loader(tmp_path) -> None:
+    """Scoring paths cannot be given event logs yet: a bundle whose heads read event features is refused in one
+    sentence naming them, instead of being scored with every event feature missing."""
+    rng = np.random.default_rng(3)
+    columns = ("recency_days", "unresolved_complaints")
+    X = rng.uniform(0, 10, size=(200, 2))
+    params = {"verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    heads = [
+        lgb.train({**params, "objective": objective}, lgb.Dataset(X, y, feature_name=list(columns)), 4)
+        for objective, y in (("binary", (X[:, 1] > 5).astype(float)), ("tweedie", X[:, 0]))
+    ]
+    base = make_model().meta
+    meta = dataclasses.replace(base, feature_columns=columns, feature_descriptions={c: c for c in columns})
+    ScoringModel(*heads, meta).save(tmp_path / "events")
+    with pytest.raises(loader.ModelRejected, match=r"customer-event features \(unresolved_complaints\)"):
+        loader.load_model(str(tmp_path / "events"), isolate=False)
+    make_model().save(tmp_path / "plain")
+    assert loader.load_model(str(tmp_path / "plain"), isolate=False).feature_columns == COLUMNS
