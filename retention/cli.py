@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from serving.batch import JobSummary
     from serving.economics import Economics
     from serving.model import ScoringModel
+    from serving.scorecard import ScorecardWeights
     from training.config import TrainingConfig
 
 app = typer.Typer(
@@ -643,6 +644,14 @@ ContactCostOpt = Annotated[
     float | None,
     typer.Option("--contact-cost", help="Cost of one retention contact, currency units (overrides the file)."),
 ]
+ScorecardWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--scorecard-weights",
+        help="Weights of the composite score, e.g. contribution=1,loyalty=2,potential=1 (default:"
+        " $RETENTION_SCORECARD_WEIGHTS, else 1/3 each).",
+    ),
+]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local or spark.")]
 PartitionsOpt = Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")]
 SpoolOpt = Annotated[
@@ -667,6 +676,13 @@ def _economics(
         cost_per_refund=cost_per_refund,
         contact_cost=contact_cost,
     )
+
+
+def _scorecard_weights(text: str | None) -> ScorecardWeights | None:
+    """The run's composite weights: ``--scorecard-weights``, else ``$RETENTION_SCORECARD_WEIGHTS``, else None."""
+    from serving.scorecard import ScorecardWeights, weights_of_settings
+
+    return ScorecardWeights.parse(text) if text is not None else weights_of_settings(get_settings())
 
 
 def _check_job(engine: str, inputs: TransactionInput) -> None:
@@ -728,6 +744,7 @@ def score(
     cost_per_order: CostPerOrderOpt = None,
     cost_per_refund: CostPerRefundOpt = None,
     contact_cost: ContactCostOpt = None,
+    scorecard_weights: ScorecardWeightsOpt = None,
 ) -> None:
     """Score every customer and write the ranked retention list atomically (resumable, idempotent)."""
     from serving.loader import load_model
@@ -735,11 +752,12 @@ def score(
     inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
     _check_job(engine, inputs)
     run_economics = _economics(economics, margin, cost_per_order, cost_per_refund, contact_cost)
+    weights = _scorecard_weights(scorecard_weights)
     model = model or get_settings().resolved_model_uri
     scoring_model = load_model(model)
     summary = _score_job(
         engine, inputs, out, scoring_model, top_k=top_k, partitions=partitions, spool_input=spool, reasons=reasons,
-        economics=run_economics,
+        economics=run_economics, scorecard_weights=weights,
     )  # fmt: skip
     typer.echo(summary.render())
     from serving.report import write_run_report
@@ -795,6 +813,7 @@ def plan(
         typer.Option("--plan-json", help="Where the totals and budget curve go (default <out>.plan.json for a file)."),
     ] = None,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
+    scorecard_weights: ScorecardWeightsOpt = None,
 ) -> None:
     """Choose whom to contact with which offer within a budget (serving.plan) and write the plan atomically."""
     import tempfile
@@ -810,6 +829,7 @@ def plan(
     inputs = TransactionInput(transactions, columns, as_of, strict, normalize_ids, min_date, allow_future_as_of)
     _check_job(engine, inputs)
     run_economics = _economics(economics, margin, cost_per_order, cost_per_refund, contact_cost)
+    weights = _scorecard_weights(scorecard_weights)
     checked_number(budget, "--budget")
     offers = plan_offers(offer, run_economics)
     check_output(out)
@@ -823,7 +843,7 @@ def plan(
         scores_path = str(Path(folder) / "scores.parquet")  # every customer, scored by the nightly job
         summary = _score_job(
             engine, inputs, scores_path, scoring_model, partitions=partitions, spool_input=spool,
-            reasons="all", economics=run_economics,
+            reasons="all", economics=run_economics, scorecard_weights=weights,
         )  # fmt: skip
         scored = pd.read_parquet(scores_path)
     result = make_plan(scored, offers, budget, run_economics.override(offers=()), meta=scoring_model.meta)

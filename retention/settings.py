@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         " discount_rate, offers; see serving/economics.py) that every expected_profit and plan uses; `score` and"
         " `plan` --economics and their flags override it (unset: no costs, expected_profit = expected_value).",
     )
+    scorecard_weights: str | None = Field(
+        None,
+        description="Weights of the scorecard's composite score, e.g. contribution=1,loyalty=2,potential=1 or a JSON"
+        " object (see serving/scorecard.py); `score` and `plan` --scorecard-weights override it (unset: 1/3 each).",
+    )
     spark_master: str | None = Field(
         None, description="Spark master URL for `--engine spark` (default: the one spark-submit gives, else local[2])."
     )

@@ -54,6 +54,7 @@ from retention.settings import Settings
 from serving.batch import DEFAULT_PARTITIONS, run_score_job, source_fingerprint
 from serving.economics import economics_of_settings
 from serving.model import ScoringModel
+from serving.scorecard import weights_of_settings
 
 __all__ = [
     "JOB_ID_LENGTH",
@@ -182,6 +183,8 @@ class BatchTasks:
         self.store = JobStore(settings.tasks_dir)
         self.economics = economics_of_settings(settings)
         """The service's economics (``RETENTION_ECONOMICS``): what ``expected_profit`` means in a task's list."""
+        self.scorecard_weights = weights_of_settings(settings)
+        """The service's composite weights (``RETENTION_SCORECARD_WEIGHTS``; None: 1/3 each)."""
         self._write_lock = threading.Lock()
 
     def _root(self) -> Path:
@@ -276,7 +279,8 @@ class BatchTasks:
         try:
             summary = run_score_job(
                 source=src, as_of=record["as_of"], dest=dest, model=model, top_k=record["top_k"],
-                partitions=DEFAULT_PARTITIONS, on_progress=on_progress, economics=self.economics, **extra,
+                partitions=DEFAULT_PARTITIONS, on_progress=on_progress, economics=self.economics,
+                scorecard_weights=self.scorecard_weights, **extra,
             )  # fmt: skip
         except Exception as exc:
             if not isinstance(exc, ContractError):

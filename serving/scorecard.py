@@ -68,6 +68,7 @@ __all__ = [
     "reference_quantiles",
     "score_scorecard",
     "scorecard_tiers",
+    "weights_of_settings",
 ]
 
 SCORECARD_FIELDS = ("contribution_score", "loyalty_score", "potential_score", "composite_score")
@@ -334,3 +335,14 @@ def fit_reference(
         return reference
     bounds = (*(float(np.quantile(finite, 1.0 - s)) for s in tier_top_shares), 0.0)
     return dataclasses.replace(reference, tier_names=tuple(tier_names), tier_bounds=bounds)
+
+
+def weights_of_settings(settings: Any = None) -> ScorecardWeights | None:
+    """The composite's weights of this process: ``RETENTION_SCORECARD_WEIGHTS`` when set (parsed by
+    :meth:`ScorecardWeights.parse`), else None (1/3 each)."""
+    if settings is None:
+        from retention.settings import get_settings
+
+        settings = get_settings()
+    text = getattr(settings, "scorecard_weights", None)
+    return ScorecardWeights.parse(text) if text else None

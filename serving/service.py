@@ -75,6 +75,7 @@ from serving.schemas import (
     PredictRequest,
     RankRequest,
 )
+from serving.scorecard import weights_of_settings
 from serving.store import StoreUnavailable
 from serving.store_access import open_service_store
 from serving.tuning import freeze_heap, tune_runtime
@@ -133,7 +134,13 @@ class Retention:
         store = open_service_store(settings)
         self.reloads = ReloadChannel.for_this_worker(self.holder)  # one model version in every worker
         readiness.watch(self.holder, store, self.reloads)
-        self.scorer = OnlineScorer(self.holder, store, Limits.from_env(), economics_of_settings(settings))
+        self.scorer = OnlineScorer(
+            self.holder,
+            store,
+            Limits.from_env(),
+            economics_of_settings(settings),
+            scorecard_weights=weights_of_settings(settings),
+        )
         self.batch_tasks = BatchTasks(settings)  # /batch/*: jobs of serving.batch.run_score_job (serving.batch_tasks)
         threads = settings.scoring_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="retention-score") if threads > 0 else None

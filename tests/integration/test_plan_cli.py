@@ -87,6 +87,7 @@ def test_the_plan_command_writes_the_plan_of_the_nightly_list(files, meta) -> No
         (("--budget", "10"), "error: no offer: give at least one"),
         (("--budget", "10", "--offer", "x:save=2"), "error: offer 'x' save_rate must be between 0 and 1, got 2"),
         (("--budget", "10", "--offer", "x", "--contact-cost", "-1"), "error: contact_cost must be at least 0"),
+        (("--budget", "10", "--offer", "x", "--scorecard-weights", "value=1"), "error: scorecard weights take"),
     ],
 )
 def test_bad_budget_offers_or_economics_exit_2_with_one_sentence(workspace, tmp_path, args, message) -> None:

@@ -100,6 +100,16 @@ def test_weights_parse_text_json_and_refuse_nonsense() -> None:
             ScorecardWeights.parse(bad)
 
 
+def test_the_process_weights_come_from_the_settings() -> None:
+    from retention.settings import Settings
+    from serving.scorecard import weights_of_settings
+
+    assert weights_of_settings(Settings()) is None
+    assert weights_of_settings(Settings(scorecard_weights="loyalty=3,potential=1")).shares() == (0.0, 0.75, 0.25)
+    with pytest.raises(ContractError):
+        weights_of_settings(Settings(scorecard_weights="loyalty=-1"))
+
+
 def test_the_reference_is_plain_json_in_the_bundle_and_fitted_on_the_population() -> None:
     raw = json.loads(json.dumps(REFERENCE.to_dict()))
     assert ScorecardReference.from_dict(raw) == REFERENCE
