@@ -208,11 +208,19 @@ def generate(
     horizon_days: Annotated[
         int, typer.Option("--horizon-days", min=1, help="The campaign's outcome window in days (with --campaign-out).")
     ] = 90,
+    events_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--events-out",
+            help="Also write customer events (complaints, resolutions, ratings, support contacts, e-mail) whose effect"
+            " on churn is known here (.csv or .parquet); --out then holds the transactions with that effect.",
+        ),
+    ] = None,
 ) -> None:
     """Write a realistic, seeded synthetic transaction log (and, with --campaign-out, a simulated campaign)."""
     from features.synthetic import SCENARIOS, generate_transactions, write_transactions
 
-    for path in (out, campaign_out, campaign_truth):
+    for path in (out, campaign_out, campaign_truth, events_out):
         if path is not None and path.suffix.lower() not in (".csv", ".parquet", ".pq"):
             raise UserError(f"'{path}' must end in .csv or .parquet")
     if (campaign_out is None) != (campaign_sent_at is None) or (campaign_truth and not campaign_out):
@@ -227,6 +235,12 @@ def generate(
         except ContractError:
             raise UserError(f"--start '{start}' is not a date (expected YYYY-MM-DD)") from None
     frame = generate_transactions(customers, days, seed=seed, start=start, scenario=scenario)
+    if events_out is not None:
+        from features.synthetic_events import generate_events
+
+        frame, events = generate_events(frame, seed=seed)
+        write_transactions(events, events_out)
+        _echo_err(f"wrote {len(events):,} customer events to {events_out}")
     if campaign_out is not None:
         from features.synthetic_campaigns import simulate_campaign
 
