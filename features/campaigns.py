@@ -60,11 +60,13 @@ from features.contract import (
     check_column_sources,
     count_float_like_ids,
     distinct_ids,
+    float_like_ids_warning,
     group_codes,
     ids_as_text,
     parse_timestamps,
     present_mask,
     repeated_rows,
+    rule_table,
 )
 from features.kernel import NS_PER_DAY, PreparedTransactions, compute_feature_arrays, date_to_day, day_to_date
 from features.labels import labels_at
@@ -161,10 +163,7 @@ class CampaignReport:
                 "campaign; the first row was kept"
             )
         if self.float_like_ids:
-            out.append(
-                f"{self.float_like_ids:,} customer ids look like numbers an export turned into floats ('17850.0'); "
-                "they are kept as text, add --normalize-ids to read them as '17850'"
-            )
+            out.append(float_like_ids_warning(self.float_like_ids))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,12 +177,7 @@ class CampaignReport:
 
     def render(self) -> str:
         """A short human-readable table (as the transactions' report prints), then one line per warning."""
-        lines = [
-            "Campaign log quality",
-            f"  rows read                 {self.rows_read:>12,}",
-            f"  rows valid                {self.rows_valid:>12,}",
-        ]
-        lines += [f"  {rule.replace('_', ' '):<25} {self.rule_counts[rule]:>12,}" for rule in CAMPAIGN_RULES]
+        lines = rule_table("Campaign log quality", self.rows_read, self.rows_valid, self.rule_counts, CAMPAIGN_RULES)
         lines += [
             f"  campaigns                 {self.campaigns:>12,}",
             f"  customers                 {self.customers:>12,}",

@@ -125,6 +125,24 @@ class ContractError(ValueError):
     """The input cannot be used: a required column is missing, no row is valid, or ``--strict`` failed."""
 
 
+def float_like_ids_warning(count: int) -> str:
+    """The warning every input report gives when ``count`` distinct customer ids look like floats ('17850.0')."""
+    return (
+        f"{count:,} customer ids look like numbers an export turned into floats ('17850.0'); "
+        "they are kept as text, add --normalize-ids to read them as '17850'"
+    )
+
+
+def rule_table(
+    title: str, rows_read: int, rows_valid: int, rule_counts: Mapping[str, int], rules: Sequence[str], valid: str = ""
+) -> list[str]:
+    """The head of every input report's text table: ``title``, rows read and valid (``valid``: a note after "rows
+    valid", e.g. "(lines)"), then one line per rule of ``rules`` with its count."""
+    label = f"rows valid {valid}".strip()
+    lines = [title, f"  rows read                 {rows_read:>12,}", f"  {label:<25} {rows_valid:>12,}"]
+    return lines + [f"  {rule.replace('_', ' '):<25} {rule_counts[rule]:>12,}" for rule in rules]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataQualityReport:
     """What the contract found in one input: rule counts, lines and orders, coverage and refund share.
@@ -181,10 +199,7 @@ class DataQualityReport:
         if self.looks_like_order_lines:
             out.append(order_lines_warning(self.undeclared_line_orders))
         if self.float_like_ids:
-            out.append(
-                f"{self.float_like_ids:,} customer ids look like numbers an export turned into floats ('17850.0'); "
-                "they are kept as text, add --normalize-ids to read them as '17850'"
-            )
+            out.append(float_like_ids_warning(self.float_like_ids))
         if self.price_mismatch_lines:
             out.append(
                 f"{self.price_mismatch_lines:,} lines have an amount that differs from quantity × unit_price; "
@@ -205,12 +220,7 @@ class DataQualityReport:
 
     def render(self) -> str:
         """A short human-readable table, as printed by the CLI, then one line per warning."""
-        lines = [
-            "Data quality",
-            f"  rows read                 {self.rows_read:>12,}",
-            f"  rows valid (lines)        {self.rows_valid:>12,}",
-        ]
-        lines += [f"  {rule.replace('_', ' '):<25} {self.rule_counts[rule]:>12,}" for rule in RULES]
+        lines = rule_table("Data quality", self.rows_read, self.rows_valid, self.rule_counts, RULES, "(lines)")
         lines += [
             f"  orders (transactions)     {self.orders:>12,}",
             f"  multi-line orders         {self.multi_line_orders:>12,}",

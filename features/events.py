@@ -50,9 +50,11 @@ from features.contract import (
     check_column_sources,
     count_float_like_ids,
     distinct_ids,
+    float_like_ids_warning,
     ids_as_text,
     parse_timestamps,
     present_mask,
+    rule_table,
 )
 
 __all__ = [
@@ -130,10 +132,7 @@ class EventReport:
         if self.ratings_without_value:
             out.append(f"{self.ratings_without_value:,} rating events have no value: they carry no score")
         if self.float_like_ids:
-            out.append(
-                f"{self.float_like_ids:,} customer ids look like numbers an export turned into floats ('17850.0'); "
-                "they are kept as text, add --normalize-ids to read them as '17850'"
-            )
+            out.append(float_like_ids_warning(self.float_like_ids))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,12 +147,7 @@ class EventReport:
 
     def render(self) -> str:
         """A short human-readable table (as the transactions' report prints), then one line per warning."""
-        lines = [
-            "Event log quality",
-            f"  rows read                 {self.rows_read:>12,}",
-            f"  rows valid                {self.rows_valid:>12,}",
-        ]
-        lines += [f"  {rule.replace('_', ' '):<25} {self.rule_counts[rule]:>12,}" for rule in EVENT_RULES]
+        lines = rule_table("Event log quality", self.rows_read, self.rows_valid, self.rule_counts, EVENT_RULES)
         lines.append(f"  customers                 {self.customers:>12,}")
         known = [name for name in KNOWN_EVENT_TYPES if name in self.types]
         lines += [f"  {name.replace('_', ' '):<25} {self.types[name]:>12,}" for name in known]

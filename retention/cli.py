@@ -667,6 +667,7 @@ ScorecardWeightsOpt = Annotated[
     ),
 ]
 EngineOpt = Annotated[str, typer.Option("--engine", help="local or spark.")]
+RecordOpt = Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")]
 PartitionsOpt = Annotated[int, typer.Option("--partitions", min=1, help="Customer partitions (resume unit).")]
 SpoolOpt = Annotated[
     bool | None, typer.Option("--spool/--in-memory", help="Stream the input to partition files first.")
@@ -741,7 +742,7 @@ def score(
     spool: SpoolOpt = None,
     columns: ColumnsOpt = None,
     strict: StrictOpt = False,
-    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
+    record: RecordOpt = True,
     normalize_ids: NormalizeIdsOpt = False,
     min_date: MinDateOpt = DEFAULT_MIN_DATE,
     allow_future_as_of: AllowFutureOpt = False,
@@ -826,7 +827,7 @@ def plan(
         Path | None,
         typer.Option("--plan-json", help="Where the totals and budget curve go (default <out>.plan.json for a file)."),
     ] = None,
-    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run in MLflow.")] = True,
+    record: RecordOpt = True,
     scorecard_weights: ScorecardWeightsOpt = None,
 ) -> None:
     """Choose whom to contact with which offer within a budget (serving.plan) and write the plan atomically."""
