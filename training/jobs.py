@@ -160,8 +160,9 @@ def train(
             "validation_scheme": result.plan.scheme,
         }
         decision = registry.gate(
-            model_name, result.metrics.get(PRODUCT), v, *labels, force=force, validation=validation
-        )
+            model_name, result.metrics.get(PRODUCT), v, *labels, force=force, validation=validation,
+            uplift_trusted=result.model.meta.uplift_trusted,
+        )  # fmt: skip
         record = registry.champion_record(model_name, decision.champion_version) if decision.champion_version else None
         decision.uplift = registry.uplift_verdict(result.model.meta.uplift, (record or {}).get("params"))
         if decision.promoted:

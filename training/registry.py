@@ -142,8 +142,13 @@ def gate(
     *,
     force: bool = False,
     validation: dict[str, Any] | None = None,
+    uplift_trusted: bool = False,
 ) -> GateDecision:
     """Decide whether the challenger replaces the champion, comparing like with like (see the module docstring).
+
+    ``uplift_trusted``: the challenger holds trusted uplift heads (:func:`uplift_verdict`). A challenger that ties
+    the champion on every primary metric (none worse) and brings trusted uplift heads the champion lacks is promoted:
+    retraining the same data with a campaign log must reach the plans that use it.
 
     ``validation``: the challenger's ``validation_cutoff``, ``horizon_days`` and ``validation_scheme``; when the
     champion's training run recorded its validation metrics on the same three, those are compared, else the
@@ -204,11 +209,13 @@ def gate(
     if force:
         return GateDecision(True, "forced", mine, theirs, current, comparison)
     better = all(mine[k] > theirs[k] for k in PRIMARY_METRICS)
-    verdict = "beats" if better else "does not beat"
+    champion_uplift = (record or {}).get("params", {}).get("uplift_trusted") == "True"
+    adds_uplift = uplift_trusted and not champion_uplift and all(mine[k] >= theirs[k] for k in PRIMARY_METRICS)
+    verdict = "beats" if better else "ties and adds trusted uplift heads to" if adds_uplift else "does not beat"
     detail = ", ".join(f"{k} {mine[k]:.4f} vs {theirs[k]:.4f}" for k in PRIMARY_METRICS)
     how = "recorded validation metrics" if comparison["method"] == "recorded_validation" else "scored on these rows"
     reason = f"challenger {verdict} champion v{current} ({detail}; {how})"
-    return GateDecision(better, reason, mine, theirs, current, comparison)
+    return GateDecision(better or adds_uplift, reason, mine, theirs, current, comparison)
 
 
 UPLIFT_GATE_METRICS = ("uplift_qini_model", "uplift_qini_risk", "uplift_qini_random", "uplift_qini_random_p95")

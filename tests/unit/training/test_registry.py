@@ -60,6 +60,10 @@ def test_the_gate_decisions(tracking) -> None:
     assert better.reason.startswith(f"challenger beats champion v{version} (churn_auc 0.8100 vs 0.8000")
     tie = decide({"churn_auc": 0.80, "value_normalized_gini": 0.70})  # equal is not better
     assert not tie.promoted and "does not beat" in tie.reason
+    # ... unless the challenger ties and brings trusted uplift heads the champion lacks (a retrain with campaigns)
+    adds = decide({"churn_auc": 0.80, "value_normalized_gini": 0.70}, uplift_trusted=True)
+    assert adds.promoted and "ties and adds trusted uplift heads to champion" in adds.reason
+    assert not decide({"churn_auc": 0.79, "value_normalized_gini": 0.70}, uplift_trusted=True).promoted  # worse
 
     # a challenger without validation metrics cannot be compared: it waits, unless forced
     waiting = decide(None)
@@ -70,6 +74,12 @@ def test_the_gate_decisions(tracking) -> None:
 
     worse = decide({"churn_auc": 0.10, "value_normalized_gini": 0.10}, force=True)
     assert worse.promoted and worse.reason == "forced" and worse.champion == RECORDED  # compared all the same
+
+    # a champion that has trusted uplift heads keeps them against a tie
+    with_uplift = register({**VALIDATION, "cutoffs": "2024-06-02", "uplift_trusted": "True"}, RECORDED)
+    registry.set_alias(NAME, registry.CHAMPION, with_uplift)
+    assert not decide(RECORDED, uplift_trusted=True).promoted
+    registry.set_alias(NAME, registry.CHAMPION, version)
 
     # manual promotion returns the previous champion; an unknown version is refused
     second = register({**VALIDATION, "cutoffs": "2024-06-02,2024-07-02"}, RECORDED)
