@@ -239,6 +239,7 @@ def train(
     experiment: str | None = None,
     model_name: str | None = None,
     force: bool = False,
+    campaigns: Source | None = None,
     **choices: Any,
 ) -> TrainSummary:
     """Train at ``as_of``, log the run to MLflow, register a version and apply the champion gate (``retention train``).
@@ -246,6 +247,9 @@ def train(
     Tracking goes to ``MLFLOW_TRACKING_URI`` (else MLflow's local default). ``model_name`` and ``experiment``
     default to :attr:`retention.settings.Settings.model_name`; ``force`` makes the new version champion whatever
     its metrics. ``data``, ``as_of``, ``horizon_days``, ``config`` and ``choices`` as in :func:`fit`.
+    ``campaigns``: a campaign log with a held-out control group (a file, SQL URL or frame of
+    :func:`features.campaigns.prepare_campaigns`' input columns): the version also gets uplift heads
+    (``retention train --campaigns``).
 
     Returns:
         :class:`training.jobs.TrainSummary`: run id, model name, version, the gate's decision and the metrics.
@@ -254,6 +258,13 @@ def train(
 
     day = _day(as_of)
     transactions, quality = read_transactions(data, as_of=day)
+    campaign_log, campaign_quality = None, None
+    if campaigns is not None:
+        from features.campaigns import prepare_campaigns, read_campaigns
+
+        campaign_log, campaign_quality = (
+            prepare_campaigns(campaigns) if isinstance(campaigns, pd.DataFrame) else read_campaigns(str(campaigns))
+        )
     return train_job(
         transactions,
         quality,
@@ -264,6 +275,8 @@ def train(
         model_name=model_name,
         force=force,
         horizon_days=horizon_days,
+        campaigns=campaign_log,
+        campaign_quality=campaign_quality,
         **choices,
     )
 

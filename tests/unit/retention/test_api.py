@@ -267,6 +267,18 @@ def test_train_calls_the_training_job(generated: pd.DataFrame, tmp_path: Path, m
         assert call["as_of"] == dt.date(2024, 12, 30) and call["source"] == source
     assert (calls[0]["horizon_days"], calls[0]["seed"], calls[0]["force"]) == (60, 2, True)
     assert calls[1]["horizon_days"] is None, "the config's horizon"
+    assert calls[0]["campaigns"] is None and calls[0]["campaign_quality"] is None
+
+    # a campaign log (a frame or a file) goes through the campaign contract to the job
+    log = pd.DataFrame(
+        {"customer_id": ["C1", "C2", None], "campaign_id": "K", "sent_at": "2024-09-01", "treatment": [1, 0, 1]}
+    )
+    log.to_csv(tmp_path / "campaigns.csv", index=False)
+    rt.train(generated, AS_OF, campaigns=log)
+    rt.train(generated, AS_OF, campaigns=tmp_path / "campaigns.csv")
+    for call in calls[2:]:
+        assert call["campaigns"]["customer_id"].tolist() == ["C1", "C2"]
+        assert call["campaign_quality"].rule_counts["null_customer_id"] == 1
 
 
 def test_backtest_one_fold(generated: pd.DataFrame) -> None:
