@@ -55,6 +55,7 @@ from features.contract import ContractError
 from features.kernel import PreparedTransactions, date_to_day, day_to_date
 from serving.model import UPLIFT_LEARNERS, UPLIFT_ROLES, BundleMeta, ScoringModel, uplift_from_heads
 from training import heads
+from training.config import DEFAULT_CONFIG
 from training.uplift_metrics import UPLIFT_AT, qini_coefficient, qini_curve, random_qini, uplift_metrics
 
 __all__ = [
@@ -78,20 +79,7 @@ STOPPING_SHARE = 0.2
 """Share of the training customers each head stops early on before its refit on all of them."""
 MIN_ROWS_PER_ARM = 50
 """Fewest training rows per arm (treated, control) and held-out rows per arm an uplift fit accepts."""
-UPLIFT_PARAMS: dict[str, Any] = {
-    "objective": "binary",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "max_depth": 5,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.9,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbosity": -1,
-    "deterministic": True,
-    "force_row_wise": True,
-}
+UPLIFT_PARAMS: dict[str, Any] = {**DEFAULT_CONFIG.churn_params, "min_data_in_leaf": 50}
 """LightGBM parameters of every uplift head (the churn head's shape: shallow trees, at least 50 rows a leaf; the
 X-learner's heads with ``objective`` ``regression``)."""
 MAX_ROUNDS = 1000
