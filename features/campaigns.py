@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,6 +54,7 @@ import pandas as pd
 from features.contract import (
     NAT_NS,
     ContractError,
+    InputReportJson,
     as_numbers,
     check_column_sources,
     count_float_like_ids,
@@ -121,7 +120,7 @@ OUTCOME_COLUMNS: tuple[str, ...] = ("cutoff", "known", "retained", "net_spend")
 
 
 @dataclasses.dataclass(frozen=True)
-class CampaignReport:
+class CampaignReport(InputReportJson):
     """What the campaign contract found in one log: rule counts, arms and campaigns.
 
     ``treated`` / ``control``: valid rows per arm; ``campaigns``: distinct campaign ids; ``arms``: per campaign
@@ -165,15 +164,6 @@ class CampaignReport:
         if self.float_like_ids:
             out.append(float_like_ids_warning(self.float_like_ids))
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["rows_broken"] = self.rows_broken
-        out["warnings"] = self.warnings
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     def render(self) -> str:
         """A short human-readable table (as the transactions' report prints), then one line per warning."""

@@ -64,7 +64,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -143,8 +143,24 @@ def rule_table(
     return lines + [f"  {rule.replace('_', ' '):<25} {rule_counts[rule]:>12,}" for rule in rules]
 
 
+class InputReportJson:
+    """``to_dict`` / ``to_json`` of the input reports (transactions, campaign log, event log): the dataclass fields,
+    then ``rows_broken``, the report's :attr:`DERIVED` properties and ``warnings``."""
+
+    DERIVED: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for name in ("rows_broken", *self.DERIVED, "warnings"):
+            out[name] = getattr(self, name)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
 @dataclasses.dataclass(frozen=True)
-class DataQualityReport:
+class DataQualityReport(InputReportJson):
     """What the contract found in one input: rule counts, lines and orders, coverage and refund share.
 
     Line counts: ``rows_valid`` (valid lines), ``purchases`` / ``refunds`` / ``zero_amount`` (valid lines with
@@ -176,6 +192,7 @@ class DataQualityReport:
     undeclared_line_orders: int = 0
     float_like_ids: int = 0
     price_mismatch_lines: int = 0
+    DERIVED: ClassVar[tuple[str, ...]] = ("lines", "looks_like_order_lines")
 
     @property
     def rows_broken(self) -> int:
@@ -206,17 +223,6 @@ class DataQualityReport:
                 "the amount column was used"
             )
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["rows_broken"] = self.rows_broken
-        out["lines"] = self.lines
-        out["looks_like_order_lines"] = self.looks_like_order_lines
-        out["warnings"] = self.warnings
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     def render(self) -> str:
         """A short human-readable table, as printed by the CLI, then one line per warning."""

@@ -35,10 +35,9 @@ Time semantics are the kernel's: an event belongs to the UTC calendar day of its
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +45,7 @@ import pandas as pd
 from features.contract import (
     NAT_NS,
     ContractError,
+    InputReportJson,
     as_numbers,
     check_column_sources,
     count_float_like_ids,
@@ -88,7 +88,7 @@ KNOWN_EVENT_TYPES: dict[str, str] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class EventReport:
+class EventReport(InputReportJson):
     """What the event contract found in one log: rule counts, customers, types and their date range.
 
     ``types``: valid rows per normalised type (known and unknown); ``unknown_types``: the types the features do not
@@ -106,6 +106,8 @@ class EventReport:
     last_date: str | None
     ratings_without_value: int = 0
     float_like_ids: int = 0
+
+    DERIVED: ClassVar[tuple[str, ...]] = ("unknown_types",)
 
     @property
     def rows_broken(self) -> int:
@@ -134,16 +136,6 @@ class EventReport:
         if self.float_like_ids:
             out.append(float_like_ids_warning(self.float_like_ids))
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["rows_broken"] = self.rows_broken
-        out["unknown_types"] = self.unknown_types
-        out["warnings"] = self.warnings
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     def render(self) -> str:
         """A short human-readable table (as the transactions' report prints), then one line per warning."""
